@@ -1,0 +1,164 @@
+//! The admin listener: RESP, so `redis-cli -p <admin port>` works.
+//!
+//! Commands: `STATUS` (INFO-style `field:value` lines), `PING`, `AUTH` (when an admin
+//! password is set), `QUIT`, `HELP`.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use resp::{encode, FrameKind, Limits, RequestParser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::session::Shared;
+use crate::stats::Stats;
+
+pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = sh.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, sh.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
+    let mut parser = RequestParser::new(Limits {
+        max_bulk_len: 1024 * 1024,
+        ..Limits::default()
+    });
+    let mut authed = sh.settings.admin_password.is_none();
+    parser.set_authenticated(authed);
+    let mut inbuf = BytesMut::with_capacity(1024);
+    let mut out = BytesMut::new();
+    loop {
+        loop {
+            let frame = match parser.parse(&inbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    encode::error(&mut out, format!("ERR {e}").as_bytes());
+                    let _ = stream.write_all(&out).await;
+                    return;
+                }
+            };
+            if frame.kind == FrameKind::Empty {
+                inbuf.advance(frame.len);
+                continue;
+            }
+            let args: Vec<Vec<u8>> = {
+                let base: &[u8] = if frame.kind == FrameKind::Inline {
+                    parser.inline_encoded()
+                } else {
+                    &inbuf[..frame.len]
+                };
+                parser
+                    .args()
+                    .iter()
+                    .map(|r| base[r.clone()].to_vec())
+                    .collect()
+            };
+            inbuf.advance(frame.len);
+            let name = args
+                .first()
+                .map(|a| a.to_ascii_uppercase())
+                .unwrap_or_default();
+            let quit = name == b"QUIT";
+            match name.as_slice() {
+                b"AUTH" => {
+                    let pass = args.last().map(|p| p.as_slice()).unwrap_or(&[]);
+                    match &sh.settings.admin_password {
+                        None => encode::error(&mut out, b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                        Some(p) if args.len() >= 2 && p.as_bytes() == pass => {
+                            authed = true;
+                            parser.set_authenticated(true);
+                            encode::simple(&mut out, b"OK");
+                        }
+                        Some(_) => encode::error(&mut out, b"WRONGPASS invalid username-password pair or user is disabled."),
+                    }
+                }
+                b"QUIT" => encode::simple(&mut out, b"OK"),
+                _ if !authed => encode::error(&mut out, b"NOAUTH Authentication required."),
+                b"PING" => encode::simple(&mut out, b"PONG"),
+                b"STATUS" | b"INFO" => encode::bulk(&mut out, status(&sh).as_bytes()),
+                // redis-cli asks for command docs when it starts interactively.
+                b"COMMAND" => encode::array_header(&mut out, 0),
+                b"HELP" => {
+                    let lines: [&[u8]; 4] = [
+                        b"STATUS - proxy, route and counters as field:value lines",
+                        b"PING",
+                        b"AUTH <password> - when admin.password is set",
+                        b"QUIT",
+                    ];
+                    encode::array_header(&mut out, lines.len());
+                    for l in lines {
+                        encode::simple(&mut out, l);
+                    }
+                }
+                _ => encode::error(
+                    &mut out,
+                    format!(
+                        "ERR unknown admin command '{}' (try HELP)",
+                        String::from_utf8_lossy(&name[..name.len().min(64)])
+                    )
+                    .as_bytes(),
+                ),
+            }
+            if quit {
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if inbuf.capacity() - inbuf.len() < 256 {
+            inbuf.reserve(1024);
+        }
+        match stream.read_buf(&mut inbuf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// INFO-style report of the proxy's state.
+pub fn status(sh: &Shared) -> String {
+    let st = &sh.stats;
+    let mut s = String::with_capacity(512);
+    let mut line = |k: &str, v: &dyn std::fmt::Display| {
+        s.push_str(k);
+        s.push(':');
+        s.push_str(&v.to_string());
+        s.push_str("\r\n");
+    };
+    line("version", &env!("CARGO_PKG_VERSION"));
+    line("uptime_s", &st.started.elapsed().as_secs());
+    line("route", &"source");
+    line("source", &sh.upstream.addr());
+    line("source_version", &sh.upstream.version);
+    line("listen", &sh.settings.listen);
+    line("clients", &Stats::get(&st.clients));
+    line("connections_total", &Stats::get(&st.connections_total));
+    line(
+        "rejected_connections",
+        &Stats::get(&st.rejected_connections),
+    );
+    line(
+        "dedicated_connections_total",
+        &Stats::get(&st.dedicated_connections),
+    );
+    line("commands_total", &Stats::get(&st.commands_total));
+    s
+}

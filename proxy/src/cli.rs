@@ -1,0 +1,111 @@
+//! Command-line interface: `cutover run` and its flags, which override the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, EndpointConfig, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Redis-protocol sync proxy for zero-downtime migrations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (and, with --target, the syncer).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML configuration file (see config.example.toml); flags override it.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Address applications connect to [default: 127.0.0.1:6380].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The Redis applications use today: redis://[user:pass@]host:port[/db] or rediss://.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The Redis to migrate to (same URL forms).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Admin listener (RESP: STATUS, ...) [default: 127.0.0.1:6390].
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Prometheus listener serving /metrics (off unless given).
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Password clients must AUTH with (default user). Prefer the config file or the
+    /// CUTOVER_PASSWORD environment variable: flags show in `ps`.
+    #[arg(long, env = "CUTOVER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Password for the admin listener.
+    #[arg(long, env = "CUTOVER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Extra CA certificates (PEM) for rediss:// source and target.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Log level or tracing filter (RUST_LOG wins).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl RunArgs {
+    /// The file's configuration with the flags laid over it, validated.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let (mut cfg, origin) = match &self.config {
+            Some(p) => (Config::from_file(p)?, p.display().to_string()),
+            None => (Config::default(), "command line".to_string()),
+        };
+        if let Some(v) = &self.listen {
+            cfg.proxy.listen = v.clone();
+        }
+        let endpoint = |old: Option<EndpointConfig>, url: &String| EndpointConfig {
+            url: url.clone(),
+            tls_ca_file: old.and_then(|o| o.tls_ca_file),
+        };
+        if let Some(v) = &self.source {
+            cfg.source = Some(endpoint(cfg.source.take(), v));
+        }
+        if let Some(v) = &self.target {
+            cfg.target = Some(endpoint(cfg.target.take(), v));
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            for e in [cfg.source.as_mut(), cfg.target.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                e.tls_ca_file = Some(ca.clone());
+            }
+        }
+        if let Some(v) = &self.admin {
+            cfg.admin.listen = Some(v.clone());
+        }
+        if let Some(v) = &self.metrics {
+            cfg.metrics.listen = Some(v.clone());
+        }
+        if let Some(v) = &self.password {
+            cfg.proxy.password = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_password {
+            cfg.admin.password = Some(v.clone());
+        }
+        if let Some(v) = &self.log_level {
+            cfg.log.level = v.clone();
+        }
+        let origin = if self.config.is_some() {
+            format!("{origin} (with command-line overrides)")
+        } else {
+            origin
+        };
+        cfg.validate(&origin)
+    }
+}

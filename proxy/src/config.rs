@@ -1,0 +1,303 @@
+//! Configuration: the TOML file, the command-line flags that override it, and validation.
+//!
+//! Every option has a default (documented in `config.example.toml`). Unknown keys and bad
+//! values are refused at start with the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cluster::RedisUrl;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub source: Option<EndpointConfig>,
+    pub target: Option<EndpointConfig>,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Where applications connect.
+    pub listen: String,
+    /// Password of the default user (like Redis `requirepass`); none = no AUTH needed.
+    pub password: Option<String>,
+    /// Named users for `AUTH <user> <pass>`.
+    pub users: Vec<UserConfig>,
+    /// Most clients connected at once (Redis `maxclients`).
+    pub max_clients: usize,
+    /// Most commands of one client waiting for replies; beyond it the proxy stops reading
+    /// that client until replies come back.
+    pub max_inflight_per_client: u32,
+    /// Most reply bytes buffered for a client that does not read; then it is disconnected.
+    pub client_output_limit: u64,
+    /// Largest bulk argument accepted (Redis `proto-max-bulk-len`).
+    pub max_bulk_len: u64,
+    /// Shared backend connections per (db, protocol) pool. Clients are pinned to one.
+    pub backend_connections: usize,
+    /// How long to wait for a backend connection to open.
+    pub connect_timeout_ms: u64,
+    /// On SIGTERM, how long to wait for in-flight replies before exiting anyway.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://` for TLS.
+    pub url: String,
+    /// Extra PEM CA certificates to trust for `rediss://`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy: ProxyConfig::default(),
+            source: None,
+            target: None,
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:6380".into(),
+            password: None,
+            users: Vec::new(),
+            max_clients: 10_000,
+            max_inflight_per_client: 1024,
+            client_output_limit: 256 * 1024 * 1024,
+            max_bulk_len: 512 * 1024 * 1024,
+            backend_connections: 2,
+            connect_timeout_ms: 5_000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some("127.0.0.1:6390".into()),
+            password: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: `{key}`: {reason}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(origin: &str, key: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The validated settings the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub source: Endpoint,
+    pub target: Option<Endpoint>,
+    pub admin: Option<SocketAddr>,
+    pub admin_password: Option<String>,
+    pub metrics: Option<SocketAddr>,
+    pub password: Option<String>,
+    pub users: Vec<UserConfig>,
+    pub max_clients: usize,
+    pub max_inflight_per_client: u32,
+    pub client_output_limit: usize,
+    pub max_bulk_len: usize,
+    pub backend_connections: usize,
+    pub connect_timeout: std::time::Duration,
+    pub shutdown_timeout: std::time::Duration,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: RedisUrl,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and parses a TOML file; errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&origin, "-", format!("cannot read: {e}")))?;
+        Self::from_toml(&text, &origin)
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message names the key for unknown fields and bad types; add the line.
+            let key = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "-".into());
+            ConfigError::new(origin, &key, e.message().to_string())
+        })
+    }
+
+    /// Checks every value and produces the settings. `origin` names where values came from.
+    pub fn validate(&self, origin: &str) -> Result<Settings, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError::new(origin, key, reason);
+        let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse::<SocketAddr>().map_err(|e| {
+                err(
+                    key,
+                    format!("`{v}` is not an address like 127.0.0.1:6380 ({e})"),
+                )
+            })
+        };
+        let endpoint = |key: &str, e: &EndpointConfig| -> Result<Endpoint, ConfigError> {
+            let url =
+                RedisUrl::parse(&e.url).map_err(|x| err(&format!("{key}.url"), x.to_string()))?;
+            if let Some(ca) = &e.tls_ca_file {
+                if !ca.is_file() {
+                    return Err(err(
+                        &format!("{key}.tls_ca_file"),
+                        format!("{} is not a readable file", ca.display()),
+                    ));
+                }
+            }
+            Ok(Endpoint {
+                url,
+                tls_ca_file: e.tls_ca_file.clone(),
+            })
+        };
+        let p = &self.proxy;
+        let source = match &self.source {
+            Some(s) => endpoint("source", s)?,
+            None => return Err(err("source.url", "required (or --source)".into())),
+        };
+        let target = self
+            .target
+            .as_ref()
+            .map(|t| endpoint("target", t))
+            .transpose()?;
+        if p.max_clients == 0 {
+            return Err(err("proxy.max_clients", "must be at least 1".into()));
+        }
+        if p.max_inflight_per_client == 0 {
+            return Err(err(
+                "proxy.max_inflight_per_client",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=64).contains(&p.backend_connections) {
+            return Err(err(
+                "proxy.backend_connections",
+                "must be between 1 and 64".into(),
+            ));
+        }
+        if p.max_bulk_len < 1024 || p.max_bulk_len > i64::MAX as u64 {
+            return Err(err("proxy.max_bulk_len", "must be at least 1024".into()));
+        }
+        if p.client_output_limit < 1024 {
+            return Err(err(
+                "proxy.client_output_limit",
+                "must be at least 1024".into(),
+            ));
+        }
+        for (i, u) in p.users.iter().enumerate() {
+            if u.name.is_empty() || u.name == "default" {
+                return Err(err(
+                    &format!("proxy.users[{i}].name"),
+                    "must be non-empty and not `default` (use proxy.password)".into(),
+                ));
+            }
+        }
+        Ok(Settings {
+            listen: addr("proxy.listen", &p.listen)?,
+            source,
+            target,
+            admin: self
+                .admin
+                .listen
+                .as_deref()
+                .map(|a| addr("admin.listen", a))
+                .transpose()?,
+            admin_password: self.admin.password.clone(),
+            metrics: self
+                .metrics
+                .listen
+                .as_deref()
+                .map(|a| addr("metrics.listen", a))
+                .transpose()?,
+            password: p.password.clone(),
+            users: p.users.clone(),
+            max_clients: p.max_clients,
+            max_inflight_per_client: p.max_inflight_per_client,
+            client_output_limit: usize::try_from(p.client_output_limit).unwrap_or(usize::MAX),
+            max_bulk_len: usize::try_from(p.max_bulk_len).unwrap_or(usize::MAX),
+            backend_connections: p.backend_connections,
+            connect_timeout: std::time::Duration::from_millis(p.connect_timeout_ms.max(1)),
+            shutdown_timeout: std::time::Duration::from_millis(p.shutdown_timeout_ms),
+            log_level: self.log.level.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,43 @@
+use super::*;
+
+#[test]
+fn the_example_file_parses_and_validates() {
+    let text = include_str!("../../../config.example.toml");
+    let cfg = Config::from_toml(text, "config.example.toml").unwrap();
+    let s = cfg.validate("config.example.toml").unwrap();
+    assert_eq!(s.listen.port(), 6380);
+    assert_eq!(s.max_clients, 10_000);
+}
+
+#[test]
+fn unknown_keys_are_refused_with_file_and_line() {
+    let e =
+        Config::from_toml("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", "f.toml").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("f.toml: `line 3`"), "{msg}");
+    assert!(msg.contains("lisen"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let cfg = Config::from_toml(
+        "[source]\nurl = \"redis://h:1\"\n[proxy]\nlisten = \"nope\"\n",
+        "f.toml",
+    )
+    .unwrap();
+    let msg = cfg.validate("f.toml").unwrap_err().to_string();
+    assert!(msg.contains("`proxy.listen`"), "{msg}");
+
+    let cfg = Config::from_toml("[source]\nurl = \"http://h:1\"\n", "f.toml").unwrap();
+    let msg = cfg.validate("f.toml").unwrap_err().to_string();
+    assert!(msg.contains("`source.url`"), "{msg}");
+
+    let e = Config::from_toml("[proxy]\nmax_clients = \"many\"\n", "f.toml").unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn a_source_is_required() {
+    let msg = Config::default().validate("flags").unwrap_err().to_string();
+    assert!(msg.contains("source.url"), "{msg}");
+}

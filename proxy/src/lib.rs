@@ -1,0 +1,21 @@
+//! cutover: a Redis-protocol proxy that applications use instead of their Redis, so their
+//! data can be migrated to another Redis and the switch made without downtime.
+//!
+//! - [`server`]: starting everything, listeners, shutdown.
+//! - [`session`]: one client connection: reading commands, answering what the proxy owns,
+//!   forwarding the rest in order.
+//! - [`upstream`]: the Redis behind the proxy: pools of shared pipelined connections and
+//!   dedicated ones.
+//! - [`admin`], [`metrics`], [`stats`]: the operator's view.
+//! - [`config`], [`cli`], [`logging`]: how it is configured.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod upstream;

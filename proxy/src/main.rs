@@ -1,0 +1,21 @@
+//! The `cutover` binary: parses the command line and runs the proxy.
+
+use anyhow::Context;
+use clap::Parser;
+use cutover::cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let settings = args.settings()?;
+            cutover::logging::init(&settings.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("cutover")
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(cutover::server::run(settings))
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Starting the proxy: the client listener, the admin and metrics listeners, and a clean
+//! shutdown on SIGTERM/SIGINT (stop accepting, finish in-flight replies, exit).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Users;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::session::{self, Shared};
+use crate::stats::Stats;
+use crate::upstream::Upstream;
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new clients, finishing in-flight replies");
+        signal.cancel();
+    });
+    run_until(settings, shutdown).await
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    raise_fd_limit();
+    if let Some(addr) = settings.metrics {
+        crate::metrics::install(addr)?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening for clients on {}", settings.listen))?;
+    let upstream = Upstream::new(
+        "source",
+        &settings.source,
+        settings.backend_connections,
+        settings.connect_timeout,
+    )
+    .await
+    .context("setting up the source")?;
+    if settings.target.is_some() {
+        tracing::warn!(
+            "--target is accepted but syncing is not implemented yet; routing to the source"
+        );
+    }
+    let stats = Arc::new(Stats::default());
+    let sh = Arc::new(Shared {
+        users: Users::new(settings.password.as_deref(), &settings.users),
+        upstream: Arc::new(upstream),
+        stats: stats.clone(),
+        metrics: Metrics::new(),
+        next_client_id: AtomicU64::new(1),
+        shutdown: shutdown.clone(),
+        settings,
+    });
+    if let Some(addr) = sh.settings.admin {
+        let admin = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for admin on {addr}"))?;
+        tracing::info!(%addr, "admin listening");
+        tokio::spawn(crate::admin::serve(admin, sh.clone()));
+    }
+    tracing::info!(listen = %sh.settings.listen, source = %sh.settings.source.url, "cutover proxy listening");
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let clients = Stats::get(&stats.clients);
+                if clients as usize >= sh.settings.max_clients {
+                    Stats::add(&stats.rejected_connections, 1);
+                    sh.metrics.connections_rejected.increment(1);
+                    tokio::spawn(reject(stream));
+                    continue;
+                }
+                Stats::add(&stats.clients, 1);
+                Stats::add(&stats.connections_total, 1);
+                sh.metrics.connections_total.increment(1);
+                sh.metrics.clients.increment(1.0);
+                let sh2 = sh.clone();
+                tracker.spawn(async move {
+                    session::serve(stream, peer, sh2.clone()).await;
+                    sh2.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    sh2.metrics.clients.decrement(1.0);
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    let timeout = sh.settings.shutdown_timeout;
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown timeout: closing remaining clients"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Redis's answer when `maxclients` is reached.
+async fn reject(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Each client is a socket: lift the soft open-files limit to the hard one.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}

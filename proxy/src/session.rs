@@ -1,0 +1,694 @@
+//! One client connection: reads its commands, answers those the proxy owns, forwards the
+//! rest, and writes every reply back in the order the commands arrived.
+//!
+//! Ordering: a client's commands go to ONE backend connection at a time (shared, pinned by
+//! client id; or its own dedicated one), so they never race each other. Replies come back
+//! through the client's own channel; `pending` records, in command order, whether the next
+//! replies come from the backend (and how many) or are the proxy's own, so the two kinds
+//! interleave exactly as the commands did.
+//!
+//! Batching: consecutive forwarded commands in the input buffer are handed over as one
+//! zero-copy `Bytes` (one channel message, one pending entry), so a pipeline of 16 costs
+//! about what one command does.
+//!
+//! Switching connection (to a dedicated one, or to another db/protocol pool) first waits
+//! until every reply owed on the current one has arrived: the input buffer simply stops
+//! being parsed, so it doubles as the queue of held commands.
+//!
+//! Backpressure: at most `max_inflight_per_client` commands of a client are owed replies;
+//! beyond that the client is not read. Replies for a client that does not read accumulate
+//! up to `client_output_limit`, then it is disconnected (the shared connection never waits
+//! for a slow client).
+
+mod local;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use cluster::pipeline::{Batch, BatchFlags, Reply, ReplyKind, ReplySender};
+use cluster::PipelineHandle;
+use resp::command::{self, flags, CommandInfo};
+use resp::{FrameKind, Limits, RequestParser};
+use smallvec::SmallVec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Users;
+use crate::config::Settings;
+use crate::metrics::{Kind, Metrics};
+use crate::stats::Stats;
+use crate::upstream::Upstream;
+
+/// What every session shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub users: Users,
+    pub upstream: Arc<Upstream>,
+    pub stats: Arc<Stats>,
+    pub metrics: Metrics,
+    pub next_client_id: AtomicU64,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves one client until it leaves, misbehaves, or the proxy shuts down.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
+    let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let local_addr = stream.local_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let limits = Limits {
+        max_bulk_len: sh.settings.max_bulk_len,
+        ..Limits::default()
+    };
+    let mut parser = RequestParser::new(limits);
+    let auth_required = sh.users.auth_required();
+    parser.set_authenticated(!auth_required);
+    let mut s = Session {
+        st: ClientState {
+            id,
+            peer,
+            local_addr,
+            created: Instant::now(),
+            db: sh.upstream.default_db(),
+            resp3: false,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            user: None,
+            authenticated: !auth_required,
+            reply_mode: ReplyMode::On,
+            monitoring: false,
+            dedicated: false,
+        },
+        sh,
+        parser,
+        inbuf: BytesMut::new(),
+        batch: BatchAcc::default(),
+        out: BytesMut::new(),
+        pending: VecDeque::new(),
+        owed: 0,
+        dedicated: None,
+        tx,
+        rx,
+        wait_drain: false,
+        closing: false,
+        counts: [0; 9],
+        skip_pending: false,
+    };
+    let result = s.run(stream).await;
+    if let Err(e) = result {
+        tracing::debug!(client = id, %peer, reason = %e, "client connection closed");
+    }
+}
+
+/// Per-client state the proxy keeps (what Redis keeps per connection).
+pub(crate) struct ClientState {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local_addr: Option<SocketAddr>,
+    pub created: Instant,
+    pub db: u32,
+    pub resp3: bool,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    /// Authenticated user name; None = default.
+    pub user: Option<Bytes>,
+    pub authenticated: bool,
+    pub reply_mode: ReplyMode,
+    pub monitoring: bool,
+    /// Whether the client is on a dedicated connection.
+    pub dedicated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    On,
+    Off,
+    /// Skip the reply of the next command.
+    Skip,
+}
+
+enum Pending {
+    /// `remaining` replies still to come from the backend.
+    Backend {
+        remaining: u32,
+        discard: bool,
+        sent: Instant,
+    },
+    /// The proxy's own reply, waiting for earlier backend replies.
+    Local(Bytes),
+}
+
+/// The forwarded commands at the front of the input buffer, not yet handed over.
+#[derive(Default)]
+struct BatchAcc {
+    end: usize,
+    count: u32,
+    flags: u8,
+}
+
+/// What to do with one command.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Hand it to the backend. `count`: replies it produces.
+    Forward {
+        count: u32,
+        flags: u8,
+        kind: Kind,
+        dedicated: bool,
+        /// SELECT on a dedicated connection: the db the client is in once it runs.
+        set_db: Option<u32>,
+    },
+    /// The proxy answers it. `drain`: wait until nothing is owed first (it changes which
+    /// connection later commands use, or must come after earlier replies).
+    Local { cmd: local::Cmd, drain: bool },
+    /// Answer at once with this reply (refusals, NOAUTH...).
+    Reply(Bytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(resp::ProtocolError),
+    #[error("output buffer over limit ({0} bytes): client not reading")]
+    OutputLimit(usize),
+}
+
+struct Session {
+    st: ClientState,
+    sh: Arc<Shared>,
+    parser: RequestParser,
+    inbuf: BytesMut,
+    batch: BatchAcc,
+    out: BytesMut,
+    pending: VecDeque<Pending>,
+    /// Replies owed by the backend (sum of `Pending::Backend::remaining`).
+    owed: u32,
+    dedicated: Option<PipelineHandle>,
+    tx: ReplySender,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    /// A command needs every owed reply first; input is not parsed until `owed == 0`.
+    wait_drain: bool,
+    /// QUIT, shutdown, EOF or a fatal error: finish what is owed, then close.
+    closing: bool,
+    /// Commands handled since the last flush to the metrics, by kind.
+    counts: [u64; 9],
+    /// CLIENT REPLY SKIP was just run.
+    skip_pending: bool,
+}
+
+const READ_RESERVE: usize = 4 * 1024;
+const BIG_READ_RESERVE: usize = 64 * 1024;
+/// Buffers larger than this are released when they empty, so idle clients stay small.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+impl Session {
+    async fn run(&mut self, mut stream: TcpStream) -> Result<(), SessionError> {
+        let (mut rd, mut wr) = stream.split();
+        let shutdown = self.sh.shutdown.clone();
+        let mut eof = false;
+        loop {
+            self.process_input().await?;
+            self.flush_counts();
+            if self.out.len() > self.sh.settings.client_output_limit {
+                self.sh.metrics.output_limit_disconnects.increment(1);
+                tracing::warn!(client = self.st.id, peer = %self.st.peer, bytes = self.out.len(),
+                    "client not reading its replies: disconnected");
+                return Err(SessionError::OutputLimit(self.out.len()));
+            }
+            if self.closing && self.pending.is_empty() && self.out.is_empty() {
+                let _ = wr.shutdown().await;
+                return Ok(());
+            }
+            let can_read = !self.closing
+                && !eof
+                && !self.wait_drain
+                && self.owed + self.batch.count < self.sh.settings.max_inflight_per_client;
+            if can_read {
+                let spare = self.inbuf.capacity() - self.inbuf.len();
+                if spare < 512 {
+                    let want = if self.inbuf.len() >= READ_RESERVE {
+                        BIG_READ_RESERVE
+                    } else {
+                        READ_RESERVE
+                    };
+                    self.inbuf.reserve(want);
+                }
+            }
+            tokio::select! {
+                biased;
+                Some(r) = self.rx.recv() => {
+                    self.on_reply(r);
+                    while let Ok(r) = self.rx.try_recv() {
+                        self.on_reply(r);
+                    }
+                }
+                n = wr.write(&self.out), if !self.out.is_empty() => {
+                    let n = n?;
+                    self.out.advance(n);
+                    if self.out.is_empty() && self.out.capacity() > KEEP_CAPACITY {
+                        self.out = BytesMut::new();
+                    }
+                }
+                n = rd.read_buf(&mut self.inbuf), if can_read => {
+                    if n? == 0 {
+                        // The client is gone (or half-closed): answer what it sent, then close.
+                        eof = true;
+                        self.closing = true;
+                    }
+                }
+                _ = shutdown.cancelled(), if !self.closing => {
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    /// Parses and dispatches every complete command that may go now.
+    async fn process_input(&mut self) -> Result<(), SessionError> {
+        loop {
+            if self.closing && !self.inbuf_has_unsent() {
+                break;
+            }
+            if self.wait_drain {
+                if self.owed > 0 {
+                    break;
+                }
+                self.wait_drain = false;
+            }
+            if self.owed + self.batch.count >= self.sh.settings.max_inflight_per_client {
+                break;
+            }
+            if self.closing {
+                break;
+            }
+            let frame = match self.parser.parse(&self.inbuf[self.batch.end..]) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    // Redis's behaviour: the error, then close. Earlier commands still run
+                    // and get their replies first.
+                    self.flush_batch();
+                    self.sh.metrics.protocol_errors.increment(1);
+                    tracing::debug!(client = self.st.id, peer = %self.st.peer, error = %e, "protocol error");
+                    let mut b = BytesMut::new();
+                    resp::encode::error(&mut b, format!("ERR {e}").as_bytes());
+                    self.reply_local_force(b.freeze());
+                    self.inbuf.clear();
+                    self.closing = true;
+                    let _ = SessionError::Protocol(e);
+                    break;
+                }
+            };
+            if frame.kind == FrameKind::Empty {
+                if self.batch.end == 0 {
+                    self.inbuf.advance(frame.len);
+                } else {
+                    // Redis ignores it too; let it travel with the batch.
+                    self.batch.end += frame.len;
+                }
+                continue;
+            }
+            let inline = frame.kind == FrameKind::Inline;
+            let action = {
+                let base: &[u8] = if inline {
+                    self.parser.inline_encoded()
+                } else {
+                    &self.inbuf[self.batch.end..self.batch.end + frame.len]
+                };
+                classify(&self.st, &self.sh, base, self.parser.args())
+            };
+            match action {
+                Action::Forward {
+                    count,
+                    flags,
+                    kind,
+                    dedicated,
+                    set_db,
+                } => {
+                    if let Some(db) = set_db {
+                        self.st.db = db;
+                    }
+                    if dedicated && self.dedicated.is_none() {
+                        self.flush_batch();
+                        if self.owed > 0 {
+                            self.wait_drain = true;
+                            break;
+                        }
+                        if let Err(reply) = self.open_dedicated().await {
+                            self.inbuf.advance(frame.len);
+                            self.reply_local(reply);
+                            continue;
+                        }
+                    }
+                    if inline {
+                        self.flush_batch();
+                        let data = Bytes::copy_from_slice(self.parser.inline_encoded());
+                        self.inbuf.advance(frame.len);
+                        self.send(data, count, flags);
+                    } else {
+                        self.batch.end += frame.len;
+                        self.batch.count += count;
+                        self.batch.flags |= flags;
+                        // SKIP applies to this one command only: keep it a batch of its own.
+                        if self.st.reply_mode == ReplyMode::Skip {
+                            self.flush_batch();
+                        }
+                    }
+                    if flags & BatchFlags::MONITOR != 0 {
+                        self.st.monitoring = true;
+                    }
+                    self.counts[kind as usize] += 1;
+                    self.after_command();
+                }
+                Action::Local { cmd, drain } => {
+                    self.flush_batch();
+                    if drain && self.owed > 0 {
+                        self.wait_drain = true;
+                        break;
+                    }
+                    let args: SmallVec<[Bytes; 4]> = {
+                        let base: &[u8] = if inline {
+                            self.parser.inline_encoded()
+                        } else {
+                            &self.inbuf[..frame.len]
+                        };
+                        self.parser
+                            .args()
+                            .iter()
+                            .map(|r| Bytes::copy_from_slice(&base[r.clone()]))
+                            .collect()
+                    };
+                    self.inbuf.advance(frame.len);
+                    self.counts[Kind::Local as usize] += 1;
+                    self.run_local(cmd, &args);
+                    self.after_command();
+                }
+                Action::Reply(reply) => {
+                    self.flush_batch();
+                    self.inbuf.advance(frame.len);
+                    self.counts[Kind::Local as usize] += 1;
+                    self.sh.metrics.client_errors.increment(1);
+                    self.reply_local(reply);
+                    self.after_command();
+                }
+            }
+        }
+        self.flush_batch();
+        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
+            self.inbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn inbuf_has_unsent(&self) -> bool {
+        self.batch.end > 0
+    }
+
+    /// Reply-mode bookkeeping once a command has been dispatched.
+    fn after_command(&mut self) {
+        if self.skip_pending {
+            // CLIENT REPLY SKIP itself: the skip applies to the next command.
+            self.skip_pending = false;
+        } else if self.st.reply_mode == ReplyMode::Skip {
+            self.st.reply_mode = ReplyMode::On;
+        }
+    }
+
+    /// Hands the accumulated forwarded commands to the backend.
+    fn flush_batch(&mut self) {
+        if self.batch.end == 0 {
+            return;
+        }
+        let data = self.inbuf.split_to(self.batch.end).freeze();
+        let (count, flags) = (self.batch.count, self.batch.flags);
+        self.batch = BatchAcc::default();
+        self.send(data, count, flags);
+    }
+
+    fn send(&mut self, data: Bytes, count: u32, flags: u8) {
+        let batch = Batch {
+            data,
+            count,
+            flags: BatchFlags(flags),
+            reply: self.tx.clone(),
+        };
+        let handle = match &self.dedicated {
+            Some(h) => h,
+            None => self
+                .sh
+                .upstream
+                .shared(self.st.db, self.st.resp3, self.st.id),
+        };
+        if let Err(b) = handle.send(batch) {
+            // The connection's task is gone (dedicated connection lost): fail these
+            // commands and close, as the state it carried is gone.
+            let mut err = BytesMut::new();
+            for _ in 0..b.count {
+                resp::encode::error(
+                    &mut err,
+                    b"ERR cutover: lost the backend connection of this client",
+                );
+            }
+            self.push_pending(b.count);
+            let _ = self.tx.send(Reply {
+                data: err.freeze(),
+                count: b.count,
+                kind: ReplyKind::Failed,
+            });
+            return;
+        }
+        self.push_pending(count);
+    }
+
+    fn push_pending(&mut self, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let discard = self.st.reply_mode != ReplyMode::On;
+        self.pending.push_back(Pending::Backend {
+            remaining: count,
+            discard,
+            sent: Instant::now(),
+        });
+        self.owed += count;
+    }
+
+    /// A reply the proxy makes, placed after every reply owed so far.
+    fn reply_local(&mut self, reply: Bytes) {
+        if self.st.reply_mode != ReplyMode::On {
+            return;
+        }
+        self.reply_local_force(reply);
+    }
+
+    fn reply_local_force(&mut self, reply: Bytes) {
+        if self.pending.is_empty() {
+            self.out.extend_from_slice(&reply);
+        } else {
+            self.pending.push_back(Pending::Local(reply));
+        }
+    }
+
+    fn on_reply(&mut self, r: Reply) {
+        if r.kind == ReplyKind::Unsolicited {
+            self.out.extend_from_slice(&r.data);
+            return;
+        }
+        let Some(Pending::Backend {
+            remaining,
+            discard,
+            sent,
+        }) = self.pending.front_mut()
+        else {
+            // Cannot happen: replies only come for batches we recorded.
+            tracing::error!(
+                client = self.st.id,
+                "reply with nothing pending; closing client"
+            );
+            self.closing = true;
+            return;
+        };
+        if !*discard {
+            self.out.extend_from_slice(&r.data);
+        }
+        let n = r.count.min(*remaining);
+        *remaining -= n;
+        self.owed -= n;
+        if *remaining == 0 {
+            self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
+            self.pending.pop_front();
+            while let Some(Pending::Local(_)) = self.pending.front() {
+                if let Some(Pending::Local(b)) = self.pending.pop_front() {
+                    self.out.extend_from_slice(&b);
+                }
+            }
+        }
+        if r.kind == ReplyKind::Failed {
+            self.sh.metrics.backend_errors.increment(1);
+            if self.dedicated.is_some() {
+                // Its MULTI, subscriptions or blocked command are gone with the connection.
+                self.closing = true;
+            }
+        }
+    }
+
+    async fn open_dedicated(&mut self) -> Result<(), Bytes> {
+        let up = self.sh.upstream.clone();
+        match up
+            .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
+            .await
+        {
+            Ok(h) => {
+                self.dedicated = Some(h);
+                self.st.dedicated = true;
+                self.sh.metrics.dedicated_connections.increment(1);
+                Stats::add(&self.sh.stats.dedicated_connections, 1);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(client = self.st.id, side = up.label, error = %e, "cannot open a dedicated backend connection");
+                self.sh.metrics.backend_errors.increment(1);
+                let mut b = BytesMut::new();
+                resp::encode::error(
+                    &mut b,
+                    format!(
+                        "ERR cutover: {} {} is unavailable ({e}); the command did not run",
+                        up.label,
+                        up.addr()
+                    )
+                    .as_bytes(),
+                );
+                Err(b.freeze())
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        let mut total = 0;
+        for (i, n) in self.counts.iter_mut().enumerate() {
+            if *n > 0 {
+                total += *n;
+                self.sh.metrics.commands[i].increment(*n);
+                *n = 0;
+            }
+        }
+        Stats::add(&self.sh.stats.commands_total, total);
+    }
+}
+
+/// Decides what to do with one command. `base[args[i]]` is argument i.
+pub(crate) fn classify(
+    st: &ClientState,
+    sh: &Shared,
+    base: &[u8],
+    args: &[Range<usize>],
+) -> Action {
+    let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &base[r.clone()]).unwrap_or(&[]) };
+    let name = arg(0);
+    let info = command::lookup(name);
+    if !st.authenticated {
+        let allowed = match info {
+            Some(i) => {
+                i.has(flags::NO_AUTH) || matches!(i.name, "auth" | "hello" | "quit" | "reset")
+            }
+            None => false,
+        };
+        if !allowed {
+            return Action::Reply(match info {
+                Some(_) => Bytes::from_static(b"-NOAUTH Authentication required.\r\n"),
+                None => local::unknown_command(base, args),
+            });
+        }
+    }
+    let Some(info) = info else {
+        // Unknown to us (e.g. newer than our table): the server decides.
+        return forward(1, 0, Kind::Other, false);
+    };
+    if let Some(cmd) = local::Cmd::of(info, arg(1), args.len()) {
+        return local::action(cmd, st, sh, base, args);
+    }
+    let kind = Kind::of(info);
+    let argc = args.len();
+    match info.name {
+        "sync" | "psync" | "replconf" => Action::Reply(Bytes::from_static(
+            b"-ERR cutover: SYNC, PSYNC and REPLCONF are not served through the proxy; replicate from the Redis server itself\r\n",
+        )),
+        "multi" | "watch" => forward(1, 0, kind, true),
+        "subscribe" | "psubscribe" | "ssubscribe" => {
+            forward(0, BatchFlags::PUBSUB, kind, true)
+        }
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
+            if st.dedicated {
+                forward(0, BatchFlags::PUBSUB, kind, true)
+            } else {
+                // Not subscribed: one confirmation per channel, or one when none is named.
+                forward((argc.saturating_sub(1)).max(1) as u32, 0, kind, false)
+            }
+        }
+        "monitor" => forward(1, BatchFlags::MONITOR, kind, true),
+        "xread" | "xreadgroup" => {
+            let blocks = (1..argc).any(|i| arg(i).eq_ignore_ascii_case(b"block"));
+            forward(1, 0, kind, blocks)
+        }
+        "client" if arg(1).eq_ignore_ascii_case(b"tracking") => forward(1, 0, kind, true),
+        // A KILL must not queue behind the script it is meant to stop.
+        "script" | "function" if arg(1).eq_ignore_ascii_case(b"kill") => {
+            forward(1, 0, kind, true)
+        }
+        _ if info.has(flags::BLOCKING) || matches!(info.name, "wait" | "waitaof") => {
+            forward(1, 0, Kind::Blocking, true)
+        }
+        _ => forward(1, 0, kind, st.dedicated),
+    }
+    .with_monitor(st.monitoring)
+}
+
+fn forward(count: u32, flags: u8, kind: Kind, dedicated: bool) -> Action {
+    Action::Forward {
+        count,
+        flags,
+        kind,
+        dedicated,
+        set_db: None,
+    }
+}
+
+impl Action {
+    /// On a MONITOR connection every frame the server sends is passed on as it comes.
+    fn with_monitor(self, monitoring: bool) -> Action {
+        match self {
+            Action::Forward {
+                flags,
+                kind,
+                dedicated,
+                set_db,
+                ..
+            } if monitoring => Action::Forward {
+                count: 0,
+                flags,
+                kind,
+                dedicated,
+                set_db,
+            },
+            a => a,
+        }
+    }
+}
+
+/// For tests and the admin view: the command table entry of a name.
+pub fn command_info(name: &[u8]) -> Option<&'static CommandInfo> {
+    command::lookup(name)
+}

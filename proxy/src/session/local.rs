@@ -1,0 +1,453 @@
+//! The commands the proxy answers itself, because a shared backend connection can't:
+//! AUTH and HELLO (against the proxy's users), SELECT (tracked per client), QUIT, RESET,
+//! and CLIENT ID / SETNAME / GETNAME / SETINFO / INFO / REPLY. Replies and error texts are
+//! Redis 7's.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use cluster::pipeline::BatchFlags;
+use resp::command::CommandInfo;
+use resp::encode;
+
+use super::{Action, ClientState, ReplyMode, Session, Shared};
+use crate::metrics::Kind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cmd {
+    Auth,
+    Hello,
+    Select,
+    Quit,
+    Reset,
+    ClientId,
+    ClientSetName,
+    ClientGetName,
+    ClientSetInfo,
+    ClientInfo,
+    ClientReply,
+}
+
+impl Cmd {
+    pub fn of(info: &CommandInfo, sub: &[u8], argc: usize) -> Option<Cmd> {
+        Some(match info.name {
+            "auth" => Cmd::Auth,
+            "hello" => Cmd::Hello,
+            "select" => Cmd::Select,
+            "quit" => Cmd::Quit,
+            "reset" => Cmd::Reset,
+            "client" if argc >= 2 => {
+                let mut lower = [0u8; 8];
+                if sub.len() > lower.len() {
+                    return None;
+                }
+                for (d, s) in lower.iter_mut().zip(sub) {
+                    *d = s.to_ascii_lowercase();
+                }
+                match &lower[..sub.len()] {
+                    b"id" => Cmd::ClientId,
+                    b"setname" => Cmd::ClientSetName,
+                    b"getname" => Cmd::ClientGetName,
+                    b"setinfo" => Cmd::ClientSetInfo,
+                    b"info" => Cmd::ClientInfo,
+                    b"reply" => Cmd::ClientReply,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Cmd::Auth => "auth",
+            Cmd::Hello => "hello",
+            Cmd::Select => "select",
+            Cmd::Quit => "quit",
+            Cmd::Reset => "reset",
+            Cmd::ClientId => "client|id",
+            Cmd::ClientSetName => "client|setname",
+            Cmd::ClientGetName => "client|getname",
+            Cmd::ClientSetInfo => "client|setinfo",
+            Cmd::ClientInfo => "client|info",
+            Cmd::ClientReply => "client|reply",
+        }
+    }
+}
+
+/// Decides how a local command runs: some must wait for owed replies (they change the
+/// connection later commands use), SELECT on a dedicated connection is forwarded.
+pub(crate) fn action(
+    cmd: Cmd,
+    st: &ClientState,
+    sh: &Shared,
+    base: &[u8],
+    args: &[Range<usize>],
+) -> Action {
+    let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &base[r.clone()]).unwrap_or(&[]) };
+    let argc = args.len();
+    let arity_ok = match cmd {
+        Cmd::Auth => (2..=3).contains(&argc),
+        Cmd::Hello => true,
+        Cmd::Select => argc == 2,
+        Cmd::Quit | Cmd::Reset => argc == 1,
+        Cmd::ClientId | Cmd::ClientGetName | Cmd::ClientInfo => argc == 2,
+        Cmd::ClientSetName | Cmd::ClientReply => argc == 3,
+        Cmd::ClientSetInfo => argc == 4,
+    };
+    if !arity_ok {
+        if cmd == Cmd::Auth && argc > 3 {
+            return Action::Reply(Bytes::from_static(b"-ERR syntax error\r\n"));
+        }
+        return Action::Reply(wrong_arity(cmd.name()));
+    }
+    let drain = match cmd {
+        Cmd::Select => {
+            let Some(db) = parse_db(arg(1)) else {
+                return Action::Reply(Bytes::from_static(
+                    b"-ERR value is not an integer or out of range\r\n",
+                ));
+            };
+            if db >= sh.upstream.databases() as i64 || db < 0 {
+                return Action::Reply(Bytes::from_static(b"-ERR DB index is out of range\r\n"));
+            }
+            if st.dedicated {
+                // The dedicated connection switches db itself (also inside MULTI).
+                return Action::Forward {
+                    count: 1,
+                    flags: 0,
+                    kind: Kind::Local,
+                    dedicated: true,
+                    set_db: Some(db as u32),
+                };
+            }
+            db as u32 != st.db
+        }
+        // Changing protocol moves a shared client to another pool.
+        Cmd::Hello => !st.dedicated,
+        Cmd::Reset => true,
+        _ => false,
+    };
+    Action::Local { cmd, drain }
+}
+
+fn parse_db(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse::<i64>().ok()
+}
+
+fn wrong_arity(name: &str) -> Bytes {
+    Bytes::from(format!(
+        "-ERR wrong number of arguments for '{name}' command\r\n"
+    ))
+}
+
+fn err(msg: &'static [u8]) -> Bytes {
+    Bytes::from_static(msg)
+}
+
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
+/// Redis's reply to a command it does not know.
+pub(crate) fn unknown_command(base: &[u8], args: &[Range<usize>]) -> Bytes {
+    let name = args.first().map(|r| &base[r.clone()]).unwrap_or(&[]);
+    let mut msg = String::from("-ERR unknown command '");
+    msg.push_str(&sanitize(name, 128));
+    msg.push_str("', with args beginning with: ");
+    for r in args.iter().skip(1) {
+        msg.push('\'');
+        msg.push_str(&sanitize(&base[r.clone()], 128));
+        msg.push_str("' ");
+        if msg.len() > 256 {
+            break;
+        }
+    }
+    msg.push_str("\r\n");
+    Bytes::from(msg)
+}
+
+/// Like Redis's error-message cleanup: no CR/LF in an error line, bounded length.
+fn sanitize(b: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(max)])
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect()
+}
+
+/// Client names: printable ASCII without spaces (Redis's rule).
+fn valid_name(b: &[u8]) -> bool {
+    b.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+impl Session {
+    pub(super) fn run_local(&mut self, cmd: Cmd, args: &[Bytes]) {
+        let reply = match cmd {
+            Cmd::Auth => self.auth(args),
+            Cmd::Hello => self.hello(args),
+            Cmd::Select => {
+                // Range checked in `action`.
+                self.st.db = parse_db(&args[1]).unwrap_or(0) as u32;
+                ok()
+            }
+            Cmd::Quit => {
+                self.closing = true;
+                ok()
+            }
+            Cmd::Reset => self.reset(),
+            Cmd::ClientId => {
+                let mut b = BytesMut::new();
+                encode::integer(&mut b, self.st.id as i64);
+                b.freeze()
+            }
+            Cmd::ClientSetName => {
+                let name = &args[2];
+                if !valid_name(name) {
+                    err(b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+                } else {
+                    self.st.name = if name.is_empty() {
+                        None
+                    } else {
+                        Some(name.clone())
+                    };
+                    ok()
+                }
+            }
+            Cmd::ClientGetName => {
+                let mut b = BytesMut::new();
+                match &self.st.name {
+                    Some(n) => encode::bulk(&mut b, n),
+                    None => encode::null(&mut b, self.st.resp3),
+                }
+                b.freeze()
+            }
+            Cmd::ClientSetInfo => {
+                let (attr, value) = (&args[2], &args[3]);
+                if !value.iter().all(|&c| (b'!'..=b'~').contains(&c)) {
+                    Bytes::from(format!(
+                        "-ERR {} cannot contain spaces, newlines or special characters.\r\n",
+                        sanitize(attr, 32)
+                    ))
+                } else if attr.eq_ignore_ascii_case(b"lib-name") {
+                    self.st.lib_name = Some(value.clone());
+                    ok()
+                } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+                    self.st.lib_ver = Some(value.clone());
+                    ok()
+                } else {
+                    Bytes::from(format!(
+                        "-ERR Unrecognized option '{}'\r\n",
+                        sanitize(attr, 64)
+                    ))
+                }
+            }
+            Cmd::ClientInfo => {
+                let mut b = BytesMut::new();
+                encode::verbatim_text(&mut b, self.client_info_line().as_bytes(), self.st.resp3);
+                b.freeze()
+            }
+            Cmd::ClientReply => {
+                let mode = &args[2];
+                if mode.eq_ignore_ascii_case(b"on") {
+                    self.st.reply_mode = ReplyMode::On;
+                    ok()
+                } else if mode.eq_ignore_ascii_case(b"off") {
+                    self.st.reply_mode = ReplyMode::Off;
+                    return;
+                } else if mode.eq_ignore_ascii_case(b"skip") {
+                    // Skips the NEXT command's reply; this one has none either.
+                    if self.st.reply_mode == ReplyMode::On {
+                        self.st.reply_mode = ReplyMode::Skip;
+                        // `after_command` would clear it at once; mark it for the next one.
+                        self.skip_armed();
+                    }
+                    return;
+                } else {
+                    err(b"-ERR syntax error\r\n")
+                }
+            }
+        };
+        self.reply_local(reply);
+    }
+
+    /// CLIENT REPLY SKIP must outlive the `after_command` of the CLIENT command itself.
+    fn skip_armed(&mut self) {
+        self.st.reply_mode = ReplyMode::Skip;
+        self.skip_pending = true;
+    }
+
+    fn auth(&mut self, args: &[Bytes]) -> Bytes {
+        let (user, pass) = match args.len() {
+            2 => {
+                if !self.sh.users.has_default_password() {
+                    return err(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n");
+                }
+                (None, &args[1])
+            }
+            _ => (Some(&args[1]), &args[2]),
+        };
+        if self.sh.users.check(user.map(|u| &u[..]), pass) {
+            self.authenticated_as(user.cloned());
+            ok()
+        } else {
+            tracing::info!(client = self.st.id, peer = %self.st.peer, "AUTH failed");
+            Bytes::from_static(WRONGPASS)
+        }
+    }
+
+    fn authenticated_as(&mut self, user: Option<Bytes>) {
+        self.st.authenticated = true;
+        self.st.user = user.filter(|u| &u[..] != b"default");
+        self.parser.set_authenticated(true);
+    }
+
+    fn hello(&mut self, args: &[Bytes]) -> Bytes {
+        let mut proto = if self.st.resp3 { 3 } else { 2 };
+        if args.len() >= 2 {
+            let v = std::str::from_utf8(&args[1])
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok());
+            match v {
+                None => return err(b"-ERR Protocol version is not an integer or out of range\r\n"),
+                Some(2) => proto = 2,
+                Some(3) => proto = 3,
+                Some(_) => return err(b"-NOPROTO unsupported protocol version\r\n"),
+            }
+        }
+        let mut auth: Option<(Bytes, Bytes)> = None;
+        let mut setname: Option<Bytes> = None;
+        let mut i = 2;
+        while i < args.len() {
+            let opt = &args[i];
+            let more = args.len() - i - 1;
+            if opt.eq_ignore_ascii_case(b"auth") && more >= 2 {
+                auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"setname") && more >= 1 {
+                setname = Some(args[i + 1].clone());
+                i += 2;
+            } else {
+                return Bytes::from(format!(
+                    "-ERR Syntax error in HELLO option '{}'\r\n",
+                    sanitize(opt, 64)
+                ));
+            }
+        }
+        if let Some((user, pass)) = &auth {
+            if !self.sh.users.check(Some(user), pass) {
+                return Bytes::from_static(WRONGPASS);
+            }
+        }
+        if auth.is_none() && !self.st.authenticated {
+            return err(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
+        }
+        if let Some(name) = &setname {
+            if !valid_name(name) {
+                return err(
+                    b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+                );
+            }
+        }
+        if let Some((user, _)) = auth {
+            self.authenticated_as(Some(user));
+        }
+        if let Some(name) = setname {
+            self.st.name = if name.is_empty() { None } else { Some(name) };
+        }
+        let resp3 = proto == 3;
+        if resp3 != self.st.resp3 && self.dedicated.is_some() {
+            // The private connection must speak the client's protocol too; its own HELLO
+            // reply is dropped, the proxy's (with the client's id) is sent instead.
+            let mut cmd = BytesMut::new();
+            let v: &[u8] = if resp3 { b"3" } else { b"2" };
+            encode::command(&mut cmd, [&b"HELLO"[..], v].into_iter());
+            let flag = if resp3 {
+                BatchFlags::RESP3
+            } else {
+                BatchFlags::RESP2
+            };
+            let mode = self.st.reply_mode;
+            self.st.reply_mode = ReplyMode::Off;
+            self.send(cmd.freeze(), 1, flag);
+            self.st.reply_mode = mode;
+        }
+        self.st.resp3 = resp3;
+        self.hello_reply()
+    }
+
+    fn hello_reply(&self) -> Bytes {
+        let resp3 = self.st.resp3;
+        let mut b = BytesMut::new();
+        encode::map_header(&mut b, 7, resp3);
+        encode::bulk(&mut b, b"server");
+        encode::bulk(&mut b, b"redis");
+        encode::bulk(&mut b, b"version");
+        encode::bulk(&mut b, self.sh.upstream.version.as_bytes());
+        encode::bulk(&mut b, b"proto");
+        encode::integer(&mut b, if resp3 { 3 } else { 2 });
+        encode::bulk(&mut b, b"id");
+        encode::integer(&mut b, self.st.id as i64);
+        encode::bulk(&mut b, b"mode");
+        encode::bulk(&mut b, b"standalone");
+        encode::bulk(&mut b, b"role");
+        encode::bulk(&mut b, b"master");
+        encode::bulk(&mut b, b"modules");
+        encode::array_header(&mut b, 0);
+        b.freeze()
+    }
+
+    fn reset(&mut self) -> Bytes {
+        // Dropping the dedicated connection ends its MULTI, WATCH, subscriptions, MONITOR
+        // and tracking on the server, as RESET would.
+        self.dedicated = None;
+        self.st.dedicated = false;
+        self.st.monitoring = false;
+        self.st.db = self.sh.upstream.default_db();
+        self.st.resp3 = false;
+        self.st.name = None;
+        self.st.reply_mode = ReplyMode::On;
+        if self.sh.users.auth_required() {
+            self.st.authenticated = false;
+            self.st.user = None;
+            self.parser.set_authenticated(false);
+        }
+        Bytes::from_static(b"+RESET\r\n")
+    }
+
+    fn client_info_line(&self) -> String {
+        let st = &self.st;
+        let show = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let user = st
+            .user
+            .as_ref()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_else(|| "default".into());
+        let flags = if st.monitoring {
+            "O"
+        } else if st.dedicated {
+            "x"
+        } else {
+            "N"
+        };
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            st.id,
+            st.peer,
+            st.local_addr.map(|a| a.to_string()).unwrap_or_default(),
+            show(&st.name),
+            st.created.elapsed().as_secs(),
+            flags,
+            st.db,
+            user,
+            if st.resp3 { 3 } else { 2 },
+            show(&st.lib_name),
+            show(&st.lib_ver),
+        )
+    }
+}
+
+fn ok() -> Bytes {
+    Bytes::from_static(b"+OK\r\n")
+}

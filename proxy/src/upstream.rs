@@ -1,0 +1,139 @@
+//! The Redis behind the proxy (the source now; the target after a cutover).
+//!
+//! Ordinary commands travel on shared pipelined connections, grouped in pools by what a
+//! connection's session state must be: the selected db and the protocol version. A client
+//! is pinned to one connection of its pool, so its commands never race each other.
+//! Clients that need session state of their own get a dedicated connection.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::{ConnectError, Connector, PipelineHandle, SessionSetup};
+
+use crate::config::Endpoint;
+
+pub struct Upstream {
+    /// `source` or `target`: names the side in errors and logs.
+    pub label: &'static str,
+    connector: Arc<Connector>,
+    conns_per_pool: usize,
+    /// Index: db * 2 + (resp3 as usize). Created on first use.
+    pools: Box<[OnceLock<Box<[PipelineHandle]>>]>,
+    databases: u32,
+    /// The db of the URL: where clients start.
+    default_db: u32,
+    /// `redis_version` of the server, for HELLO replies.
+    pub version: String,
+}
+
+impl Upstream {
+    /// Connects once to learn the server's version and number of databases. A server that
+    /// cannot be reached at start is not fatal: the proxy starts and reconnects.
+    pub async fn new(
+        label: &'static str,
+        endpoint: &Endpoint,
+        conns_per_pool: usize,
+        timeout: Duration,
+    ) -> Result<Upstream, ConnectError> {
+        let connector = Arc::new(Connector::new(
+            endpoint.url.clone(),
+            endpoint.tls_ca_file.as_deref(),
+            timeout,
+        )?);
+        let (version, databases) = match probe(&connector).await {
+            Ok(v) => v,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(side = label, error = %e, "backend not reachable at start; will keep trying");
+                ("7.0.0".to_string(), 16)
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(side = label, addr = %connector.addr(), version, databases, "backend");
+        let pools = (0..databases as usize * 2)
+            .map(|_| OnceLock::new())
+            .collect();
+        Ok(Upstream {
+            label,
+            connector,
+            conns_per_pool,
+            pools,
+            databases,
+            default_db: endpoint.url.db.min(databases.saturating_sub(1)),
+            version,
+        })
+    }
+
+    pub fn databases(&self) -> u32 {
+        self.databases
+    }
+
+    pub fn default_db(&self) -> u32 {
+        self.default_db
+    }
+
+    pub fn addr(&self) -> String {
+        self.connector.addr()
+    }
+
+    /// The shared connection client `client_id` is pinned to for (db, protocol).
+    pub fn shared(&self, db: u32, resp3: bool, client_id: u64) -> &PipelineHandle {
+        let idx = (db.min(self.databases.saturating_sub(1)) as usize) * 2 + resp3 as usize;
+        let pool = self.pools[idx].get_or_init(|| {
+            let setup = SessionSetup {
+                db,
+                resp3,
+                name: None,
+            };
+            (0..self.conns_per_pool)
+                .map(|_| {
+                    PipelineHandle::spawn_shared(self.connector.clone(), setup.clone(), self.label)
+                })
+                .collect()
+        });
+        &pool[(client_id % pool.len() as u64) as usize]
+    }
+
+    /// Opens a connection of the client's own, set up with its db, protocol and name.
+    pub async fn dedicated(
+        &self,
+        db: u32,
+        resp3: bool,
+        name: Option<Bytes>,
+    ) -> Result<PipelineHandle, ConnectError> {
+        let setup = SessionSetup { db, resp3, name };
+        let stream = self.connector.connect(&setup).await?;
+        Ok(PipelineHandle::spawn_dedicated(
+            stream,
+            resp3,
+            self.label,
+            self.connector.addr(),
+        ))
+    }
+}
+
+/// Reads `redis_version` and the number of databases.
+async fn probe(connector: &Connector) -> Result<(String, u32), ConnectError> {
+    let mut s = connector.connect(&SessionSetup::default()).await?;
+    let replies = s
+        .request(&[&[b"INFO", b"server"], &[b"CONFIG", b"GET", b"databases"]])
+        .await
+        .map_err(|e| ConnectError::Io {
+            addr: connector.addr(),
+            source: e,
+        })?;
+    let info = String::from_utf8_lossy(&replies[0]);
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "7.0.0".into());
+    // `*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n`: the last line holds the value. CONFIG may
+    // be renamed or refused on managed services: fall back to Redis's default.
+    let databases = std::str::from_utf8(&replies[1])
+        .ok()
+        .and_then(|t| t.trim_end().rsplit("\r\n").next()?.parse::<u32>().ok())
+        .filter(|d| (1..=1_000_000).contains(d))
+        .unwrap_or(16);
+    Ok((version, databases))
+}
