@@ -132,10 +132,11 @@ impl Default for LogConfig {
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{origin}: `{key}`: {reason}")]
+#[error("{origin}: {location}: {reason}")]
 pub struct ConfigError {
     pub origin: String,
-    pub key: String,
+    /// `` `proxy.listen` `` or `line 3`.
+    pub location: String,
     pub reason: String,
 }
 
@@ -143,7 +144,15 @@ impl ConfigError {
     fn new(origin: &str, key: &str, reason: impl Into<String>) -> Self {
         ConfigError {
             origin: origin.to_string(),
-            key: key.to_string(),
+            location: format!("`{key}`"),
+            reason: reason.into(),
+        }
+    }
+
+    fn at_line(origin: &str, line: Option<usize>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.to_string(),
+            location: line.map_or_else(|| "-".to_string(), |l| format!("line {l}")),
             reason: reason.into(),
         }
     }
@@ -181,21 +190,21 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(&origin, "-", format!("cannot read: {e}")))?;
+            .map_err(|e| ConfigError::at_line(&origin, None, format!("cannot read: {e}")))?;
         Self::from_toml(&text, &origin)
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             // toml's message names the key for unknown fields and bad types; add the line.
-            let key = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "-".into());
-            ConfigError::new(origin, &key, e.message().to_string())
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            ConfigError::at_line(origin, line, e.message().trim_end().to_string())
         })
     }
 

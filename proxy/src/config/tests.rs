@@ -14,7 +14,10 @@ fn unknown_keys_are_refused_with_file_and_line() {
     let e =
         Config::from_toml("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", "f.toml").unwrap_err();
     let msg = e.to_string();
-    assert!(msg.starts_with("f.toml: `line 3`"), "{msg}");
+    assert!(
+        msg.starts_with("f.toml: line 3: unknown field `lisen`"),
+        "{msg}"
+    );
     assert!(msg.contains("lisen"), "{msg}");
 }
 

@@ -10,7 +10,7 @@ use cluster::pipeline::BatchFlags;
 use resp::command::CommandInfo;
 use resp::encode;
 
-use super::{Action, ClientState, ReplyMode, Session, Shared};
+use super::{Action, ClientState, ReplyMode, Session};
 use crate::metrics::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Cmd {
 pub(crate) fn action(
     cmd: Cmd,
     st: &ClientState,
-    sh: &Shared,
+    databases: u32,
     base: &[u8],
     args: &[Range<usize>],
 ) -> Action {
@@ -108,7 +108,7 @@ pub(crate) fn action(
                     b"-ERR value is not an integer or out of range\r\n",
                 ));
             };
-            if db >= sh.upstream.databases() as i64 || db < 0 {
+            if db >= databases as i64 || db < 0 {
                 return Action::Reply(Bytes::from_static(b"-ERR DB index is out of range\r\n"));
             }
             if st.dedicated {

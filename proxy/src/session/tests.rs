@@ -1,1 +1,207 @@
+//! What the session decides for each command: which connection, how many replies, whether
+//! the proxy answers it. (The behaviour on the wire is tested against real servers in
+//! tests/.)
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::*;
+
+fn state() -> ClientState {
+    ClientState {
+        id: 7,
+        peer: SocketAddr::from(([127, 0, 0, 1], 5000)),
+        local_addr: None,
+        created: Instant::now(),
+        db: 0,
+        resp3: false,
+        name: None,
+        lib_name: None,
+        lib_ver: None,
+        user: None,
+        authenticated: true,
+        reply_mode: ReplyMode::On,
+        monitoring: false,
+        dedicated: false,
+    }
+}
+
+/// Classifies a command given as words, the way `process_input` does.
+fn decide(st: &ClientState, words: &[&str]) -> Action {
+    let mut base = Vec::new();
+    let mut ranges = Vec::new();
+    for w in words {
+        let start = base.len();
+        base.extend_from_slice(w.as_bytes());
+        ranges.push(start..base.len());
+    }
+    classify(st, 16, &base, &ranges)
+}
+
+fn fwd(a: &Action) -> (u32, u8, bool) {
+    match a {
+        Action::Forward {
+            count,
+            flags,
+            dedicated,
+            ..
+        } => (*count, *flags, *dedicated),
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
+
+fn reply(a: &Action) -> String {
+    match a {
+        Action::Reply(b) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("expected Reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn ordinary_commands_share_a_connection() {
+    let st = state();
+    assert_eq!(fwd(&decide(&st, &["GET", "k"])), (1, 0, false));
+    assert_eq!(fwd(&decide(&st, &["set", "k", "v"])), (1, 0, false));
+    assert_eq!(fwd(&decide(&st, &["EVAL", "return 1", "0"])), (1, 0, false));
+    // Unknown to our table (a newer server's command): the server decides.
+    assert_eq!(fwd(&decide(&st, &["NEWCMD", "x"])), (1, 0, false));
+    // EXEC without MULTI: Redis's own error comes back from the server.
+    assert_eq!(fwd(&decide(&st, &["EXEC"])), (1, 0, false));
+}
+
+#[test]
+fn stateful_commands_get_a_dedicated_connection() {
+    let st = state();
+    for words in [
+        &["MULTI"][..],
+        &["WATCH", "k"],
+        &["BLPOP", "q", "0"],
+        &["BZPOPMIN", "z", "1"],
+        &["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"],
+        &["WAIT", "1", "0"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["CLIENT", "TRACKING", "on"],
+        &["SCRIPT", "KILL"],
+    ] {
+        assert!(fwd(&decide(&st, words)).2, "{words:?} not dedicated");
+    }
+    assert!(!fwd(&decide(&st, &["XREAD", "STREAMS", "s", "0"])).2);
+    assert_eq!(
+        fwd(&decide(&st, &["MONITOR"])),
+        (1, BatchFlags::MONITOR, true)
+    );
+}
+
+#[test]
+fn subscriptions_owe_no_counted_replies() {
+    let st = state();
+    assert_eq!(
+        fwd(&decide(&st, &["SUBSCRIBE", "a", "b"])),
+        (0, BatchFlags::PUBSUB, true)
+    );
+    // Not subscribed: one confirmation per channel arrives as an ordinary reply.
+    assert_eq!(fwd(&decide(&st, &["UNSUBSCRIBE", "a", "b"])), (2, 0, false));
+    assert_eq!(fwd(&decide(&st, &["PUNSUBSCRIBE"])), (1, 0, false));
+    let mut st = state();
+    st.dedicated = true;
+    assert_eq!(
+        fwd(&decide(&st, &["UNSUBSCRIBE"])),
+        (0, BatchFlags::PUBSUB, true)
+    );
+    assert_eq!(fwd(&decide(&st, &["PING"])), (1, 0, true));
+}
+
+#[test]
+fn a_monitoring_connection_owes_nothing() {
+    let mut st = state();
+    st.dedicated = true;
+    st.monitoring = true;
+    assert_eq!(fwd(&decide(&st, &["PING"])), (0, 0, true));
+}
+
+#[test]
+fn the_proxy_answers_session_commands() {
+    let st = state();
+    for (words, cmd) in [
+        (&["AUTH", "pw"][..], local::Cmd::Auth),
+        (&["hello", "3"], local::Cmd::Hello),
+        (&["CLIENT", "SETNAME", "x"], local::Cmd::ClientSetName),
+        (&["client", "getname"], local::Cmd::ClientGetName),
+        (&["CLIENT", "ID"], local::Cmd::ClientId),
+        (&["CLIENT", "INFO"], local::Cmd::ClientInfo),
+        (
+            &["CLIENT", "SETINFO", "LIB-NAME", "x"],
+            local::Cmd::ClientSetInfo,
+        ),
+        (&["CLIENT", "REPLY", "OFF"], local::Cmd::ClientReply),
+        (&["QUIT"], local::Cmd::Quit),
+    ] {
+        match decide(&st, words) {
+            Action::Local { cmd: c, .. } => assert_eq!(c, cmd, "{words:?}"),
+            other => panic!("{words:?}: {other:?}"),
+        }
+    }
+    // Other CLIENT subcommands go to the server.
+    assert_eq!(fwd(&decide(&st, &["CLIENT", "LIST"])), (1, 0, false));
+}
+
+#[test]
+fn select_waits_for_owed_replies_only_when_the_db_changes() {
+    let st = state();
+    match decide(&st, &["SELECT", "3"]) {
+        Action::Local { drain, .. } => assert!(drain),
+        other => panic!("{other:?}"),
+    }
+    match decide(&st, &["SELECT", "0"]) {
+        Action::Local { drain, .. } => assert!(!drain),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        reply(&decide(&st, &["SELECT", "16"])),
+        "-ERR DB index is out of range\r\n"
+    );
+    assert_eq!(
+        reply(&decide(&st, &["SELECT", "x"])),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        reply(&decide(&st, &["SELECT"])),
+        "-ERR wrong number of arguments for 'select' command\r\n"
+    );
+    let mut st = state();
+    st.dedicated = true;
+    match decide(&st, &["SELECT", "2"]) {
+        Action::Forward {
+            set_db, dedicated, ..
+        } => assert_eq!((set_db, dedicated), (Some(2), true)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn before_auth_only_auth_hello_quit_reset_run() {
+    let mut st = state();
+    st.authenticated = false;
+    assert_eq!(
+        reply(&decide(&st, &["GET", "k"])),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        reply(&decide(&st, &["foo", "a", "b"])),
+        "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+    );
+    for words in [&["AUTH", "x"][..], &["HELLO", "3"], &["QUIT"], &["RESET"]] {
+        assert!(
+            matches!(decide(&st, words), Action::Local { .. }),
+            "{words:?}"
+        );
+    }
+}
+
+#[test]
+fn replication_commands_are_refused() {
+    let st = state();
+    for w in ["SYNC", "PSYNC", "REPLCONF"] {
+        assert!(reply(&decide(&st, &[w])).starts_with("-ERR cutover: SYNC, PSYNC and REPLCONF"));
+    }
+}
