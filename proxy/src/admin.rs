@@ -45,7 +45,7 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    encode::error(&mut out, format!("ERR {e}").as_bytes());
+                    e.write_reply(&mut out);
                     let _ = stream.write_all(&out).await;
                     return;
                 }

@@ -181,8 +181,6 @@ pub(crate) enum Action {
 enum SessionError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("protocol error: {0}")]
-    Protocol(resp::ProtocolError),
     #[error("output buffer over limit ({0} bytes): client not reading")]
     OutputLimit(usize),
 }
@@ -310,11 +308,10 @@ impl Session {
                     self.sh.metrics.protocol_errors.increment(1);
                     tracing::debug!(client = self.st.id, peer = %self.st.peer, error = %e, "protocol error");
                     let mut b = BytesMut::new();
-                    resp::encode::error(&mut b, format!("ERR {e}").as_bytes());
+                    e.write_reply(&mut b);
                     self.reply_local_force(b.freeze());
                     self.inbuf.clear();
                     self.closing = true;
-                    let _ = SessionError::Protocol(e);
                     break;
                 }
             };

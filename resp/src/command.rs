@@ -29,7 +29,8 @@ pub mod flags {
     pub const ADMIN: u32 = 1 << 3;
     pub const PUBSUB: u32 = 1 << 4;
     pub const NOSCRIPT: u32 = 1 << 5;
-    /// May block the connection (BLPOP family, BLMOVE, BZPOPMIN, XREAD, WAIT...).
+    /// May block the connection (BLPOP family, BLMOVE, BZPOPMIN, XREAD, WAIT...). Redis 7.0
+    /// does not flag WAIT as blocking; the table generator adds this bit to it.
     pub const BLOCKING: u32 = 1 << 6;
     pub const LOADING: u32 = 1 << 7;
     pub const STALE: u32 = 1 << 8;
@@ -126,9 +127,10 @@ fn lower_into<'b>(buf: &'b mut [u8], parts: &[&[u8]]) -> Option<&'b [u8]> {
 /// ZUNIONSTORE/ZINTER numkeys, LMPOP/ZMPOP/BLMPOP/BZMPOP/SINTERCARD numkeys, SORT STORE,
 /// MIGRATE KEYS, GEORADIUS STORE/STOREDIST...). `arg(i)` returns argument i.
 ///
-/// Positions are pushed in increasing order and are all `< argc`. Where Redis would answer
-/// the command with a syntax or arity error (a bad numkeys, an odd XREAD list), no keys are
-/// pushed for the movable part, as Redis's own key extraction does.
+/// Positions are pushed in increasing order and are all `< argc`. The movable cases mirror
+/// the getkeys functions Redis 7.0's cluster routing uses (db.c), so a command goes where a
+/// cluster would send it; where the command will fail anyway (a bad numkeys, an odd XREAD
+/// list), no keys are pushed for the movable part, as those functions do.
 pub fn key_positions<'a>(
     info: &CommandInfo,
     argc: usize,
@@ -165,7 +167,11 @@ fn range_keys(info: &CommandInfo, argc: usize, out: &mut Vec<usize>) {
     }
     let argc_i = i64::try_from(argc).unwrap_or(i64::MAX);
     let first = i64::from(info.first_key);
-    let last = if info.last_key < 0 { argc_i + i64::from(info.last_key) } else { i64::from(info.last_key) };
+    let last = if info.last_key < 0 {
+        argc_i + i64::from(info.last_key)
+    } else {
+        i64::from(info.last_key)
+    };
     let step = i64::from(info.step.max(1));
     let last = last.min(argc_i - 1);
     let mut i = first;
@@ -234,7 +240,7 @@ fn xread_keys<'a>(argc: usize, arg: &impl Fn(usize) -> &'a [u8], out: &mut Vec<u
         return;
     };
     let rest = argc - streams - 1;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || rest % 2 == 1 {
         return;
     }
     out.extend(streams + 1..streams + 1 + rest / 2);
@@ -319,5 +325,7 @@ fn parse_count(s: &[u8]) -> Option<usize> {
     if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter().try_fold(0usize, |n, &d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+    s.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
 }

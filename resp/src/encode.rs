@@ -118,7 +118,10 @@ mod tests {
         null(&mut out, false);
         null(&mut out, true);
         map_header(&mut out, 2, false);
-        assert_eq!(&out[..], b":-1234567890123\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n_\r\n*4\r\n");
+        assert_eq!(
+            &out[..],
+            b":-1234567890123\r\n:0\r\n$4\r\na\r\nb\r\n$-1\r\n_\r\n*4\r\n"
+        );
         let mut out = BytesMut::new();
         integer(&mut out, i64::MIN);
         assert_eq!(&out[..], b":-9223372036854775808\r\n");

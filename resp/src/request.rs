@@ -180,7 +180,11 @@ impl RequestParser {
                     self.pos = 0;
                     self.scan = 0;
                     self.stuck = false;
-                    self.phase = if first == b'*' { Phase::MultibulkHeader } else { Phase::Inline };
+                    self.phase = if first == b'*' {
+                        Phase::MultibulkHeader
+                    } else {
+                        Phase::Inline
+                    };
                 }
                 Phase::MultibulkHeader => {
                     let Some(cr) = self.find_line_end(buf, b'\r') else {
@@ -194,9 +198,12 @@ impl RequestParser {
                     if cr + 2 > buf.len() {
                         return Ok(None);
                     }
-                    let count = match string2ll(&buf[self.pos + 1..cr]) {
+                    let count = match string2ll(buf.get(self.pos + 1..cr).unwrap_or_default()) {
                         Some(n) if n <= 0 => {
-                            return Ok(Some(Frame { len: cr + 2, kind: FrameKind::Empty }));
+                            return Ok(Some(Frame {
+                                len: cr + 2,
+                                kind: FrameKind::Empty,
+                            }));
                         }
                         // Positive, so the conversion is lossless on 64-bit and saturates
                         // (to an over-limit value) on 32-bit.
@@ -262,7 +269,10 @@ impl RequestParser {
                     self.pos = end + 2;
                     self.remaining -= 1;
                     if self.remaining == 0 {
-                        return Ok(Some(Frame { len: self.pos, kind: FrameKind::Multibulk }));
+                        return Ok(Some(Frame {
+                            len: self.pos,
+                            kind: FrameKind::Multibulk,
+                        }));
                     }
                     self.scan = self.pos;
                     self.phase = Phase::BulkHeader;
@@ -275,7 +285,11 @@ impl RequestParser {
                             Ok(None)
                         };
                     };
-                    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+                    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+                        nl - 1
+                    } else {
+                        nl
+                    };
                     let kind = self.split_inline(&buf[..line_end])?;
                     return Ok(Some(Frame { len: nl + 1, kind }));
                 }
@@ -291,7 +305,15 @@ impl RequestParser {
             return None;
         }
         let from = self.scan.min(buf.len());
-        match memchr::memchr2(term, 0, &buf[from..]) {
+        // Header lines are a handful of bytes (`$3\r\n`): a plain loop over the first few
+        // beats memchr's setup; long lines (inline commands) go to memchr.
+        let head = &buf[from..buf.len().min(from + 16)];
+        let found = match head.iter().position(|&b| b == term || b == 0) {
+            Some(i) => Some(i),
+            None if head.len() < 16 => None,
+            None => memchr::memchr2(term, 0, &buf[from + 16..]).map(|i| i + 16),
+        };
+        match found {
             Some(i) if buf[from + i] == term => {
                 // Stay on the terminator: if the byte after it is still missing, the next
                 // call finds it again at once.

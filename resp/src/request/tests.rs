@@ -67,11 +67,21 @@ fn feed_all_splits(input: &[u8]) -> (Vec<Got>, usize) {
     let whole = feed(input);
     for cut in 0..=input.len() {
         let got = feed_with(&mut RequestParser::new(Limits::default()), input, &[cut]);
-        assert_eq!(got, whole, "split at {cut} of {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            got,
+            whole,
+            "split at {cut} of {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     let bytewise: Vec<usize> = (0..input.len()).collect();
     let got = feed_with(&mut RequestParser::new(Limits::default()), input, &bytewise);
-    assert_eq!(got, whole, "byte by byte: {:?}", String::from_utf8_lossy(input));
+    assert_eq!(
+        got,
+        whole,
+        "byte by byte: {:?}",
+        String::from_utf8_lossy(input)
+    );
     whole
 }
 
@@ -102,7 +112,10 @@ fn only_args(got: &[Got]) -> Vec<Vec<Vec<u8>>> {
 fn error_of(input: &[u8]) -> ProtocolError {
     match feed(input).0.pop() {
         Some(Got::Error(e)) => e,
-        other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+        other => panic!(
+            "expected an error for {:?}, got {other:?}",
+            String::from_utf8_lossy(input)
+        ),
     }
 }
 
@@ -111,7 +124,14 @@ fn error_of(input: &[u8]) -> ProtocolError {
 #[test]
 fn ignored_frames_keep_the_connection() {
     // `*-10`, `*0`, an empty line: skipped, and the next command still parses.
-    for skip in [&b"*-10\r\n"[..], b"*0\r\n", b"\r\n", b"\n", b"   \t \r\n", b"*-1\r\n"] {
+    for skip in [
+        &b"*-10\r\n"[..],
+        b"*0\r\n",
+        b"\r\n",
+        b"\n",
+        b"   \t \r\n",
+        b"*-1\r\n",
+    ] {
         let mut input = skip.to_vec();
         input.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         let (got, rest) = feed_all_splits(&input);
@@ -133,10 +153,19 @@ fn refused_lengths() {
     let cases: &[(&[u8], ProtocolError)] = &[
         (b"*3000000000\r\n", InvalidMultibulkLength),
         (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$-10\r\n", InvalidBulkLength),
-        (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$2000000000\r\n", InvalidBulkLength),
-        (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$blabla\r\n", InvalidBulkLength),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$2000000000\r\n",
+            InvalidBulkLength,
+        ),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$blabla\r\n",
+            InvalidBulkLength,
+        ),
         (b"*1\r\nfoo\r\n", ExpectedBulk(b'f')),
-        (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", ExpectedBulk(b'f')),
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n",
+            ExpectedBulk(b'f'),
+        ),
         // Requests are flat: a nested array is not a bulk.
         (b"*1\r\n*1\r\n$4\r\nPING\r\n", ExpectedBulk(b'*')),
         (b"*2147483648\r\n", InvalidMultibulkLength),
@@ -149,7 +178,12 @@ fn refused_lengths() {
     // One byte after the body: still waiting.
     assert_eq!(feed(b"*1\r\n$4\r\nPING\r"), (vec![], 13));
     for (input, want) in cases {
-        assert_eq!(&error_of(input), want, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            &error_of(input),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 }
 
@@ -171,7 +205,12 @@ fn numbers_follow_string2ll() {
         (b"*99999999999999999999\r\n", InvalidMultibulkLength),
         (b"*-\r\n", InvalidMultibulkLength),
     ] {
-        assert_eq!(error_of(input), want, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            error_of(input),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
     assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
@@ -179,7 +218,10 @@ fn numbers_follow_string2ll() {
     assert_eq!(string2ll(b"0"), Some(0));
     assert_eq!(string2ll(b"00"), None);
     // Huge negative counts are still "ignore this".
-    assert_eq!(feed(b"*-9223372036854775808\r\n").0[0], Got::Frame(FrameKind::Empty, 23, vec![]));
+    assert_eq!(
+        feed(b"*-9223372036854775808\r\n").0[0],
+        Got::Frame(FrameKind::Empty, 23, vec![])
+    );
 }
 
 #[test]
@@ -207,35 +249,62 @@ fn too_big_header_lines_and_inline() {
 #[test]
 fn bulk_over_max_is_refused_before_its_body() {
     // No byte of the body is needed to refuse it.
-    assert_eq!(error_of(b"*1\r\n$536870913\r\n"), ProtocolError::InvalidBulkLength);
-    let limits = Limits { max_bulk_len: 10, ..Limits::default() };
+    assert_eq!(
+        error_of(b"*1\r\n$536870913\r\n"),
+        ProtocolError::InvalidBulkLength
+    );
+    let limits = Limits {
+        max_bulk_len: 10,
+        ..Limits::default()
+    };
     let mut p = RequestParser::new(limits);
-    assert_eq!(p.parse(b"*1\r\n$11\r\n"), Err(ProtocolError::InvalidBulkLength));
+    assert_eq!(
+        p.parse(b"*1\r\n$11\r\n"),
+        Err(ProtocolError::InvalidBulkLength)
+    );
     let mut p = RequestParser::new(limits);
     assert_eq!(
         p.parse(b"*1\r\n$10\r\n0123456789\r\n"),
-        Ok(Some(Frame { len: 21, kind: FrameKind::Multibulk }))
+        Ok(Some(Frame {
+            len: 21,
+            kind: FrameKind::Multibulk
+        }))
     );
 }
 
 #[test]
 fn unauthenticated_limits() {
     // Redis 7.0 with requirepass: more than 10 arguments, or a bulk over 16 KiB.
-    assert_eq!(feed_unauth(b"*11\r\n").0, vec![Got::Error(ProtocolError::UnauthenticatedMultibulkLength)]);
+    assert_eq!(
+        feed_unauth(b"*11\r\n").0,
+        vec![Got::Error(ProtocolError::UnauthenticatedMultibulkLength)]
+    );
     assert_eq!(
         feed_unauth(b"*10\r\n$16385\r\n").0,
         vec![Got::Error(ProtocolError::UnauthenticatedBulkLength)]
     );
     // The general limit is checked first, as in Redis.
-    assert_eq!(feed_unauth(b"*1\r\n$536870913\r\n").0, vec![Got::Error(ProtocolError::InvalidBulkLength)]);
-    assert_eq!(feed_unauth(b"*2147483648\r\n").0, vec![Got::Error(ProtocolError::InvalidMultibulkLength)]);
-    assert_eq!(feed_unauth(b"*-5\r\n").0, vec![Got::Frame(FrameKind::Empty, 5, vec![])]);
+    assert_eq!(
+        feed_unauth(b"*1\r\n$536870913\r\n").0,
+        vec![Got::Error(ProtocolError::InvalidBulkLength)]
+    );
+    assert_eq!(
+        feed_unauth(b"*2147483648\r\n").0,
+        vec![Got::Error(ProtocolError::InvalidMultibulkLength)]
+    );
+    assert_eq!(
+        feed_unauth(b"*-5\r\n").0,
+        vec![Got::Frame(FrameKind::Empty, 5, vec![])]
+    );
     // At the limits: accepted.
     let big = vec![b'v'; 16384];
     let mut args: Vec<&[u8]> = vec![b"AUTH"; 9];
     args.push(&big);
     let input = multibulk(&args);
-    assert_eq!(only_args(&feed_unauth(&input).0), vec![args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()]);
+    assert_eq!(
+        only_args(&feed_unauth(&input).0),
+        vec![args.iter().map(|a| a.to_vec()).collect::<Vec<_>>()]
+    );
     // Authenticated: no such limits.
     let mut p = RequestParser::new(Limits::default());
     p.set_authenticated(false);
@@ -248,7 +317,10 @@ fn expected_bulk_error_texts_match_redis() {
     // redis-server answers `*1\r\n\r\n` with "expected '$', got ' '": CR and LF would break
     // the reply line, so Redis turns them into spaces.
     assert_eq!(error_of(b"*1\r\n\r\n"), ProtocolError::ExpectedBulk(b'\r'));
-    assert_eq!(error_of(b"*1\r\n\n\r\n"), ProtocolError::ExpectedBulk(b'\n'));
+    assert_eq!(
+        error_of(b"*1\r\n\n\r\n"),
+        ProtocolError::ExpectedBulk(b'\n')
+    );
     assert_eq!(
         ProtocolError::ExpectedBulk(b'\r').to_string(),
         "Protocol error: expected '$', got ' '"
@@ -283,7 +355,10 @@ fn nul_in_a_line_means_it_never_ends() {
         (&b"\x00"[..], ProtocolError::TooBigInline),
         (b"PING\x00\r\n", ProtocolError::TooBigInline),
         (b"*\x00", ProtocolError::TooBigMultibulkCount),
-        (b"*1\x00\r\n$4\r\nPING\r\n", ProtocolError::TooBigMultibulkCount),
+        (
+            b"*1\x00\r\n$4\r\nPING\r\n",
+            ProtocolError::TooBigMultibulkCount,
+        ),
         (b"$\x00", ProtocolError::TooBigInline),
         (b"*1\r\n$\x00", ProtocolError::TooBigBulkCount),
     ] {
@@ -308,7 +383,10 @@ fn binary_args_are_byte_exact() {
     let args: [&[u8]; 5] = [b"SET", b"k\x00\r\n\xff", b"\r\n\r\n", b"", b"$3\r\n*1\r\n"];
     let input = multibulk(&args);
     let (got, rest) = feed_all_splits(&input);
-    assert_eq!(got, vec![Got::Frame(FrameKind::Multibulk, input.len(), cmd(&args))]);
+    assert_eq!(
+        got,
+        vec![Got::Frame(FrameKind::Multibulk, input.len(), cmd(&args))]
+    );
     assert_eq!(rest, 0);
 }
 
@@ -342,11 +420,23 @@ fn arg_ranges_are_frame_relative() {
     let mut p = RequestParser::new(Limits::default());
     let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n";
     let f = p.parse(buf).unwrap().unwrap();
-    assert_eq!(f, Frame { len: 20, kind: FrameKind::Multibulk });
+    assert_eq!(
+        f,
+        Frame {
+            len: 20,
+            kind: FrameKind::Multibulk
+        }
+    );
     assert_eq!(p.args(), &[8..11, 17..18]);
     let f = p.parse(&buf[20..]).unwrap().unwrap();
-    assert_eq!(f, Frame { len: 14, kind: FrameKind::Multibulk });
-    assert_eq!(p.args(), &[8..12]);
+    assert_eq!(
+        f,
+        Frame {
+            len: 14,
+            kind: FrameKind::Multibulk
+        }
+    );
+    assert_eq!(p.args(), std::slice::from_ref(&(8..12)));
 }
 
 #[test]
@@ -356,7 +446,11 @@ fn partial_commands_are_not_rescanned() {
     assert_eq!(p.parse(&buf), Ok(None));
     assert_eq!(p.phase, Phase::BulkBody(1_000_000));
     assert_eq!(p.pos, buf.len());
-    assert_eq!(p.args(), &[8..11], "the first argument is kept");
+    assert_eq!(
+        p.args(),
+        std::slice::from_ref(&(8..11)),
+        "the first argument is kept"
+    );
     buf.resize(buf.len() + 999_999, b'x');
     assert_eq!(p.parse(&buf), Ok(None));
     buf.extend_from_slice(b"x\r");
@@ -377,7 +471,11 @@ fn partial_commands_are_not_rescanned() {
 fn many_pipelined_commands() {
     let mut input = Vec::new();
     for i in 0..100_000 {
-        input.extend(multibulk(&[b"SET", format!("key:{i}").as_bytes(), b"value"]));
+        input.extend(multibulk(&[
+            b"SET",
+            format!("key:{i}").as_bytes(),
+            b"value",
+        ]));
     }
     let mut p = RequestParser::new(Limits::default());
     let mut at = 0;
@@ -395,7 +493,13 @@ fn parser_is_reusable_after_an_error() {
     let mut p = RequestParser::new(Limits::default());
     assert!(p.parse(b"*1\r\n$x\r\n").is_err());
     assert!(p.args().is_empty());
-    assert_eq!(p.parse(b"PING\r\n"), Ok(Some(Frame { len: 6, kind: FrameKind::Inline })));
+    assert_eq!(
+        p.parse(b"PING\r\n"),
+        Ok(Some(Frame {
+            len: 6,
+            kind: FrameKind::Inline
+        }))
+    );
 }
 
 #[test]
@@ -432,7 +536,10 @@ fn inline_quoting_like_sdssplitargs() {
         (b"  set  k\tv  \r\n", &[b"set", b"k", b"v"]),
         (b"ECHO \"a\\x41\\n\"\r\n", &[b"ECHO", b"aA\n"]),
         (b"ECHO \"\\x4g\"\r\n", &[b"ECHO", b"x4g"]),
-        (b"ECHO \"\\r\\t\\b\\a\\\\\\\"\\q\"\r\n", &[b"ECHO", b"\r\t\x08\x07\\\"q"]),
+        (
+            b"ECHO \"\\r\\t\\b\\a\\\\\\\"\\q\"\r\n",
+            &[b"ECHO", b"\r\t\x08\x07\\\"q"],
+        ),
         (b"ECHO \"\\xfF\\x00\"\r\n", &[b"ECHO", b"\xff\x00"]),
         (b"ECHO a\"b c\"\r\n", &[b"ECHO", b"ab c"]),
         (b"ECHO 'a\\'b\\n'\r\n", &[b"ECHO", b"a'b\\n"]),
@@ -446,7 +553,12 @@ fn inline_quoting_like_sdssplitargs() {
         (b"ECHO \xc3\xa9\xff\r\n", &[b"ECHO", b"\xc3\xa9\xff"]),
     ];
     for (line, want) in ok {
-        assert_eq!(inline(line), Ok(cmd(want)), "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            inline(line),
+            Ok(cmd(want)),
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
     for line in [
         &b"ECHO \"a\"b\r\n"[..],
@@ -457,7 +569,12 @@ fn inline_quoting_like_sdssplitargs() {
         b"ECHO \"a\\\r\n",
         b"set \"\"\"test-key\"\"\" test-value\r\n",
     ] {
-        assert_eq!(inline(line), Err(ProtocolError::UnbalancedQuotes), "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            inline(line),
+            Err(ProtocolError::UnbalancedQuotes),
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
     for blank in [&b"\n"[..], b"\r\n", b" \t \r\n", b"\x0b\x0c\r\n", b"\r\r\n"] {
         assert_eq!(inline(blank), Ok(vec![]), "{blank:?}");
@@ -468,10 +585,22 @@ fn inline_quoting_like_sdssplitargs() {
 fn inline_is_re_encoded_as_multibulk() {
     let mut p = RequestParser::new(Limits::default());
     let f = p.parse(b"SET k \"a\\r\\nb\"\r\n*1").unwrap().unwrap();
-    assert_eq!(f, Frame { len: 16, kind: FrameKind::Inline });
-    assert_eq!(p.inline_encoded(), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n");
+    assert_eq!(
+        f,
+        Frame {
+            len: 16,
+            kind: FrameKind::Inline
+        }
+    );
+    assert_eq!(
+        p.inline_encoded(),
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n"
+    );
     let enc = p.inline_encoded().to_vec();
-    assert_eq!(p.args().iter().map(|r| &enc[r.clone()]).collect::<Vec<_>>(), [&b"SET"[..], b"k", b"a\r\nb"]);
+    assert_eq!(
+        p.args().iter().map(|r| &enc[r.clone()]).collect::<Vec<_>>(),
+        [&b"SET"[..], b"k", b"a\r\nb"]
+    );
     // The encoding is what a multibulk parse of it gives back.
     let mut q = RequestParser::new(Limits::default());
     let g = q.parse(&enc).unwrap().unwrap();
@@ -558,9 +687,13 @@ fn oracle(cmds: &[Cmd], buf: &[u8]) -> Vec<Vec<Vec<u8>>> {
         encode_cmd(c, &mut one);
         match c {
             Cmd::Multibulk(_) => {
-                let (frame, len) = decode(&buf[at..]).expect("oracle error").expect("oracle: incomplete");
+                let (frame, len) = decode(&buf[at..])
+                    .expect("oracle error")
+                    .expect("oracle: incomplete");
                 assert_eq!(len, one.len());
-                let OwnedFrame::Array(items) = frame else { panic!("oracle: not an array") };
+                let OwnedFrame::Array(items) = frame else {
+                    panic!("oracle: not an array")
+                };
                 want.push(
                     items
                         .into_iter()
