@@ -485,6 +485,14 @@ where
                     None => open = false,
                     Some(b) => {
                         take(&mut wbuf, state, b);
+                        // Let every client task that is ready run first, so their commands
+                        // join this write: Redis does far less work per command when it
+                        // reads many at once (measured here at -P 1 with 50 clients: Redis
+                        // spent ~5 us per request behind per-batch writes, ~1.5 us behind
+                        // twemproxy's one-write-per-loop).
+                        if wbuf.len() < WRITE_HIGH_WATER {
+                            tokio::task::yield_now().await;
+                        }
                         // Coalesce whatever else is already waiting into the same write.
                         while wbuf.len() < WRITE_HIGH_WATER {
                             match rx.try_recv() {

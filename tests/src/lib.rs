@@ -1,0 +1,1462 @@
+//! Test support for cutover's end-to-end tests.
+//!
+//! Every test talks to real processes: a `redis-server` started per test ([`RedisServer`])
+//! and the `cutover` binary in front of it ([`Cutover`]). Clients speak raw RESP through
+//! [`Wire`], so tests can assert byte-exact replies and feed malformed input.
+//!
+//! Setting `CUTOVER_TEST_DIRECT=1` makes [`Cutover`] point straight at the Redis server
+//! instead of starting the proxy: the same tests then check their own expectations against
+//! real Redis. Proxy-only assertions are skipped in that mode (see [`direct`]).
+//!
+//! Panicking is the error handling here: this is test support.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a [`Wire`] waits for a reply before failing the test.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a server or proxy may take to become ready.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Ports at or above this are never handed out: a cluster bus listens on port + 10000.
+const PORT_LIMIT: u16 = 55536;
+
+// ---------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------
+
+/// True when `CUTOVER_TEST_DIRECT=1`: tests run directly against Redis, without the proxy.
+pub fn direct() -> bool {
+    static DIRECT: OnceLock<bool> = OnceLock::new();
+    *DIRECT.get_or_init(|| {
+        std::env::var("CUTOVER_TEST_DIRECT")
+            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+            .unwrap_or(false)
+    })
+}
+
+/// Returns true (and says so on stderr) when a proxy-only test must be skipped because the
+/// suite runs directly against Redis. Use as `if support::skip_direct("why") { return; }`.
+pub fn skip_direct(what: &str) -> bool {
+    if direct() {
+        eprintln!("skipped in CUTOVER_TEST_DIRECT mode (proxy-only): {what}");
+    }
+    direct()
+}
+
+/// The workspace root (the parent of this package's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of the `cutover` binary: `$CUTOVER_BIN`, else `<target>/debug/cutover`.
+pub fn cutover_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CUTOVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_relative() {
+        workspace_root().join(target)
+    } else {
+        target
+    };
+    target.join("debug").join("cutover")
+}
+
+fn redis_server_bin() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports and polling
+// ---------------------------------------------------------------------------------------
+
+/// A currently free loopback port below 55536 (never 6379), not handed out before by this
+/// process. Binding it is still racy: callers retry when the spawned process fails to bind.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        drop(listener);
+        if port >= PORT_LIMIT || port == 6379 || port < 1024 {
+            continue;
+        }
+        if given.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free loopback port below {PORT_LIMIT}");
+}
+
+/// Calls `f` until it returns true; panics after `timeout`. Backs off from 1 ms to 20 ms.
+#[track_caller]
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) {
+    if !try_poll_until(timeout, &mut f) {
+        panic!("condition not met within {timeout:?}");
+    }
+}
+
+/// Like [`poll_until`] but returns whether the condition was met.
+pub fn try_poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn tail_of_file(path: &Path, max: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(max);
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// RESP encoding, framing and decoding
+// ---------------------------------------------------------------------------------------
+
+/// Encodes one command as a RESP array of bulk strings.
+pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, args);
+    out
+}
+
+/// Appends one command, encoded as a RESP array of bulk strings, to `out`.
+pub fn encode_into<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        let a = a.as_ref();
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The RESP encoding of a bulk string.
+pub fn bulk(payload: impl AsRef<[u8]>) -> Vec<u8> {
+    let p = payload.as_ref();
+    let mut out = format!("${}\r\n", p.len()).into_bytes();
+    out.extend_from_slice(p);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The RESP encoding of an integer reply.
+pub fn int(n: i64) -> Vec<u8> {
+    format!(":{n}\r\n").into_bytes()
+}
+
+/// Renders bytes readably for assertion messages (`\r\n`, `\0`, `\xff` escaped).
+pub fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 2000;
+    let mut s = String::new();
+    for &b in bytes.iter().take(MAX) {
+        match b {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+    }
+    if bytes.len() > MAX {
+        let _ = write!(s, "... ({} bytes in all)", bytes.len());
+    }
+    s
+}
+
+/// Asserts two byte strings are equal, showing both escaped when they are not.
+#[track_caller]
+pub fn assert_bytes(actual: impl AsRef<[u8]>, expected: impl AsRef<[u8]>) {
+    let (a, e) = (actual.as_ref(), expected.as_ref());
+    if a != e {
+        panic!(
+            "reply mismatch\n  expected: {}\n    actual: {}",
+            show(e),
+            show(a)
+        );
+    }
+}
+
+/// Asserts `actual` starts with `prefix`.
+#[track_caller]
+pub fn assert_prefix(actual: impl AsRef<[u8]>, prefix: impl AsRef<[u8]>) {
+    let (a, p) = (actual.as_ref(), prefix.as_ref());
+    if !a.starts_with(p) {
+        panic!(
+            "reply does not start as expected\n  expected prefix: {}\n           actual: {}",
+            show(p),
+            show(a)
+        );
+    }
+}
+
+/// Errors a frame scan can find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| from + p)
+}
+
+fn parse_len(line: &[u8]) -> Result<i64, FrameError> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| FrameError(format!("bad length {:?}", show(line))))
+}
+
+/// Length of the one complete RESP2/RESP3 frame at the start of `buf`: `Ok(Some(n))` when
+/// complete, `Ok(None)` when more bytes are needed. Iterative (no recursion on nesting).
+/// Attributes (`|`) are counted as part of the frame they annotate.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        if pos >= buf.len() {
+            return Ok(None);
+        }
+        let kind = buf[pos];
+        let Some(eol) = find_crlf(buf, pos + 1) else {
+            return Ok(None);
+        };
+        let line = &buf[pos + 1..eol];
+        let after = eol + 2;
+        pending -= 1;
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => pos = after,
+            b'$' | b'!' | b'=' => {
+                let n = parse_len(line)?;
+                if n < 0 {
+                    if kind != b'$' || n != -1 {
+                        return Err(FrameError(format!("bad bulk length {n}")));
+                    }
+                    pos = after;
+                } else {
+                    let end = after + n as usize;
+                    if buf.len() < end + 2 {
+                        return Ok(None);
+                    }
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(FrameError("bulk string not followed by CRLF".into()));
+                    }
+                    pos = end + 2;
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n = parse_len(line)?;
+                if n < -1 || (n == -1 && kind != b'*') {
+                    return Err(FrameError(format!("bad aggregate length {n}")));
+                }
+                let n = n.max(0) as u64;
+                pending += match kind {
+                    b'%' => 2 * n,
+                    b'|' => 2 * n + 1,
+                    _ => n,
+                };
+                pos = after;
+            }
+            other => {
+                return Err(FrameError(format!(
+                    "unexpected frame type byte {:?} at offset {pos}",
+                    show(&[other])
+                )))
+            }
+        }
+    }
+    Ok(Some(pos))
+}
+
+/// A decoded reply, for tests that need its structure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Simple(Vec<u8>),
+    Error(Vec<u8>),
+    Int(i64),
+    Bulk(Vec<u8>),
+    /// `$-1`, `*-1` or RESP3 `_`.
+    Nil,
+    Array(Vec<Value>),
+    Set(Vec<Value>),
+    Push(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+    Double(String),
+    Bool(bool),
+    BigNumber(String),
+    Verbatim(Vec<u8>),
+}
+
+impl Value {
+    /// Decodes one complete frame (as returned by [`Wire::read_reply`]). Panics if malformed.
+    #[track_caller]
+    pub fn parse(frame: &[u8]) -> Value {
+        let mut pos = 0;
+        let v = parse_value(frame, &mut pos, 0).unwrap_or_else(|e| {
+            panic!("cannot decode reply: {e}: {}", show(frame));
+        });
+        assert_eq!(
+            pos,
+            frame.len(),
+            "trailing bytes after frame: {}",
+            show(frame)
+        );
+        v
+    }
+
+    /// The payload of a bulk/simple/verbatim string; panics otherwise.
+    #[track_caller]
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Bulk(b) | Value::Simple(b) | Value::Verbatim(b) => b,
+            other => panic!("expected a string, got {other:?}"),
+        }
+    }
+
+    /// The payload as UTF-8 (lossy).
+    #[track_caller]
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+
+    /// The value of an integer reply; panics otherwise.
+    #[track_caller]
+    pub fn int(&self) -> i64 {
+        match self {
+            Value::Int(n) => *n,
+            other => panic!("expected an integer, got {other:?}"),
+        }
+    }
+
+    /// The elements of an array/set/push reply; panics otherwise.
+    #[track_caller]
+    pub fn items(&self) -> &[Value] {
+        match self {
+            Value::Array(v) | Value::Set(v) | Value::Push(v) => v,
+            other => panic!("expected an aggregate, got {other:?}"),
+        }
+    }
+
+    /// Whether this is an error reply.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Value::Error(_))
+    }
+}
+
+fn parse_value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, FrameError> {
+    if depth > 128 {
+        return Err(FrameError("nesting deeper than 128".into()));
+    }
+    let start = *pos;
+    let kind = *buf
+        .get(start)
+        .ok_or_else(|| FrameError("truncated".into()))?;
+    let eol = find_crlf(buf, start + 1).ok_or_else(|| FrameError("truncated line".into()))?;
+    let line = &buf[start + 1..eol];
+    *pos = eol + 2;
+    let text = || String::from_utf8_lossy(line).into_owned();
+    let read_bulk = |pos: &mut usize| -> Result<Option<Vec<u8>>, FrameError> {
+        let n = parse_len(line)?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let end = *pos + n as usize;
+        if buf.len() < end + 2 {
+            return Err(FrameError("truncated bulk".into()));
+        }
+        let payload = buf[*pos..end].to_vec();
+        *pos = end + 2;
+        Ok(Some(payload))
+    };
+    let read_items = |pos: &mut usize, n: i64| -> Result<Vec<Value>, FrameError> {
+        let mut items = Vec::with_capacity(n.max(0) as usize);
+        for _ in 0..n.max(0) {
+            items.push(parse_value(buf, pos, depth + 1)?);
+        }
+        Ok(items)
+    };
+    Ok(match kind {
+        b'+' => Value::Simple(line.to_vec()),
+        b'-' => Value::Error(line.to_vec()),
+        b':' => Value::Int(parse_len(line)?),
+        b'_' => Value::Nil,
+        b',' => Value::Double(text()),
+        b'(' => Value::BigNumber(text()),
+        b'#' => Value::Bool(line == b"t"),
+        b'$' => match read_bulk(pos)? {
+            Some(b) => Value::Bulk(b),
+            None => Value::Nil,
+        },
+        b'!' => Value::Error(read_bulk(pos)?.unwrap_or_default()),
+        b'=' => Value::Verbatim(read_bulk(pos)?.unwrap_or_default()),
+        b'*' => {
+            let n = parse_len(line)?;
+            if n < 0 {
+                Value::Nil
+            } else {
+                Value::Array(read_items(pos, n)?)
+            }
+        }
+        b'~' => Value::Set(read_items(pos, parse_len(line)?)?),
+        b'>' => Value::Push(read_items(pos, parse_len(line)?)?),
+        b'%' => {
+            let flat = read_items(pos, 2 * parse_len(line)?)?;
+            let mut it = flat.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            Value::Map(pairs)
+        }
+        b'|' => {
+            // Skip the attribute map, return the annotated value.
+            read_items(pos, 2 * parse_len(line)?)?;
+            parse_value(buf, pos, depth + 1)?
+        }
+        other => return Err(FrameError(format!("unexpected type byte {other:#x}"))),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire: a raw RESP client
+// ---------------------------------------------------------------------------------------
+
+/// A raw RESP client over a blocking `TcpStream` with read timeouts.
+pub struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    addr: SocketAddr,
+}
+
+impl Wire {
+    /// Connects or panics.
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Wire {
+        Wire::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// Connects with a 2 s connect timeout and the default read timeout.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Wire> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Wire {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+            addr,
+        })
+    }
+
+    /// The peer address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets the read timeout for subsequent reads.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
+    }
+
+    /// The underlying stream (e.g. to `try_clone` it for a writer thread).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Writes raw bytes or panics.
+    #[track_caller]
+    pub fn send(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.stream.write_all(bytes) {
+            panic!("write to {}: {e}", self.addr);
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Writes `bytes` from a separate thread (on a clone of the socket), so a huge pipeline
+    /// can be written while this thread reads the replies.
+    pub fn send_in_background(&self, bytes: Vec<u8>) -> thread::JoinHandle<io::Result<()>> {
+        let mut s = self.stream.try_clone().expect("try_clone");
+        thread::spawn(move || s.write_all(&bytes))
+    }
+
+    /// Writes one encoded command without reading.
+    #[track_caller]
+    pub fn send_cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        self.send(&encode(args));
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Reads exactly one RESP frame and returns its raw bytes; panics on timeout, EOF or
+    /// malformed input, showing what was received.
+    #[track_caller]
+    pub fn read_reply(&mut self) -> Vec<u8> {
+        match self.try_read_reply() {
+            Ok(f) => f,
+            Err(e) => panic!(
+                "reading a reply from {}: {e}; unparsed bytes received: {}",
+                self.addr,
+                show(self.buffered())
+            ),
+        }
+    }
+
+    /// Reads exactly one RESP frame.
+    pub fn try_read_reply(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            match frame_len(&self.buf[self.start..]) {
+                Ok(Some(n)) => {
+                    let frame = self.buf[self.start..self.start + n].to_vec();
+                    self.start += n;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.0)),
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads one frame and decodes it.
+    #[track_caller]
+    pub fn read_value(&mut self) -> Value {
+        Value::parse(&self.read_reply())
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start > 0 && self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk)? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer",
+            )),
+            n => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends one command and reads one reply.
+    #[track_caller]
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
+        self.send(&encode(args));
+        self.read_reply()
+    }
+
+    /// Sends one command and reads one reply, without panicking.
+    pub fn try_cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Vec<u8>> {
+        self.try_send(&encode(args))?;
+        self.try_read_reply()
+    }
+
+    /// Sends one command and decodes its reply.
+    #[track_caller]
+    pub fn value<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
+        Value::parse(&self.cmd(args))
+    }
+
+    /// Sends a whitespace-separated command (no quoting) and reads one reply.
+    #[track_caller]
+    pub fn line(&mut self, command: &str) -> Vec<u8> {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        self.cmd(&args)
+    }
+
+    /// Asserts the peer closes the connection (EOF or reset) with nothing more sent.
+    #[track_caller]
+    pub fn expect_closed(&mut self) {
+        if !self.buffered().is_empty() {
+            panic!(
+                "expected the connection to close, but unread bytes are buffered: {}",
+                show(self.buffered())
+            );
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => panic!(
+                    "expected the connection to close, got bytes: {}",
+                    show(&chunk[..n])
+                ),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("expected the connection to close, but: {e}"),
+            }
+        }
+    }
+
+    /// Closes the write half (the peer reads EOF).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Authenticates a fresh connection with `AUTH password` when one is given.
+#[track_caller]
+fn authenticated(addr: SocketAddr, password: Option<&str>) -> Wire {
+    let mut w = Wire::connect(addr);
+    if let Some(pw) = password {
+        assert_bytes(w.cmd(&["AUTH", pw]), b"+OK\r\n");
+    }
+    w
+}
+
+// ---------------------------------------------------------------------------------------
+// RedisServer
+// ---------------------------------------------------------------------------------------
+
+/// Options for [`RedisServer`].
+#[derive(Default, Clone)]
+pub struct RedisBuilder {
+    password: Option<String>,
+    args: Vec<String>,
+    port: Option<u16>,
+    tls: Option<TlsFiles>,
+}
+
+/// Certificate, key and CA files for a TLS-only server (see [`tls_files`]).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Writes a test CA and a server certificate for 127.0.0.1 signed by it into `dir`, with
+/// `openssl` (a leaf certificate distinct from the CA: rustls refuses a CA certificate
+/// used as the server's own).
+#[track_caller]
+pub fn tls_files(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=cutover test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        ca: dir.join("ca.pem"),
+    }
+}
+
+impl RedisBuilder {
+    /// Sets `requirepass`.
+    pub fn password(mut self, pw: &str) -> Self {
+        self.password = Some(pw.to_string());
+        self
+    }
+
+    /// Adds raw `redis-server` arguments (e.g. `["--maxclients", "100"]`).
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args
+            .extend(args.iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Serves TLS only (`--port 0 --tls-port P`), clients not authenticated by certificate.
+    /// [`RedisServer::wire`] cannot talk to such a server; [`RedisServer::url`] is `rediss://`.
+    pub fn tls(mut self, files: &TlsFiles) -> Self {
+        self.tls = Some(files.clone());
+        self
+    }
+
+    /// Uses this port instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Starts the server and waits until it answers.
+    #[track_caller]
+    pub fn start(self) -> RedisServer {
+        let mut dir = tempfile::Builder::new()
+            .prefix("cutover-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = self.port.unwrap_or_else(free_port);
+            let mut server = RedisServer {
+                child: None,
+                port,
+                password: self.password.clone(),
+                args: self.args.clone(),
+                tls: self.tls.clone(),
+                dir,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => {
+                    last_log = log;
+                    dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("tempdir"));
+                    if self.port.is_some() || !last_log.contains("in use") {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("redis-server did not start:\n{last_log}");
+    }
+}
+
+/// A `redis-server` process started for one test, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+    args: Vec<String>,
+    tls: Option<TlsFiles>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a plain server on a free port.
+    #[track_caller]
+    pub fn start() -> RedisServer {
+        RedisServer::builder().start()
+    }
+
+    /// A builder for servers with a password or extra arguments.
+    pub fn builder() -> RedisBuilder {
+        RedisBuilder::default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Spawns the process and polls until ready; on failure returns the log.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("create redis log");
+        let mut cmd = Command::new(redis_server_bin());
+        match &self.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--enable-debug-command", "yes"])
+            .args(["--daemonize", "no"]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "spawn {}: {e} (is redis-server installed?)",
+                redis_server_bin()
+            )
+        });
+        self.child = Some(child);
+        let addr = self.addr();
+        let log_len = std::fs::metadata(self.log_path())
+            .map(|m| m.len())
+            .unwrap_or(0) as usize;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                return Err(format!(
+                    "redis-server exited with {status}; log:\n{}",
+                    tail_of_file(&self.log_path(), 4000)
+                ));
+            }
+            if self.tls.is_some() {
+                // No TLS client here: wait for the log line Redis writes when it serves.
+                let log = std::fs::read(self.log_path()).unwrap_or_default();
+                if log.get(log_len..).is_some_and(|new| {
+                    new.windows(b"Ready to accept connections".len())
+                        .any(|w| w == b"Ready to accept connections")
+                }) {
+                    return Ok(());
+                }
+            } else if let Ok(mut w) = Wire::try_connect(addr) {
+                w.set_timeout(Duration::from_secs(2));
+                if let Ok(reply) = w.try_cmd(&["PING"]) {
+                    if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.as_mut().unwrap().kill();
+                let _ = self.child.as_mut().unwrap().wait();
+                self.child = None;
+                return Err(format!(
+                    "redis-server not ready after {STARTUP_TIMEOUT:?}; log:\n{}",
+                    tail_of_file(&self.log_path(), 4000)
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The `requirepass` password, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The server process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// The server's data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `redis://` URL for the server, with `default:<password>@` when it has one.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        match &self.password {
+            Some(pw) => format!("{scheme}://default:{pw}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The TLS files of a TLS-only server.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// A direct connection to the server, already authenticated.
+    #[track_caller]
+    pub fn wire(&self) -> Wire {
+        authenticated(self.addr(), self.password.as_deref())
+    }
+
+    /// Runs one command on a fresh direct connection.
+    #[track_caller]
+    pub fn cmd<A: AsRef<[u8]>>(&self, args: &[A]) -> Vec<u8> {
+        self.wire().cmd(args)
+    }
+
+    /// One field of `INFO` (e.g. `info_field("clients", "blocked_clients")`).
+    #[track_caller]
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let reply = Value::parse(&self.cmd(&["INFO", section]));
+        let text = reply.text();
+        text.lines().find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
+    }
+
+    /// Stops the server (kill + wait). [`RedisServer::restart`] brings it back.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts the server on the same port (the dataset is lost: no persistence).
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) if Instant::now() < deadline && log.contains("in use") => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(log) => panic!("redis-server restart failed:\n{log}"),
+            }
+        }
+    }
+
+    /// The end of the server's log.
+    pub fn log_tail(&self) -> String {
+        tail_of_file(&self.log_path(), 4000)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cutover
+// ---------------------------------------------------------------------------------------
+
+/// Options for [`Cutover`].
+pub struct CutoverBuilder<'a> {
+    source: &'a RedisServer,
+    args: Vec<String>,
+    password: Option<String>,
+    metrics: bool,
+    db: Option<u32>,
+}
+
+impl CutoverBuilder<'_> {
+    /// Extra command-line arguments.
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args
+            .extend(args.iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Clients must `AUTH` with this password (`--password`). In direct mode the source
+    /// server must have been started with the same `requirepass`.
+    pub fn password(mut self, pw: &str) -> Self {
+        self.password = Some(pw.to_string());
+        self
+    }
+
+    /// Also serve Prometheus metrics (`--metrics`).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// Appends `/db` to the source URL.
+    pub fn db(mut self, db: u32) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// Starts the proxy (or, in direct mode, returns a handle to the server itself).
+    #[track_caller]
+    pub fn start(self) -> Cutover {
+        if direct() {
+            assert_eq!(
+                self.password.as_deref(),
+                self.source.password(),
+                "in direct mode the proxy password must be the server's requirepass"
+            );
+            assert!(
+                self.db.is_none(),
+                "a source db cannot be tested in direct mode"
+            );
+            return Cutover {
+                child: None,
+                addr: self.source.addr(),
+                admin_addr: None,
+                metrics_addr: None,
+                password: self.password,
+                dir: None,
+            };
+        }
+        let bin = cutover_bin();
+        if !bin.exists() {
+            panic!(
+                "cutover binary not found at {}: run `cargo build -p cutover` first \
+                 (or set CUTOVER_BIN, or CUTOVER_TEST_DIRECT=1 to test Redis itself)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cutover-proxy-")
+            .tempdir()
+            .expect("tempdir");
+        let mut source = self.source.url();
+        if let Some(db) = self.db {
+            source.push_str(&format!("/{db}"));
+        }
+        let mut last_failure = String::new();
+        for attempt in 0..5 {
+            let port = free_port();
+            let admin = free_port();
+            let metrics = self.metrics.then(free_port);
+            let log_path = dir.path().join(format!("cutover-{attempt}.log"));
+            let log = File::create(&log_path).expect("create cutover log");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("run")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--source")
+                .arg(&source)
+                .arg("--admin")
+                .arg(format!("127.0.0.1:{admin}"));
+            if let Some(m) = metrics {
+                cmd.arg("--metrics").arg(format!("127.0.0.1:{m}"));
+            }
+            if let Some(pw) = &self.password {
+                cmd.arg("--password").arg(pw);
+            }
+            cmd.args(&self.args)
+                .env_remove("CUTOVER_PASSWORD")
+                .env_remove("CUTOVER_ADMIN_PASSWORD");
+            if std::env::var_os("RUST_LOG").is_none() {
+                cmd.env("RUST_LOG", "info");
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log"))
+                .stderr(log);
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let mut proxy = Cutover {
+                child: Some(child),
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+                metrics_addr: metrics.map(|m| SocketAddr::from(([127, 0, 0, 1], m))),
+                password: self.password.clone(),
+                dir: None,
+            };
+            match proxy.wait_ready(&log_path) {
+                Ok(()) => {
+                    proxy.dir = Some((dir, log_path));
+                    return proxy;
+                }
+                Err(failure) => {
+                    proxy.kill();
+                    last_failure = failure;
+                    if !last_failure.contains("in use") {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("cutover did not start: {last_failure}");
+    }
+}
+
+/// The proxy under test (or, in direct mode, a stand-in pointing at the Redis server).
+pub struct Cutover {
+    child: Option<Child>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    password: Option<String>,
+    dir: Option<(TempDir, PathBuf)>,
+}
+
+impl Cutover {
+    /// Starts cutover in front of `source` with extra arguments.
+    #[track_caller]
+    pub fn start<S: AsRef<str>>(source: &RedisServer, extra_args: &[S]) -> Cutover {
+        Cutover::builder(source).args(extra_args).start()
+    }
+
+    /// A builder (password, metrics, extra arguments).
+    pub fn builder(source: &RedisServer) -> CutoverBuilder<'_> {
+        CutoverBuilder {
+            source,
+            args: Vec::new(),
+            password: None,
+            metrics: false,
+            db: None,
+        }
+    }
+
+    /// A plain Redis server and cutover in front of it.
+    #[track_caller]
+    pub fn with_server() -> (RedisServer, Cutover) {
+        let server = RedisServer::start();
+        let proxy = Cutover::start::<&str>(&server, &[]);
+        (server, proxy)
+    }
+
+    /// Whether this handle points straight at Redis (`CUTOVER_TEST_DIRECT=1`).
+    pub fn is_direct(&self) -> bool {
+        self.child.is_none() && self.admin_addr.is_none()
+    }
+
+    fn wait_ready(&mut self, log_path: &Path) -> Result<(), String> {
+        let admin = self.admin_addr.expect("proxy mode");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut admin_ok = false;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                return Err(format!(
+                    "cutover exited early with {status}; its log ({}):\n{}",
+                    log_path.display(),
+                    tail_of_file(log_path, 6000)
+                ));
+            }
+            if !admin_ok {
+                if let Ok(mut w) = Wire::try_connect(admin) {
+                    w.set_timeout(Duration::from_secs(2));
+                    if let Ok(r) = w.try_cmd(&["PING"]) {
+                        admin_ok = r.starts_with(b"+PONG");
+                    }
+                }
+            }
+            // A reply (PONG, or NOAUTH with a password) proves the listener is serving,
+            // and that this probe connection was accepted before the test starts counting.
+            if admin_ok {
+                if let Ok(mut w) = Wire::try_connect(self.addr) {
+                    w.set_timeout(Duration::from_secs(2));
+                    if w.try_cmd(&["PING"]).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "cutover not ready after {STARTUP_TIMEOUT:?} (admin PING ok: {admin_ok}); \
+                     its log ({}):\n{}",
+                    log_path.display(),
+                    tail_of_file(log_path, 6000)
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The client-facing address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin address; panics in direct mode.
+    #[track_caller]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+            .expect("no admin port in CUTOVER_TEST_DIRECT mode (skip proxy-only checks)")
+    }
+
+    /// The metrics address; panics unless started with [`CutoverBuilder::metrics`].
+    #[track_caller]
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("started without metrics, or in direct mode")
+    }
+
+    /// The process id; panics in direct mode.
+    #[track_caller]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("proxy is running").id()
+    }
+
+    /// A new client connection (authenticated when the proxy has a password).
+    #[track_caller]
+    pub fn wire(&self) -> Wire {
+        authenticated(self.addr, self.password.as_deref())
+    }
+
+    /// A new client connection that has not authenticated.
+    #[track_caller]
+    pub fn wire_noauth(&self) -> Wire {
+        Wire::connect(self.addr)
+    }
+
+    /// A connection to the admin port.
+    #[track_caller]
+    pub fn admin(&self) -> Wire {
+        Wire::connect(self.admin_addr())
+    }
+
+    /// Parses the admin `STATUS` reply (`field:value` lines).
+    #[track_caller]
+    pub fn status(&self) -> HashMap<String, String> {
+        let mut admin = self.admin();
+        let reply = admin.value(&["STATUS"]);
+        let text = match &reply {
+            Value::Bulk(_) | Value::Verbatim(_) | Value::Simple(_) => reply.text(),
+            other => panic!("STATUS: expected a bulk string, got {other:?}"),
+        };
+        text.lines()
+            .filter_map(|l| {
+                let l = l.trim_end_matches('\r');
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// A numeric `STATUS` field; panics when absent or not a number.
+    #[track_caller]
+    pub fn status_u64(&self, field: &str) -> u64 {
+        let status = self.status();
+        let v = status
+            .get(field)
+            .unwrap_or_else(|| panic!("STATUS has no {field:?} field: {status:?}"));
+        v.parse()
+            .unwrap_or_else(|_| panic!("STATUS {field} is not a number: {v:?}"))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`, ...) without waiting.
+    #[track_caller]
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid();
+        let st = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("proxy is running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "cutover did not exit within {timeout:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s) for the exit status.
+    #[track_caller]
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// The end of the proxy's log (stderr).
+    pub fn log_tail(&self) -> String {
+        match &self.dir {
+            Some((_, path)) => tail_of_file(path, 6000),
+            None => String::from("<no log: direct mode>"),
+        }
+    }
+
+    /// Fetches `GET /metrics` and returns (status line, body).
+    #[track_caller]
+    pub fn metrics_text(&self) -> (String, String) {
+        http_get(self.metrics_addr(), "/metrics")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Cutover {
+    fn drop(&mut self) {
+        if thread::panicking() && self.dir.is_some() {
+            eprintln!(
+                "---- cutover log (tail) ----\n{}\n---- end of cutover log ----",
+                self.log_tail()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.0 GET; returns (status line, body).
+#[track_caller]
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(DEFAULT_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)
+        .unwrap_or_else(|e| panic!("read HTTP response from {addr}: {e}"));
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed HTTP response: {text:?}"));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        assert_eq!(frame_len(b"+OK\r\n"), Ok(Some(5)));
+        assert_eq!(frame_len(b"+OK\r"), Ok(None));
+        assert_eq!(frame_len(b"$-1\r\n+x"), Ok(Some(5)));
+        assert_eq!(frame_len(b"$3\r\na\r\n\r\n"), Ok(Some(9)));
+        assert_eq!(frame_len(b"$3\r\na\r\n"), Ok(None));
+        assert_eq!(frame_len(b"*2\r\n:1\r\n*-1\r\n:9"), Ok(Some(13)));
+        assert_eq!(frame_len(b"*2\r\n:1\r\n"), Ok(None));
+        assert_eq!(frame_len(b"%1\r\n+a\r\n_\r\n"), Ok(Some(11)));
+        assert_eq!(frame_len(b"|1\r\n+a\r\n+b\r\n:5\r\n"), Ok(Some(16)));
+        assert_eq!(frame_len(b">2\r\n+a\r\n~1\r\n#t\r\n"), Ok(Some(16)));
+        assert!(frame_len(b"x\r\n").is_err());
+        // Deep nesting: no recursion.
+        let mut deep = b"*1\r\n".repeat(100_000);
+        deep.extend_from_slice(b":1\r\n");
+        assert_eq!(frame_len(&deep), Ok(Some(deep.len())));
+    }
+
+    #[test]
+    fn values() {
+        let v = Value::parse(b"*3\r\n$1\r\na\r\n$-1\r\n%1\r\n+k\r\n:2\r\n");
+        assert_eq!(
+            v,
+            Value::Array(vec![
+                Value::Bulk(b"a".to_vec()),
+                Value::Nil,
+                Value::Map(vec![(Value::Simple(b"k".to_vec()), Value::Int(2))]),
+            ])
+        );
+        assert_eq!(encode(&["GET", "k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(show(b"a\r\n\0"), "a\\r\\n\\x00");
+    }
+}

@@ -1,0 +1,120 @@
+//! A real client library through the proxy: the `redis` crate's sync API, with its
+//! connection setup (CLIENT SETINFO pipelined, SELECT from the URL, AUTH or HELLO 3 AUTH).
+
+use redis::{Commands, Connection, RedisResult};
+use support::{assert_bytes, bulk, Cutover, RedisServer};
+
+fn connect(url: &str) -> Connection {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("open {url}: {e}"));
+    client
+        .get_connection_with_timeout(std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+#[test]
+fn set_get_incr_and_binary() {
+    let (_server, proxy) = Cutover::with_server();
+    let mut con = connect(&format!("redis://{}/", proxy.addr()));
+    let () = con.set("lib:k", "v").unwrap();
+    let v: String = con.get("lib:k").unwrap();
+    assert_eq!(v, "v");
+    let missing: Option<String> = con.get("lib:missing").unwrap();
+    assert_eq!(missing, None);
+    assert_eq!(con.incr::<_, _, i64>("lib:n", 1).unwrap(), 1);
+    assert_eq!(con.incr::<_, _, i64>("lib:n", 41).unwrap(), 42);
+    let key: &[u8] = b"bin\0\r\n\xff";
+    let val: &[u8] = b"\r\n$-1\r\n\0";
+    let () = con.set(key, val).unwrap();
+    let back: Vec<u8> = con.get(key).unwrap();
+    assert_eq!(back, val);
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    let err = redis::cmd("INCR")
+        .arg("lib:k")
+        .query::<i64>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+    // The connection is still in step after an error.
+    assert_eq!(con.get::<_, i64>("lib:n").unwrap(), 42);
+}
+
+#[test]
+fn pipelines_and_transactions() {
+    let (_server, proxy) = Cutover::with_server();
+    let mut con = connect(&format!("redis://{}/", proxy.addr()));
+
+    let (a, b, c): (i64, i64, String) = redis::pipe()
+        .set("p", 1)
+        .ignore()
+        .incr("p", 5)
+        .incr("p", 1)
+        .get("p")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((a, b, c.as_str()), (6, 7, "7"));
+
+    // MULTI/EXEC.
+    let (x, y): (i64, i64) = redis::pipe()
+        .atomic()
+        .set("t", 10)
+        .ignore()
+        .incr("t", 1)
+        .incr("t", 1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((x, y), (11, 12));
+
+    // A large pipeline.
+    let mut pipe = redis::pipe();
+    for i in 0..5_000 {
+        pipe.set(format!("bulk:{i}"), i).ignore();
+    }
+    for i in 0..5_000 {
+        pipe.get(format!("bulk:{i}"));
+    }
+    let values: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(values, (0..5_000).collect::<Vec<i64>>());
+
+    // WATCH-based optimistic transaction, with another client interfering once.
+    let () = con.set("tx", 100).unwrap();
+    let mut other = connect(&format!("redis://{}/", proxy.addr()));
+    let mut interfered = false;
+    let result: RedisResult<(i64,)> = redis::transaction(&mut con, &["tx"], |con, pipe| {
+        let v: i64 = con.get("tx")?;
+        if !interfered {
+            interfered = true;
+            let () = other.set("tx", 1000)?;
+        }
+        pipe.set("tx", v + 1).ignore().get("tx").query(con)
+    });
+    assert_eq!(result.unwrap(), (1001,));
+    assert!(interfered);
+}
+
+#[test]
+fn url_database_and_password() {
+    let server = RedisServer::builder().password("libpw").start();
+    let proxy = Cutover::builder(&server).password("libpw").start();
+
+    let mut con = connect(&format!("redis://:libpw@{}/3", proxy.addr()));
+    let () = con.set("in3", "yes").unwrap();
+    let mut direct = server.wire();
+    assert_bytes(direct.cmd(&["SELECT", "3"]), b"+OK\r\n");
+    assert_bytes(direct.cmd(&["GET", "in3"]), bulk("yes"));
+
+    let bad = redis::Client::open(format!("redis://:wrong@{}/", proxy.addr()))
+        .unwrap()
+        .get_connection();
+    assert!(bad.is_err(), "a wrong password must fail");
+
+    // RESP3: the crate authenticates with HELLO 3 AUTH.
+    let mut con3 = connect(&format!(
+        "redis://default:libpw@{}/3?protocol=resp3",
+        proxy.addr()
+    ));
+    let v: String = con3.get("in3").unwrap();
+    assert_eq!(v, "yes");
+    let () = con3.hset("h", "f", "v").unwrap();
+    let all: std::collections::HashMap<String, String> = con3.hgetall("h").unwrap();
+    assert_eq!(all.get("f").map(String::as_str), Some("v"));
+}
