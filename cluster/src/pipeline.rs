@@ -379,14 +379,15 @@ impl SendUnsolicited for ReplySender {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PubSubKind {
+pub enum PubSubKind {
     Message,
     Confirmation,
 }
 
 /// Recognises a RESP2 pub/sub frame: `message`/`pmessage`/`smessage` deliveries and the
 /// (un)subscribe confirmations, whose last element is the remaining subscription count.
-fn pubsub_frame(frame: &[u8]) -> Option<(PubSubKind, bool)> {
+/// Returns the kind and whether that count is 0 (the connection left pub/sub mode).
+pub fn pubsub_frame(frame: &[u8]) -> Option<(PubSubKind, bool)> {
     if !(frame.starts_with(b"*3\r\n$") || frame.starts_with(b"*4\r\n$")) {
         return None;
     }

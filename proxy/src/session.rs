@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use cluster::pipeline::{Batch, BatchFlags, Reply, ReplyKind, ReplySender};
+use cluster::pipeline::{
+    pubsub_frame, Batch, BatchFlags, PubSubKind, Reply, ReplyKind, ReplySender,
+};
 use cluster::PipelineHandle;
 use resp::command::{self, flags, CommandInfo};
 use resp::{FrameKind, Limits, RequestParser};
@@ -88,6 +90,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
             reply_mode: ReplyMode::On,
             monitoring: false,
             dedicated: false,
+            subscribed: false,
+            in_multi: false,
         },
         sh,
         parser,
@@ -104,6 +108,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         counts: [0; 9],
         skip_pending: false,
         batches_done: 0,
+        queued: Vec::new(),
     };
     let result = s.run(stream).await;
     if let Err(e) = result {
@@ -129,6 +134,10 @@ pub(crate) struct ClientState {
     pub monitoring: bool,
     /// Whether the client is on a dedicated connection.
     pub dedicated: bool,
+    /// RESP2 pub/sub mode: only (P|S)(UN)SUBSCRIBE, PING, QUIT and RESET are allowed.
+    pub subscribed: bool,
+    /// Between MULTI and EXEC/DISCARD.
+    pub in_multi: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +157,17 @@ enum Pending {
     },
     /// The proxy's own reply, waiting for earlier backend replies.
     Local(Bytes),
+    /// EXEC of a transaction that queued commands the proxy answers itself: their
+    /// results are spliced into the server's EXEC reply at their positions.
+    Exec { queued: Vec<Queued>, discard: bool },
+}
+
+/// A command queued inside MULTI, in order.
+pub(crate) enum Queued {
+    /// Queued on the server. `set_db`: a SELECT, which takes effect at EXEC.
+    Remote { set_db: Option<u32> },
+    /// Answered by the proxy when EXEC runs.
+    Local(local::Cmd, SmallVec<[Bytes; 4]>),
 }
 
 /// The forwarded commands at the front of the input buffer, not yet handed over.
@@ -156,6 +176,21 @@ struct BatchAcc {
     end: usize,
     count: u32,
     flags: u8,
+}
+
+/// Client state a forwarded command changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    None,
+    /// SELECT on a dedicated connection (inside MULTI it takes effect at EXEC).
+    SetDb(u32),
+    Multi,
+    Exec,
+    Discard,
+    /// Runs at once even inside MULTI (WATCH), so it is not queued.
+    NotQueued,
+    /// (P|S)SUBSCRIBE: RESP2 clients enter pub/sub mode.
+    Subscribe,
 }
 
 /// What to do with one command.
@@ -167,8 +202,8 @@ pub(crate) enum Action {
         flags: u8,
         kind: Kind,
         dedicated: bool,
-        /// SELECT on a dedicated connection: the db the client is in once it runs.
-        set_db: Option<u32>,
+        /// What the command changes in the client's state once forwarded.
+        effect: Effect,
     },
     /// The proxy answers it. `drain`: wait until nothing is owed first (it changes which
     /// connection later commands use, or must come after earlier replies).
@@ -208,6 +243,8 @@ struct Session {
     skip_pending: bool,
     /// Backend batches completed, for sampling the latency histogram.
     batches_done: u32,
+    /// Commands queued since MULTI (only kept while `st.in_multi`).
+    queued: Vec<Queued>,
 }
 
 /// One batch in this many is timed for the latency histogram.
@@ -268,9 +305,16 @@ impl Session {
                 }
                 n = rd.read_buf(&mut self.inbuf), if can_read => {
                     if n? == 0 {
-                        // The client is gone (or half-closed): answer what it sent, then close.
                         eof = true;
                         self.closing = true;
+                        if self.dedicated.is_some() {
+                            // Redis frees a client at EOF. Closing the private connection
+                            // makes the server do the same: a blocked BLPOP or WAIT must
+                            // not stay behind to swallow a later push.
+                            return Ok(());
+                        }
+                        // On a shared connection the replies owed are still read (the
+                        // connection must stay in step); a half-closed client gets them.
                     }
                 }
                 _ = shutdown.cancelled(), if !self.closing => {
@@ -344,11 +388,8 @@ impl Session {
                     flags,
                     kind,
                     dedicated,
-                    set_db,
+                    effect,
                 } => {
-                    if let Some(db) = set_db {
-                        self.st.db = db;
-                    }
                     if dedicated && self.dedicated.is_none() {
                         self.flush_batch();
                         if self.owed > 0 {
@@ -361,7 +402,54 @@ impl Session {
                             continue;
                         }
                     }
-                    if inline {
+                    let refused = self.st.subscribed && !self.st.resp3;
+                    let mut exec_queued = None;
+                    match effect {
+                        // In RESP2 pub/sub mode the server refuses these: nothing changes.
+                        _ if refused => {}
+                        Effect::SetDb(db) if self.st.in_multi => {
+                            self.queued.push(Queued::Remote { set_db: Some(db) })
+                        }
+                        Effect::SetDb(db) => self.st.db = db,
+                        Effect::Multi => {
+                            if !self.st.in_multi {
+                                self.st.in_multi = true;
+                                self.queued.clear();
+                            }
+                        }
+                        Effect::Exec if self.st.in_multi => {
+                            self.st.in_multi = false;
+                            let queued = std::mem::take(&mut self.queued);
+                            let special = queued
+                                .iter()
+                                .any(|q| !matches!(q, Queued::Remote { set_db: None }));
+                            if special {
+                                exec_queued = Some(queued);
+                            }
+                        }
+                        Effect::Discard => {
+                            self.st.in_multi = false;
+                            self.queued.clear();
+                        }
+                        Effect::Subscribe => self.st.subscribed = !self.st.resp3,
+                        Effect::None if self.st.in_multi => {
+                            self.queued.push(Queued::Remote { set_db: None })
+                        }
+                        _ => {}
+                    }
+                    if let Some(queued) = exec_queued {
+                        // The EXEC travels alone so its reply arrives as exactly one frame.
+                        self.flush_batch();
+                        let data = if inline {
+                            Bytes::copy_from_slice(self.parser.inline_encoded())
+                        } else {
+                            self.inbuf.split_to(frame.len).freeze()
+                        };
+                        if inline {
+                            self.inbuf.advance(frame.len);
+                        }
+                        self.send_exec(data, queued);
+                    } else if inline {
                         self.flush_batch();
                         let data = Bytes::copy_from_slice(self.parser.inline_encoded());
                         self.inbuf.advance(frame.len);
@@ -401,7 +489,12 @@ impl Session {
                     };
                     self.inbuf.advance(frame.len);
                     self.counts[Kind::Local as usize] += 1;
-                    self.run_local(cmd, &args);
+                    if self.st.in_multi && cmd.queues_in_multi() {
+                        self.queued.push(Queued::Local(cmd, args));
+                        self.reply_local(Bytes::from_static(b"+QUEUED\r\n"));
+                    } else {
+                        self.run_local(cmd, &args);
+                    }
                     self.after_command();
                 }
                 Action::Reply(reply) => {
@@ -481,6 +574,73 @@ impl Session {
         self.push_pending(count);
     }
 
+    /// Sends an EXEC whose reply must have the proxy's own results spliced in.
+    fn send_exec(&mut self, data: Bytes, queued: Vec<Queued>) {
+        let discard = self.st.reply_mode != ReplyMode::On;
+        self.send(data, 1, 0);
+        // `send` recorded an ordinary entry for it; make it the EXEC entry.
+        if let Some(last) = self.pending.back_mut() {
+            if matches!(last, Pending::Backend { remaining: 1, .. }) {
+                *last = Pending::Exec { queued, discard };
+            }
+        }
+    }
+
+    /// The server's EXEC reply with the results of the proxy's queued commands inserted
+    /// at their places. Only the array header is rewritten; the server's elements stay
+    /// the bytes it sent. A nil (WATCH abort) or error (EXECABORT) reply passes as is.
+    fn splice_exec(&mut self, reply: Bytes, queued: Vec<Queued>) -> Bytes {
+        let remote = queued
+            .iter()
+            .filter(|q| matches!(q, Queued::Remote { .. }))
+            .count();
+        let Some((m, header_len)) = array_header(&reply) else {
+            return reply;
+        };
+        if m != remote {
+            tracing::warn!(
+                client = self.st.id,
+                "EXEC reply does not match the queued commands; passed through unchanged"
+            );
+            return reply;
+        }
+        let mut elems = Vec::with_capacity(m);
+        let mut scanner = resp::ReplyScanner::default();
+        let mut pos = header_len;
+        for _ in 0..m {
+            match scanner.scan(&reply[pos..]) {
+                Ok(Some(n)) => {
+                    elems.push(pos..pos + n);
+                    pos += n;
+                }
+                _ => return reply,
+            }
+        }
+        let mut out = BytesMut::with_capacity(reply.len() + 64);
+        resp::encode::array_header(&mut out, queued.len());
+        let mut next = elems.into_iter();
+        for q in queued {
+            match q {
+                Queued::Remote { set_db } => {
+                    let Some(r) = next.next() else { break };
+                    if let Some(db) = set_db {
+                        if reply[r.start] != b'-' {
+                            self.st.db = db;
+                        }
+                    }
+                    out.extend_from_slice(&reply[r]);
+                }
+                Queued::Local(cmd, args) => {
+                    let r = self
+                        .exec_local(cmd, &args)
+                        .unwrap_or_else(|| Bytes::from_static(b"+OK\r\n"));
+                    out.extend_from_slice(&r);
+                }
+            }
+        }
+        out.freeze()
+    }
+
     fn push_pending(&mut self, count: u32) {
         if count == 0 {
             return;
@@ -512,7 +672,27 @@ impl Session {
 
     fn on_reply(&mut self, r: Reply) {
         if r.kind == ReplyKind::Unsolicited {
+            if self.st.subscribed {
+                if let Some((PubSubKind::Confirmation, true)) = pubsub_frame(&r.data) {
+                    self.st.subscribed = false;
+                }
+            }
             self.out.extend_from_slice(&r.data);
+            return;
+        }
+        if let Some(Pending::Exec { .. }) = self.pending.front() {
+            if let Some(Pending::Exec { queued, discard }) = self.pending.pop_front() {
+                let data = if r.kind == ReplyKind::Data {
+                    self.splice_exec(r.data, queued)
+                } else {
+                    r.data
+                };
+                if !discard {
+                    self.out.extend_from_slice(&data);
+                }
+                self.owed -= r.count.min(1);
+                self.flush_locals();
+            }
             return;
         }
         let Some(Pending::Backend {
@@ -544,17 +724,22 @@ impl Session {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
             }
             self.pending.pop_front();
-            while let Some(Pending::Local(_)) = self.pending.front() {
-                if let Some(Pending::Local(b)) = self.pending.pop_front() {
-                    self.out.extend_from_slice(&b);
-                }
-            }
+            self.flush_locals();
         }
         if r.kind == ReplyKind::Failed {
             self.sh.metrics.backend_errors.increment(1);
             if self.dedicated.is_some() {
                 // Its MULTI, subscriptions or blocked command are gone with the connection.
                 self.closing = true;
+            }
+        }
+    }
+
+    /// Writes the proxy's own replies that were waiting behind the backend's.
+    fn flush_locals(&mut self) {
+        while let Some(Pending::Local(_)) = self.pending.front() {
+            if let Some(Pending::Local(b)) = self.pending.pop_front() {
+                self.out.extend_from_slice(&b);
             }
         }
     }
@@ -632,6 +817,9 @@ pub(crate) fn classify(
         return forward(1, 0, Kind::Other, false);
     };
     if let Some(cmd) = local::Cmd::of(info, arg(1), args.len()) {
+        if st.subscribed && !st.resp3 && !matches!(cmd, local::Cmd::Quit | local::Cmd::Reset) {
+            return Action::Reply(local::not_in_subscribed_context(cmd));
+        }
         return local::action(cmd, st, databases, base, args);
     }
     let kind = Kind::of(info);
@@ -640,9 +828,12 @@ pub(crate) fn classify(
         "sync" | "psync" | "replconf" => Action::Reply(Bytes::from_static(
             b"-ERR cutover: SYNC, PSYNC and REPLCONF are not served through the proxy; replicate from the Redis server itself\r\n",
         )),
-        "multi" | "watch" => forward(1, 0, kind, true),
+        "multi" => forward(1, 0, kind, true).with_effect(Effect::Multi),
+        "watch" => forward(1, 0, kind, true).with_effect(Effect::NotQueued),
+        "exec" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Exec),
+        "discard" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Discard),
         "subscribe" | "psubscribe" | "ssubscribe" => {
-            forward(0, BatchFlags::PUBSUB, kind, true)
+            forward(0, BatchFlags::PUBSUB, kind, true).with_effect(Effect::Subscribe)
         }
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
             if st.dedicated {
@@ -676,11 +867,48 @@ fn forward(count: u32, flags: u8, kind: Kind, dedicated: bool) -> Action {
         flags,
         kind,
         dedicated,
-        set_db: None,
+        effect: Effect::None,
     }
 }
 
+/// `*N\r\n` at the start of a reply: N and the header's length. None for anything else
+/// (nil arrays, errors, other types).
+fn array_header(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let end = memchr_crlf(reply)?;
+    let n = std::str::from_utf8(&reply[1..end])
+        .ok()?
+        .parse::<usize>()
+        .ok()?;
+    Some((n, end + 2))
+}
+
+fn memchr_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
 impl Action {
+    fn with_effect(self, e: Effect) -> Action {
+        match self {
+            Action::Forward {
+                count,
+                flags,
+                kind,
+                dedicated,
+                ..
+            } => Action::Forward {
+                count,
+                flags,
+                kind,
+                dedicated,
+                effect: e,
+            },
+            a => a,
+        }
+    }
+
     /// On a MONITOR connection every frame the server sends is passed on as it comes.
     fn with_monitor(self, monitoring: bool) -> Action {
         match self {
@@ -688,14 +916,14 @@ impl Action {
                 flags,
                 kind,
                 dedicated,
-                set_db,
+                effect,
                 ..
             } if monitoring => Action::Forward {
                 count: 0,
                 flags,
                 kind,
                 dedicated,
-                set_db,
+                effect,
             },
             a => a,
         }

@@ -10,7 +10,7 @@ use cluster::pipeline::BatchFlags;
 use resp::command::CommandInfo;
 use resp::encode;
 
-use super::{Action, ClientState, ReplyMode, Session};
+use super::{Action, ClientState, Effect, ReplyMode, Session};
 use crate::metrics::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,12 @@ impl Cmd {
         })
     }
 
+    /// Inside MULTI, Redis queues these (QUIT and RESET run at once; SELECT is forwarded
+    /// on the dedicated connection).
+    pub fn queues_in_multi(self) -> bool {
+        !matches!(self, Cmd::Quit | Cmd::Reset | Cmd::Select)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Cmd::Auth => "auth",
@@ -95,6 +101,17 @@ pub(crate) fn action(
         Cmd::ClientSetName | Cmd::ClientReply => argc == 3,
         Cmd::ClientSetInfo => argc == 4,
     };
+    if !arity_ok && st.in_multi && cmd.queues_in_multi() {
+        // Inside MULTI the server must see the bad command: its error also makes the
+        // transaction fail at EXEC, as Redis does.
+        return Action::Forward {
+            count: 1,
+            flags: 0,
+            kind: Kind::Local,
+            dedicated: true,
+            effect: Effect::None,
+        };
+    }
     if !arity_ok {
         if cmd == Cmd::Auth && argc > 3 {
             return Action::Reply(Bytes::from_static(b"-ERR syntax error\r\n"));
@@ -118,7 +135,7 @@ pub(crate) fn action(
                     flags: 0,
                     kind: Kind::Local,
                     dedicated: true,
-                    set_db: Some(db as u32),
+                    effect: Effect::SetDb(db as u32),
                 };
             }
             db as u32 != st.db
@@ -146,6 +163,14 @@ fn err(msg: &'static [u8]) -> Bytes {
 }
 
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
+/// Redis's refusal of a command in RESP2 pub/sub mode.
+pub(crate) fn not_in_subscribed_context(cmd: Cmd) -> Bytes {
+    Bytes::from(format!(
+        "-ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+        cmd.name()
+    ))
+}
 
 /// Redis's reply to a command it does not know.
 pub(crate) fn unknown_command(base: &[u8], args: &[Range<usize>]) -> Bytes {
@@ -180,6 +205,13 @@ fn valid_name(b: &[u8]) -> bool {
 
 impl Session {
     pub(super) fn run_local(&mut self, cmd: Cmd, args: &[Bytes]) {
+        if let Some(reply) = self.exec_local(cmd, args) {
+            self.reply_local(reply);
+        }
+    }
+
+    /// Runs a local command; its reply, or None when it has none (CLIENT REPLY OFF/SKIP).
+    pub(super) fn exec_local(&mut self, cmd: Cmd, args: &[Bytes]) -> Option<Bytes> {
         let reply = match cmd {
             Cmd::Auth => self.auth(args),
             Cmd::Hello => self.hello(args),
@@ -251,7 +283,7 @@ impl Session {
                     ok()
                 } else if mode.eq_ignore_ascii_case(b"off") {
                     self.st.reply_mode = ReplyMode::Off;
-                    return;
+                    return None;
                 } else if mode.eq_ignore_ascii_case(b"skip") {
                     // Skips the NEXT command's reply; this one has none either.
                     if self.st.reply_mode == ReplyMode::On {
@@ -259,13 +291,13 @@ impl Session {
                         // `after_command` would clear it at once; mark it for the next one.
                         self.skip_armed();
                     }
-                    return;
+                    return None;
                 } else {
                     err(b"-ERR syntax error\r\n")
                 }
             }
         };
-        self.reply_local(reply);
+        Some(reply)
     }
 
     /// CLIENT REPLY SKIP must outlive the `after_command` of the CLIENT command itself.
@@ -400,6 +432,9 @@ impl Session {
         self.dedicated = None;
         self.st.dedicated = false;
         self.st.monitoring = false;
+        self.st.subscribed = false;
+        self.st.in_multi = false;
+        self.queued.clear();
         self.st.db = self.sh.upstream.default_db();
         self.st.resp3 = false;
         self.st.name = None;

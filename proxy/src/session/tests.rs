@@ -23,6 +23,8 @@ fn state() -> ClientState {
         reply_mode: ReplyMode::On,
         monitoring: false,
         dedicated: false,
+        subscribed: false,
+        in_multi: false,
     }
 }
 
@@ -172,8 +174,8 @@ fn select_waits_for_owed_replies_only_when_the_db_changes() {
     st.dedicated = true;
     match decide(&st, &["SELECT", "2"]) {
         Action::Forward {
-            set_db, dedicated, ..
-        } => assert_eq!((set_db, dedicated), (Some(2), true)),
+            effect, dedicated, ..
+        } => assert_eq!((effect, dedicated), (Effect::SetDb(2), true)),
         other => panic!("{other:?}"),
     }
 }
