@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use cluster::RedisUrl;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -81,19 +81,6 @@ pub struct MetricsConfig {
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter; `RUST_LOG` wins.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            proxy: ProxyConfig::default(),
-            source: None,
-            target: None,
-            admin: AdminConfig::default(),
-            metrics: MetricsConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ProxyConfig {

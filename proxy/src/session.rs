@@ -247,7 +247,7 @@ struct Session {
     queued: Vec<Queued>,
 }
 
-/// One batch in this many is timed for the latency histogram.
+/// One batch in this many is timed for the latency histogram (a power of two).
 const LATENCY_SAMPLE: u32 = 8;
 
 const READ_RESERVE: usize = 4 * 1024;
@@ -411,11 +411,9 @@ impl Session {
                             self.queued.push(Queued::Remote { set_db: Some(db) })
                         }
                         Effect::SetDb(db) => self.st.db = db,
-                        Effect::Multi => {
-                            if !self.st.in_multi {
-                                self.st.in_multi = true;
-                                self.queued.clear();
-                            }
+                        Effect::Multi if !self.st.in_multi => {
+                            self.st.in_multi = true;
+                            self.queued.clear();
                         }
                         Effect::Exec if self.st.in_multi => {
                             self.st.in_multi = false;
@@ -720,7 +718,7 @@ impl Session {
             // one batch in LATENCY_SAMPLE keeps that cost off the hot path while the
             // distribution stays representative.
             self.batches_done = self.batches_done.wrapping_add(1);
-            if self.batches_done % LATENCY_SAMPLE == 0 {
+            if self.batches_done & (LATENCY_SAMPLE - 1) == 0 {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
             }
             self.pending.pop_front();
