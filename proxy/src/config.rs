@@ -40,6 +40,9 @@ pub struct ProxyConfig {
     pub max_bulk_len: u64,
     /// Shared backend connections per (db, protocol) pool. Clients are pinned to one.
     pub backend_connections: usize,
+    /// Worker threads; 0 = half the CPUs (at least 1). The proxy shares its machine with
+    /// the Redis it fronts more often than not.
+    pub threads: usize,
     /// How long to wait for a backend connection to open.
     pub connect_timeout_ms: u64,
     /// On SIGTERM, how long to wait for in-flight replies before exiting anyway.
@@ -93,7 +96,8 @@ impl Default for ProxyConfig {
             max_inflight_per_client: 1024,
             client_output_limit: 256 * 1024 * 1024,
             max_bulk_len: 512 * 1024 * 1024,
-            backend_connections: 2,
+            backend_connections: 1,
+            threads: 0,
             connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 10_000,
         }
@@ -161,6 +165,7 @@ pub struct Settings {
     pub client_output_limit: usize,
     pub max_bulk_len: usize,
     pub backend_connections: usize,
+    pub threads: usize,
     pub connect_timeout: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
     pub log_level: String,
@@ -241,6 +246,12 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if p.threads > 1024 {
+            return Err(err(
+                "proxy.threads",
+                "must be between 0 (auto) and 1024".into(),
+            ));
+        }
         if !(1..=64).contains(&p.backend_connections) {
             return Err(err(
                 "proxy.backend_connections",
@@ -288,6 +299,13 @@ impl Config {
             client_output_limit: usize::try_from(p.client_output_limit).unwrap_or(usize::MAX),
             max_bulk_len: usize::try_from(p.max_bulk_len).unwrap_or(usize::MAX),
             backend_connections: p.backend_connections,
+            threads: if p.threads == 0 {
+                std::thread::available_parallelism()
+                    .map(|n| (n.get() / 2).max(1))
+                    .unwrap_or(1)
+            } else {
+                p.threads
+            },
             connect_timeout: std::time::Duration::from_millis(p.connect_timeout_ms.max(1)),
             shutdown_timeout: std::time::Duration::from_millis(p.shutdown_timeout_ms),
             log_level: self.log.level.clone(),

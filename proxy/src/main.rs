@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
             let settings = args.settings()?;
             cutover::logging::init(&settings.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(settings.threads)
                 .enable_all()
                 .thread_name("cutover")
                 .build()
