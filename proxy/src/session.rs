@@ -107,7 +107,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         closing: false,
         counts: [0; 9],
         skip_pending: false,
-        batches_done: 0,
+        batches_sent: 0,
         queued: Vec::new(),
     };
     let result = s.run(stream).await;
@@ -153,7 +153,8 @@ enum Pending {
     Backend {
         remaining: u32,
         discard: bool,
-        sent: Instant,
+        /// Set on the batches sampled for the latency histogram.
+        sent: Option<Instant>,
     },
     /// The proxy's own reply, waiting for earlier backend replies.
     Local(Bytes),
@@ -241,8 +242,8 @@ struct Session {
     counts: [u64; 9],
     /// CLIENT REPLY SKIP was just run.
     skip_pending: bool,
-    /// Backend batches completed, for sampling the latency histogram.
-    batches_done: u32,
+    /// Backend batches sent, for sampling the latency histogram.
+    batches_sent: u32,
     /// Commands queued since MULTI (only kept while `st.in_multi`).
     queued: Vec<Queued>,
 }
@@ -259,6 +260,10 @@ impl Session {
     async fn run(&mut self, mut stream: TcpStream) -> Result<(), SessionError> {
         let (mut rd, mut wr) = stream.split();
         let shutdown = self.sh.shutdown.clone();
+        // Built once: creating the `cancelled` future on every turn of the loop costs a
+        // lock and a waiter registration per command.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let mut eof = false;
         loop {
             self.process_input().await?;
@@ -317,7 +322,7 @@ impl Session {
                         // connection must stay in step); a half-closed client gets them.
                     }
                 }
-                _ = shutdown.cancelled(), if !self.closing => {
+                _ = &mut cancelled, if !self.closing => {
                     self.closing = true;
                 }
             }
@@ -644,10 +649,15 @@ impl Session {
             return;
         }
         let discard = self.st.reply_mode != ReplyMode::On;
+        // The exporter keeps every recorded sample until it is scraped; timing one batch
+        // in LATENCY_SAMPLE keeps that cost (and the clock read) off the hot path while
+        // the distribution stays representative.
+        self.batches_sent = self.batches_sent.wrapping_add(1);
+        let sent = (self.batches_sent & (LATENCY_SAMPLE - 1) == 0).then(Instant::now);
         self.pending.push_back(Pending::Backend {
             remaining: count,
             discard,
-            sent: Instant::now(),
+            sent,
         });
         self.owed += count;
     }
@@ -714,11 +724,7 @@ impl Session {
         *remaining -= n;
         self.owed -= n;
         if *remaining == 0 {
-            // The exporter keeps every recorded sample until it is scraped; a sample of
-            // one batch in LATENCY_SAMPLE keeps that cost off the hot path while the
-            // distribution stays representative.
-            self.batches_done = self.batches_done.wrapping_add(1);
-            if self.batches_done & (LATENCY_SAMPLE - 1) == 0 {
+            if let Some(sent) = sent {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
             }
             self.pending.pop_front();
