@@ -28,11 +28,12 @@ say "building cutover (release)"
 cargo build --release -q -p cutover
 BIN=target/release/cutover
 
-# A free loopback port: nothing answers on it.
+# A free loopback port: nothing answers on it. Below the kernel's ephemeral range
+# (32768+), where an outgoing connection may hold a port nothing listens on.
 free_port() {
   local p
   while :; do
-    p=$(( (RANDOM % 20000) + 20000 ))
+    p=$(( (RANDOM % 12000) + 20000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
@@ -65,7 +66,7 @@ echo "\$ cutover run --listen 127.0.0.1:$PROXY --source redis://127.0.0.1:$SRC -
 "$BIN" run --listen "127.0.0.1:$PROXY" --source "redis://127.0.0.1:$SRC" \
   --admin "127.0.0.1:$ADMIN" --metrics "127.0.0.1:$METRICS" 2>"$WORK/cutover.log" &
 PIDS+=($!)
-wait_ping "$PROXY"
+wait_ping "$PROXY" || { cat "$WORK/cutover.log" >&2; exit 1; }
 
 run() { echo "\$ $*"; "$@"; }
 

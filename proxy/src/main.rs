@@ -1,11 +1,23 @@
 //! The `cutover` binary: parses the command line and runs the proxy.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use cutover::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace for configuration mistakes.
+            eprintln!("cutover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let settings = args.settings()?;
