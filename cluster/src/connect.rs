@@ -200,12 +200,17 @@ impl NodeStream {
         for args in cmds {
             resp::encode::command(&mut out, args.iter().copied());
         }
-        self.write_all(&out).await?;
+        self.request_raw(&out, cmds.len()).await
+    }
+
+    /// Sends already-encoded commands and reads `count` raw replies.
+    pub async fn request_raw(&mut self, out: &[u8], count: usize) -> io::Result<Vec<Bytes>> {
+        self.write_all(out).await?;
         self.flush().await?;
         let mut buf = BytesMut::with_capacity(4096);
         let mut scanner = ReplyScanner::default();
-        let mut replies = Vec::with_capacity(cmds.len());
-        while replies.len() < cmds.len() {
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
             match scanner.scan(&buf) {
                 Ok(Some(len)) => replies.push(buf.split_to(len).freeze()),
                 Ok(None) => {

@@ -3,6 +3,7 @@
 //! Commands: `STATUS` (INFO-style `field:value` lines), `PING`, `AUTH` (when an admin
 //! password is set), `QUIT`, `HELP`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -160,5 +161,25 @@ pub fn status(sh: &Shared) -> String {
         &Stats::get(&st.dedicated_connections),
     );
     line("commands_total", &Stats::get(&st.commands_total));
+    match &sh.sync {
+        None => line("sync_state", &"off"),
+        Some(sy) => {
+            use sync::SyncStatus as S;
+            line("sync_state", &sy.state().as_str());
+            let target = sh.settings.target.as_ref().map(|t| t.url.addr());
+            line("target", &target.unwrap_or_default());
+            line("source_offset", &sy.source_offset.load(Ordering::Relaxed));
+            line("applied_offset", &sy.applied());
+            line("lag_bytes", &sy.lag_bytes());
+            line("lag_ms", &sy.lag_ms());
+            line("rdb_bytes", &S::get(&sy.rdb_bytes));
+            line("rdb_bytes_loaded", &S::get(&sy.rdb_bytes_loaded));
+            line("keys_loaded", &S::get(&sy.keys_loaded));
+            line("full_syncs", &S::get(&sy.full_syncs));
+            line("partial_syncs", &S::get(&sy.partial_syncs));
+            line("spool_bytes", &S::get(&sy.spool_bytes));
+            line("last_error", &sy.last_error());
+        }
+    }
     s
 }

@@ -15,9 +15,42 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub source: Option<EndpointConfig>,
     pub target: Option<EndpointConfig>,
+    pub sync: SyncSection,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// `refuse` (default): stop if the target holds keys; `flush`: empty it first.
+    pub target_not_empty: String,
+    /// When a resume is answered with a full resync: `flush` (default) the target and load
+    /// again, or `stop`.
+    pub on_full_resync: String,
+    /// The db of the target that holds cutover's checkpoint key.
+    pub checkpoint_db: u32,
+    /// Apply PUBLISH commands from the source's stream (Sentinel hellos never are).
+    pub forward_publish: bool,
+    /// Largest transaction of stream commands sent to the target.
+    pub max_txn_bytes: u64,
+    /// Most bytes sent to the target and not yet confirmed; past it the source is read
+    /// more slowly.
+    pub max_inflight_bytes: u64,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            target_not_empty: "refuse".into(),
+            on_full_resync: "flush".into(),
+            checkpoint_db: 0,
+            forward_publish: false,
+            max_txn_bytes: 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +202,17 @@ pub struct Settings {
     pub connect_timeout: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
     pub log_level: String,
+    pub sync: SyncSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub not_empty: sync::NotEmpty,
+    pub on_full_resync: sync::OnFullResync,
+    pub checkpoint_db: u32,
+    pub forward_publish: bool,
+    pub max_txn_bytes: usize,
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +311,38 @@ impl Config {
                 "must be at least 1024".into(),
             ));
         }
+        let sy = &self.sync;
+        let sync = SyncSettings {
+            not_empty: match sy.target_not_empty.as_str() {
+                "refuse" => sync::NotEmpty::Refuse,
+                "flush" => sync::NotEmpty::Flush,
+                v => {
+                    return Err(err(
+                        "sync.target_not_empty",
+                        format!("`{v}`: expected \"refuse\" or \"flush\""),
+                    ))
+                }
+            },
+            on_full_resync: match sy.on_full_resync.as_str() {
+                "flush" => sync::OnFullResync::Flush,
+                "stop" => sync::OnFullResync::Stop,
+                v => {
+                    return Err(err(
+                        "sync.on_full_resync",
+                        format!("`{v}`: expected \"flush\" or \"stop\""),
+                    ))
+                }
+            },
+            checkpoint_db: sy.checkpoint_db,
+            forward_publish: sy.forward_publish,
+            max_txn_bytes: usize::try_from(sy.max_txn_bytes.clamp(1024, 512 * 1024 * 1024))
+                .unwrap_or(1024 * 1024),
+            max_inflight_bytes: usize::try_from(
+                sy.max_inflight_bytes
+                    .clamp(64 * 1024, 16 * 1024 * 1024 * 1024),
+            )
+            .unwrap_or(64 * 1024 * 1024),
+        };
         for (i, u) in p.users.iter().enumerate() {
             if u.name.is_empty() || u.name == "default" {
                 return Err(err(
@@ -309,6 +385,7 @@ impl Config {
             connect_timeout: std::time::Duration::from_millis(p.connect_timeout_ms.max(1)),
             shutdown_timeout: std::time::Duration::from_millis(p.shutdown_timeout_ms),
             log_level: self.log.level.clone(),
+            sync,
         })
     }
 }

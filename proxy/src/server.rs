@@ -46,11 +46,41 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     )
     .await
     .context("setting up the source")?;
-    if settings.target.is_some() {
-        tracing::warn!(
-            "--target is accepted but syncing is not implemented yet; routing to the source"
-        );
-    }
+    let (stop_sync, stop_rx) = tokio::sync::watch::channel(false);
+    let sync_status = match &settings.target {
+        None => None,
+        Some(target) => {
+            let status = Arc::new(sync::SyncStatus::default());
+            let cfg = sync::SyncConfig {
+                source: Arc::new(
+                    cluster::Connector::new(
+                        settings.source.url.clone(),
+                        settings.source.tls_ca_file.as_deref(),
+                        settings.connect_timeout,
+                    )
+                    .context("source")?,
+                ),
+                target: Arc::new(
+                    cluster::Connector::new(
+                        target.url.clone(),
+                        target.tls_ca_file.as_deref(),
+                        settings.connect_timeout,
+                    )
+                    .context("target")?,
+                ),
+                listening_port: settings.listen.port(),
+                not_empty: settings.sync.not_empty,
+                on_full_resync: settings.sync.on_full_resync,
+                checkpoint_db: settings.sync.checkpoint_db,
+                forward_publish: settings.sync.forward_publish,
+                max_txn_bytes: settings.sync.max_txn_bytes,
+                max_inflight_bytes: settings.sync.max_inflight_bytes,
+            };
+            tracing::info!(target = %target.url, "syncer starting");
+            tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));
+            Some(status)
+        }
+    };
     let stats = Arc::new(Stats::default());
     let sh = Arc::new(Shared {
         users: Users::new(settings.password.as_deref(), &settings.users),
@@ -59,6 +89,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         metrics: Metrics::new(),
         next_client_id: AtomicU64::new(1),
         shutdown: shutdown.clone(),
+        sync: sync_status,
         settings,
     });
     if let Some(addr) = sh.settings.admin {
@@ -104,6 +135,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         }
     }
     drop(listener);
+    let _ = stop_sync.send(true);
     tracker.close();
     let timeout = sh.settings.shutdown_timeout;
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {

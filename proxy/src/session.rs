@@ -59,6 +59,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub next_client_id: AtomicU64,
     pub shutdown: CancellationToken,
+    /// The syncer's state, when a target is configured.
+    pub sync: Option<Arc<sync::SyncStatus>>,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.

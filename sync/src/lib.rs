@@ -1,4 +1,21 @@
 //! The syncer: acts as a replica of the source (PSYNC handshake, full RDB transfer, live
 //! command stream) and applies everything to the target, tracking the applied offset.
+//!
+//! - [`link`]: the replication link (handshake, payload framing, ACKs).
+//! - [`rdb`]: the streaming RDB reader.
+//! - [`target`]: pipelined units of commands to the target, replies checked.
+//! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
+//! - [`syncer`]: the orchestration: start, full load, stream, resume.
+//! - [`status`]: what STATUS and the metrics report.
 
+pub mod checkpoint;
+pub mod error;
+pub mod link;
 pub mod rdb;
+pub mod status;
+pub mod syncer;
+pub mod target;
+
+pub use error::SyncError;
+pub use status::{SyncState, SyncStatus};
+pub use syncer::{NotEmpty, OnFullResync, SyncConfig};

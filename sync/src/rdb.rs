@@ -76,5 +76,9 @@ pub enum RdbError {
     #[error("RDB checksum mismatch: file says {expected:016x}, computed {actual:016x}")]
     Checksum { expected: u64, actual: u64 },
     #[error("RDB value of type {value_type} for key {key:?} is not supported: {why}")]
-    Unsupported { value_type: u8, key: String, why: String },
+    Unsupported {
+        value_type: u8,
+        key: String,
+        why: String,
+    },
 }

@@ -1,0 +1,38 @@
+//! Errors of the syncer. Each says which side failed and whether retrying can help: a lost
+//! link is retried (resuming from the applied offset); a refused command or a source that
+//! forbids replication stops the sync with a message saying why.
+
+use crate::rdb::RdbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("source: {0}")]
+    Source(String),
+    #[error("target: {0}")]
+    Target(String),
+    /// The source refuses to be replicated from (managed services block SYNC/PSYNC).
+    #[error("the source refuses replication ({0}); SYNC/PSYNC are blocked there, so only a SCAN-based copy can move this data")]
+    Forbidden(String),
+    #[error("source RDB: {0}")]
+    Rdb(#[from] RdbError),
+    /// The target refused a command: the sync stops at this offset.
+    #[error("target refused {command} (key {key}) at offset {offset}: {reply}")]
+    Apply {
+        command: String,
+        key: String,
+        offset: i64,
+        reply: String,
+    },
+    /// Something the configuration must change (target not empty, unsupported value...).
+    #[error("{0}")]
+    Config(String),
+    #[error("stopped")]
+    Stopped,
+}
+
+impl SyncError {
+    /// Whether reconnecting and resuming may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SyncError::Source(_) | SyncError::Target(_))
+    }
+}

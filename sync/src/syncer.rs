@@ -1,0 +1,731 @@
+//! The syncer: keeps the target equal to the source, as a replica would, with an applied
+//! offset that is the truth.
+//!
+//! One run: read the target's checkpoint; PSYNC from it (or from scratch); on FULLRESYNC,
+//! load the RDB (RESTORE of each value, straight from its bytes); then apply the command
+//! stream in transactions that each carry the checkpoint of their end offset. Any lost
+//! link ends the run; the next run resumes from the checkpoint, so nothing is applied twice
+//! and nothing skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use cluster::{Connector, SessionSetup};
+use resp::{FrameKind, Limits, RequestParser};
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::link::{ChunkReader, Link, Payload, PsyncReply};
+use crate::rdb::{Event, RdbReader};
+use crate::status::{SyncState, SyncStatus};
+use crate::target::{array_elements, error_text, frames, transient, Meta, Target};
+use crate::SyncError;
+
+/// What to do when the target already holds keys in the dbs being synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotEmpty {
+    Refuse,
+    Flush,
+}
+
+/// What to do when a resume is answered with a full resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFullResync {
+    Flush,
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub source: Arc<Connector>,
+    pub target: Arc<Connector>,
+    /// Announced to the source with `REPLCONF listening-port` (shows in its INFO).
+    pub listening_port: u16,
+    pub not_empty: NotEmpty,
+    pub on_full_resync: OnFullResync,
+    pub checkpoint_db: u32,
+    /// Apply PUBLISH from the stream (Sentinel's hello messages are never applied).
+    pub forward_publish: bool,
+    /// Largest transaction of stream commands.
+    pub max_txn_bytes: usize,
+    /// Most bytes sent to the target and not yet confirmed.
+    pub max_inflight_bytes: usize,
+}
+
+/// Runs until `stop` turns true, retrying what can be retried.
+pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
+    let poller = tokio::spawn(poll_source_offset(cfg.source.clone(), status.clone()));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            r = run_once(&cfg, &status) => r,
+            _ = stop.wait_for(|s| *s) => Err(SyncError::Stopped),
+        };
+        match result {
+            Err(SyncError::Stopped) | Ok(()) => {
+                status.set_state(SyncState::Stopped);
+                break;
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "sync interrupted; resuming from the target's checkpoint");
+                status.set_error(e.to_string());
+                status.set_state(SyncState::Connecting);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => { status.set_state(SyncState::Stopped); break; }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync stopped");
+                status.set_error(e.to_string());
+                status.set_state(SyncState::Error);
+                break;
+            }
+        }
+    }
+    poller.abort();
+}
+
+/// Polls the source's `master_repl_offset` once a second: the other half of the lag.
+async fn poll_source_offset(source: Arc<Connector>, status: Arc<SyncStatus>) {
+    let mut conn = None;
+    loop {
+        if conn.is_none() {
+            conn = source.connect(&SessionSetup::default()).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            match c.request(&[&[b"INFO", b"replication"]]).await {
+                Ok(r) => {
+                    let text = String::from_utf8_lossy(&r[0]);
+                    if let Some(off) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                    {
+                        status.set_source_offset(off);
+                    }
+                }
+                Err(_) => conn = None,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError> {
+    status.set_state(SyncState::Connecting);
+    let mut control = cfg
+        .target
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| SyncError::Target(e.to_string()))?;
+    let cp = checkpoint::read(&mut control, cfg.checkpoint_db).await?;
+    let resume = cp
+        .as_ref()
+        .filter(|c| c.is_streaming())
+        .map(|c| (c.replid.as_str(), c.offset));
+    let (mut link, reply) = Link::open(&cfg.source, cfg.listening_port, resume).await?;
+    let mut target = Target::connect(&cfg.target).await?;
+    let (replid, offset, db) = match reply {
+        PsyncReply::Full { replid, offset } => {
+            if resume.is_some() {
+                tracing::error!(
+                    "the source answered FULLRESYNC to a resume (backlog overrun or a new replication id): the whole dataset is loaded again"
+                );
+                metrics::counter!("cutover_sync_unexpected_full_resyncs_total").increment(1);
+                if cfg.on_full_resync == OnFullResync::Stop {
+                    return Err(SyncError::Config(
+                        "the source can only offer a full resync and sync.on_full_resync = \"stop\"".into(),
+                    ));
+                }
+            }
+            prepare_for_full_load(cfg, &mut control, cp.as_ref(), resume.is_some()).await?;
+            StatusAdd::full(status);
+            let db = full_load(
+                cfg,
+                status,
+                &mut link,
+                &mut target,
+                &mut control,
+                &replid,
+                offset,
+            )
+            .await?;
+            (replid, offset, db)
+        }
+        PsyncReply::Continue { replid: new_id } => {
+            let Some(cp) = cp else {
+                return Err(SyncError::Source("CONTINUE without a checkpoint".into()));
+            };
+            tracing::info!(
+                offset = cp.offset,
+                "partial resync: continuing from the target's checkpoint"
+            );
+            StatusAdd::partial(status);
+            (new_id.unwrap_or(cp.replid), cp.offset, cp.db)
+        }
+    };
+    status.set_applied(offset);
+    stream(cfg, status, link, target, replid, offset, db).await
+}
+
+struct StatusAdd;
+impl StatusAdd {
+    fn full(s: &SyncStatus) {
+        SyncStatus::add(&s.full_syncs, 1);
+        metrics::counter!("cutover_sync_full_syncs_total").increment(1);
+    }
+    fn partial(s: &SyncStatus) {
+        SyncStatus::add(&s.partial_syncs, 1);
+        metrics::counter!("cutover_sync_partial_syncs_total").increment(1);
+    }
+}
+
+/// Makes sure a full load starts on an empty target (or one we emptied on purpose).
+async fn prepare_for_full_load(
+    cfg: &SyncConfig,
+    control: &mut cluster::NodeStream,
+    cp: Option<&Checkpoint>,
+    resuming: bool,
+) -> Result<(), SyncError> {
+    let ours = cp.is_some();
+    let r = control
+        .request(&[&[b"INFO", b"keyspace"]])
+        .await
+        .map_err(|e| SyncError::Target(e.to_string()))?;
+    let text = String::from_utf8_lossy(&r[0]).into_owned();
+    let mut busy = Vec::new();
+    for line in text.lines() {
+        let Some((dbname, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(n) = dbname
+            .strip_prefix("db")
+            .and_then(|d| d.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let keys: u64 = rest
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("keys="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let own = u64::from(ours && n == cfg.checkpoint_db);
+        if keys > own {
+            busy.push(format!("db{n} ({} keys)", keys - own));
+        }
+    }
+    // Our own partial load, or a resume the source could not continue: start over.
+    let flush = busy.is_empty() || ours || resuming || cfg.not_empty == NotEmpty::Flush;
+    if !busy.is_empty() && !flush {
+        return Err(SyncError::Config(format!(
+            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" to let cutover empty it",
+            busy.join(", ")
+        )));
+    }
+    if !busy.is_empty() || ours {
+        tracing::warn!(dbs = %busy.join(", "), "emptying the target before the full load");
+        let r = control
+            .request(&[&[b"FLUSHALL"]])
+            .await
+            .map_err(|e| SyncError::Target(e.to_string()))?;
+        if let Some(e) = error_text(&r[0]) {
+            return Err(SyncError::Target(format!("FLUSHALL: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// Streams the RDB into the target. Returns the db the command stream starts in.
+async fn full_load(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    link: &mut Link,
+    target: &mut Target,
+    control: &mut cluster::NodeStream,
+    replid: &str,
+    offset: i64,
+) -> Result<u32, SyncError> {
+    status.set_state(SyncState::FullSync);
+    status
+        .rdb_bytes_loaded
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    status
+        .keys_loaded
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let mut out = BytesMut::new();
+    let dbs = cfg.checkpoint_db.to_string();
+    resp::encode::command(&mut out, [&b"SELECT"[..], dbs.as_bytes()].into_iter());
+    Checkpoint {
+        state: "loading".into(),
+        replid: replid.to_string(),
+        offset,
+        db: 0,
+    }
+    .hset(&mut out);
+    control
+        .request_raw(&out, 2)
+        .await
+        .map_err(|e| SyncError::Target(e.to_string()))?;
+
+    let payload = link.payload_header().await?;
+    if let Payload::Len(n) = payload {
+        status
+            .rdb_bytes
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::info!(
+        ?payload,
+        "full sync: loading the source's RDB into the target"
+    );
+    let started = std::time::Instant::now();
+
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Result<Event, crate::rdb::RdbError>>(4096);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut rd = RdbReader::new(ChunkReader::new(chunk_rx));
+        loop {
+            match rd.next_event() {
+                Ok(Some(ev)) => {
+                    if ev_tx.blocking_send(Ok(ev)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = ev_tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+
+    let loaded = &status.rdb_bytes_loaded;
+    let feed = async {
+        let r = link
+            .stream_payload(&payload, &chunk_tx, |n| SyncStatus::add(loaded, n))
+            .await;
+        drop(chunk_tx);
+        r
+    };
+    let apply = apply_rdb(cfg, status, target, &mut ev_rx);
+    let (fed, applied) = tokio::join!(feed, apply);
+    let _ = reader.await;
+    fed?;
+    let stream_db = applied?;
+    if matches!(payload, Payload::Eof(_)) {
+        // A diskless master sends no stream until the replica's first ACK.
+        link.ack(offset).await?;
+    }
+    let mut out = BytesMut::new();
+    resp::encode::command(&mut out, [&b"SELECT"[..], dbs.as_bytes()].into_iter());
+    Checkpoint {
+        state: "streaming".into(),
+        replid: replid.to_string(),
+        offset,
+        db: stream_db,
+    }
+    .hset(&mut out);
+    control
+        .request_raw(&out, 2)
+        .await
+        .map_err(|e| SyncError::Target(e.to_string()))?;
+    tracing::info!(
+        keys = SyncStatus::get(&status.keys_loaded),
+        bytes = SyncStatus::get(&status.rdb_bytes_loaded),
+        secs = started.elapsed().as_secs_f64(),
+        "full sync loaded; streaming"
+    );
+    Ok(stream_db)
+}
+
+/// Applies RDB events: each key becomes `RESTORE key <abs ms> <payload> ABSTTL REPLACE`.
+async fn apply_rdb(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    target: &mut Target,
+    events: &mut mpsc::Receiver<Result<Event, crate::rdb::RdbError>>,
+) -> Result<u32, SyncError> {
+    const BATCH_BYTES: usize = 256 * 1024;
+    let mut version: u16 = 0;
+    let mut stream_db = 0u32;
+    let mut batch = BytesMut::with_capacity(BATCH_BYTES + 4096);
+    let mut names: Vec<(&'static str, Bytes)> = Vec::new();
+    let mut last_progress = std::time::Instant::now();
+    let check = |m: Meta, r: Bytes| check_load(m, &r);
+    while let Some(ev) = events.recv().await {
+        match ev? {
+            Event::Header { version: v } => version = v as u16,
+            Event::Aux { key, value } => match &key[..] {
+                b"repl-stream-db" => {
+                    stream_db = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                }
+                b"lua" => {
+                    resp::encode::command(
+                        &mut batch,
+                        [&b"SCRIPT"[..], b"LOAD", &value].into_iter(),
+                    );
+                    names.push(("SCRIPT LOAD", Bytes::new()));
+                }
+                _ => {}
+            },
+            Event::Db(n) => {
+                let n = n.to_string();
+                resp::encode::command(&mut batch, [&b"SELECT"[..], n.as_bytes()].into_iter());
+                names.push(("SELECT", Bytes::new()));
+            }
+            Event::Key(k) => {
+                let payload = k.restore_payload(version);
+                let ttl = k.expire_ms.unwrap_or(0).max(0).to_string();
+                resp::encode::command(
+                    &mut batch,
+                    [
+                        &b"RESTORE"[..],
+                        &k.key,
+                        ttl.as_bytes(),
+                        &payload,
+                        b"ABSTTL",
+                        b"REPLACE",
+                    ]
+                    .into_iter(),
+                );
+                names.push(("RESTORE", k.key));
+                SyncStatus::add(&status.keys_loaded, 1);
+            }
+            Event::Function { code } => {
+                resp::encode::command(
+                    &mut batch,
+                    [&b"FUNCTION"[..], b"LOAD", b"REPLACE", &code].into_iter(),
+                );
+                names.push(("FUNCTION LOAD", Bytes::new()));
+            }
+            Event::ModuleAux { module_id } => {
+                tracing::warn!(module_id, "module AUX data in the RDB is not transferred");
+            }
+            Event::ResizeDb { .. } => {}
+            Event::End { .. } => break,
+        }
+        if batch.len() >= BATCH_BYTES {
+            let n = names.len() as u32;
+            target.send(
+                batch.split().freeze(),
+                n,
+                Meta::Load(std::mem::take(&mut names)),
+            )?;
+            while target.inflight_bytes() > cfg.max_inflight_bytes.max(BATCH_BYTES * 2) {
+                let (m, r) = target.next_done().await?;
+                check(m, r)?;
+            }
+            if last_progress.elapsed() > Duration::from_secs(5) {
+                last_progress = std::time::Instant::now();
+                tracing::info!(
+                    keys = SyncStatus::get(&status.keys_loaded),
+                    bytes = SyncStatus::get(&status.rdb_bytes_loaded),
+                    total = SyncStatus::get(&status.rdb_bytes),
+                    "full sync progress"
+                );
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let n = names.len() as u32;
+        target.send(
+            batch.split().freeze(),
+            n,
+            Meta::Load(std::mem::take(&mut names)),
+        )?;
+    }
+    target.drain(check).await?;
+    Ok(stream_db)
+}
+
+fn check_load(meta: Meta, replies: &[u8]) -> Result<(), SyncError> {
+    let Meta::Load(names) = meta else {
+        return Ok(());
+    };
+    for (frame, (cmd, key)) in frames(replies)?.into_iter().zip(names) {
+        if let Some(e) = error_text(frame) {
+            if transient(&e) {
+                return Err(SyncError::Target(format!("{cmd}: {e}")));
+            }
+            let hint = if e.contains("payload version") {
+                " (the target's Redis is older than the source's: its RDB format can't take these values)"
+            } else {
+                ""
+            };
+            return Err(SyncError::Apply {
+                command: cmd.to_string(),
+                key: show_key(&key),
+                offset: -1,
+                reply: format!("{e}{hint}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Keys in messages: printable, bounded. (Keys are names, not values; values never appear.)
+fn show_key(k: &[u8]) -> String {
+    let mut s: String = String::from_utf8_lossy(&k[..k.len().min(128)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if k.len() > 128 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// A transaction of stream commands being built.
+struct Txn {
+    buf: BytesMut,
+    /// Raw stream commands in it, for naming one that fails.
+    cmds: BytesMut,
+    count: u32,
+    start_db: u32,
+    end_offset: i64,
+    dirty: bool,
+}
+
+impl Txn {
+    fn new(db: u32, offset: i64) -> Txn {
+        Txn {
+            buf: BytesMut::new(),
+            cmds: BytesMut::new(),
+            count: 0,
+            start_db: db,
+            end_offset: offset,
+            dirty: false,
+        }
+    }
+}
+
+/// Applies the command stream, one checkpointed transaction at a time.
+async fn stream(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    mut link: Link,
+    mut target: Target,
+    mut replid: String,
+    start: i64,
+    start_db: u32,
+) -> Result<(), SyncError> {
+    status.set_state(SyncState::Streaming);
+    let mut parser = RequestParser::new(Limits::default());
+    let mut offset = start;
+    let mut db = start_db;
+    let mut in_multi = false;
+    let mut txn = Txn::new(db, offset);
+    let mut ack = tokio::time::interval(Duration::from_secs(1));
+    ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ckdb = cfg.checkpoint_db.to_string();
+    loop {
+        // Everything complete in the buffer joins the transaction.
+        loop {
+            let frame = match parser.parse(&link.rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(SyncError::Source(format!("invalid command stream: {e}"))),
+            };
+            let len = frame.len;
+            if frame.kind == FrameKind::Multibulk {
+                let args = parser.args();
+                let arg = |i: usize| -> &[u8] {
+                    args.get(i).map(|r| &link.rbuf[r.clone()]).unwrap_or(&[])
+                };
+                let name = arg(0).to_ascii_lowercase();
+                offset += len as i64;
+                match name.as_slice() {
+                    b"ping" => {}
+                    b"replconf" => {
+                        if arg(1).eq_ignore_ascii_case(b"getack") {
+                            link.ack(status.applied()).await?;
+                        }
+                    }
+                    b"multi" => in_multi = true,
+                    b"exec" => in_multi = false,
+                    b"publish" if !cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
+                    _ => {
+                        if name == b"select" {
+                            if let Some(n) = std::str::from_utf8(arg(1))
+                                .ok()
+                                .and_then(|s| s.parse().ok())
+                            {
+                                db = n;
+                            }
+                        }
+                        if txn.count == 0 {
+                            let sdb = txn.start_db.to_string();
+                            resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
+                            resp::encode::command(
+                                &mut txn.buf,
+                                [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
+                            );
+                        }
+                        txn.buf.extend_from_slice(&link.rbuf[..len]);
+                        txn.cmds.extend_from_slice(&link.rbuf[..len]);
+                        txn.count += 1;
+                    }
+                }
+                txn.end_offset = offset;
+                txn.dirty = true;
+            } else if frame.kind == FrameKind::Inline {
+                // Masters send multibulk only; a bare newline is a keepalive.
+                offset += len as i64;
+                txn.end_offset = offset;
+                txn.dirty = true;
+            }
+            link.rbuf.advance(len);
+            if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
+                flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+            }
+        }
+        if !in_multi && txn.dirty {
+            flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+        }
+        let can_read = target.inflight_bytes() < cfg.max_inflight_bytes;
+        tokio::select! {
+            r = link.fill(), if can_read => { r?; }
+            done = target.next_done() => {
+                let (meta, replies) = done?;
+                if let Some(off) = check_txn(meta, &replies)? {
+                    status.set_applied(off);
+                    SyncStatus::add(&status.commands_applied, 1);
+                }
+            }
+            _ = ack.tick() => link.ack(status.applied()).await?,
+        }
+        let _ = &mut replid;
+    }
+}
+
+/// Sends the transaction: MULTI, SELECT, commands, SELECT, checkpoint, EXEC.
+fn flush_txn(
+    txn: &mut Txn,
+    target: &mut Target,
+    replid: &str,
+    db: u32,
+    ckdb: &str,
+    checkpoint_db: u32,
+) -> Result<(), SyncError> {
+    let _ = checkpoint_db;
+    if txn.count == 0 {
+        let sdb = txn.start_db.to_string();
+        resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
+        resp::encode::command(&mut txn.buf, [&b"SELECT"[..], sdb.as_bytes()].into_iter());
+    }
+    resp::encode::command(&mut txn.buf, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+    Checkpoint {
+        state: "streaming".into(),
+        replid: replid.to_string(),
+        offset: txn.end_offset,
+        db,
+    }
+    .hset(&mut txn.buf);
+    resp::encode::command(&mut txn.buf, [&b"EXEC"[..]].into_iter());
+    let count = txn.count + 5;
+    let meta = Meta::Txn {
+        end_offset: txn.end_offset,
+        cmds: txn.cmds.split().freeze(),
+    };
+    target.send(txn.buf.split().freeze(), count, meta)?;
+    *txn = Txn::new(db, txn.end_offset);
+    Ok(())
+}
+
+/// Checks a transaction's replies; its end offset when applied.
+fn check_txn(meta: Meta, replies: &[u8]) -> Result<Option<i64>, SyncError> {
+    let Meta::Txn { end_offset, cmds } = meta else {
+        return Ok(None);
+    };
+    let all = frames(replies)?;
+    let Some((exec, queued)) = all.split_last() else {
+        return Err(SyncError::Target("empty transaction reply".into()));
+    };
+    // queued: MULTI's +OK, then +QUEUED for SELECT, each command, SELECT, HSET.
+    for (i, f) in queued.iter().enumerate() {
+        if let Some(e) = error_text(f) {
+            if transient(&e) {
+                return Err(SyncError::Target(e));
+            }
+            let (command, key) = nth_command(&cmds, i.wrapping_sub(2));
+            return Err(SyncError::Apply {
+                command,
+                key,
+                offset: end_offset,
+                reply: e,
+            });
+        }
+    }
+    if let Some(e) = error_text(exec) {
+        if transient(&e) {
+            return Err(SyncError::Target(e));
+        }
+        return Err(SyncError::Apply {
+            command: "EXEC".into(),
+            key: String::new(),
+            offset: end_offset,
+            reply: e,
+        });
+    }
+    let Some(results) = array_elements(exec) else {
+        return Err(SyncError::Target(
+            "the target aborted a transaction (EXEC returned nil)".into(),
+        ));
+    };
+    for (i, f) in results.iter().enumerate() {
+        if let Some(e) = error_text(f) {
+            let (command, key) = nth_command(&cmds, i.wrapping_sub(1));
+            return Err(SyncError::Apply {
+                command,
+                key,
+                offset: end_offset,
+                reply: e,
+            });
+        }
+    }
+    Ok(Some(end_offset))
+}
+
+/// Name and first key of the i-th raw command (for messages; never values).
+fn nth_command(cmds: &[u8], i: usize) -> (String, String) {
+    let mut parser = RequestParser::new(Limits::default());
+    let mut pos = 0;
+    let mut n = 0;
+    while pos < cmds.len() {
+        let Ok(Some(f)) = parser.parse(&cmds[pos..]) else {
+            break;
+        };
+        if n == i {
+            let args = parser.args();
+            let base = &cmds[pos..];
+            let name = args
+                .first()
+                .map(|r| String::from_utf8_lossy(&base[r.clone()]).to_uppercase())
+                .unwrap_or_default();
+            let key = resp::command::lookup(name.as_bytes())
+                .and_then(|info| {
+                    let mut keys = Vec::new();
+                    resp::command::key_positions(
+                        info,
+                        args.len(),
+                        |j| args.get(j).map(|r| &base[r.clone()]).unwrap_or(&[]),
+                        &mut keys,
+                    );
+                    keys.first()
+                        .and_then(|&k| args.get(k))
+                        .map(|r| show_key(&base[r.clone()]))
+                })
+                .unwrap_or_default();
+            return (name, key);
+        }
+        pos += f.len;
+        n += 1;
+    }
+    ("(unknown)".into(), String::new())
+}
