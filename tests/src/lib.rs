@@ -1380,7 +1380,8 @@ impl Cutover {
         http_get(self.metrics_addr(), "/metrics")
     }
 
-    fn kill(&mut self) {
+    /// Kills the proxy at once (SIGKILL): a crash, for restart tests.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

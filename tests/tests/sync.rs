@@ -1,0 +1,492 @@
+//! The syncer against real servers: full load, live stream, offsets, resume after every
+//! kind of interruption, exactly-once through each fault (a concurrent INCR counter).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SYNC_WAIT: Duration = Duration::from_secs(30);
+
+/// A source that starts a diskless transfer at once (Redis waits 5 s for more replicas
+/// by default).
+fn source() -> RedisServer {
+    RedisServer::builder()
+        .args(&["--repl-diskless-sync-delay", "0"])
+        .start()
+}
+
+fn proxy_with_target(source: &RedisServer, target: &RedisServer, extra: &[&str]) -> Cutover {
+    let mut args = vec!["--target".to_string(), target.url()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Cutover::start(source, &args)
+}
+
+fn source_offset(source: &RedisServer) -> u64 {
+    source
+        .info_field("replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the syncer streams and has applied everything the source has.
+#[track_caller]
+fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
+    let ok = try_poll_until(SYNC_WAIT, || {
+        let st = proxy.status();
+        st.get("sync_state").map(String::as_str) == Some("streaming")
+            && st
+                .get("applied_offset")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|a| a == source_offset(source))
+    });
+    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
+}
+
+fn keys_of(server: &RedisServer, db: u32) -> Vec<Vec<u8>> {
+    let mut w = server.wire();
+    w.cmd(&["SELECT", &db.to_string()]);
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
+        let items = v.items();
+        cursor = items[0].text();
+        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys
+}
+
+/// Every key of every db is on the target with the same value (DEBUG DIGEST-VALUE, which
+/// ignores encodings) and a TTL within `tol_ms`; and the target has nothing else but the
+/// checkpoint.
+#[track_caller]
+fn assert_same_data(source: &RedisServer, target: &RedisServer) {
+    let mut s = source.wire();
+    let mut t = target.wire();
+    for db in 0..16u32 {
+        let dbs = db.to_string();
+        s.cmd(&["SELECT", &dbs]);
+        t.cmd(&["SELECT", &dbs]);
+        let keys = keys_of(source, db);
+        for k in &keys {
+            let ks: &[u8] = k;
+            let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+            let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+            assert_eq!(show(&a), show(&b), "db {db} key {} differs", show(ks));
+            let pa = s.value(&[&b"PTTL"[..], ks]).int();
+            let pb = t.value(&[&b"PTTL"[..], ks]).int();
+            if pa < 0 || pb < 0 {
+                assert_eq!(pa, pb, "db {db} key {}: TTL presence differs", show(ks));
+            } else {
+                assert!(
+                    (pa - pb).abs() < 2_000,
+                    "db {db} key {}: PTTL {pa} vs {pb}",
+                    show(ks)
+                );
+            }
+        }
+        let own = u64::from(db == 0);
+        let ts = t.value(&["DBSIZE"]).int() as u64;
+        let expected = keys.len() as u64 + if ts > keys.len() as u64 { own } else { 0 };
+        assert_eq!(ts, expected, "db {db}: target has extra keys");
+    }
+}
+
+/// Fills a server with every type and encoding the tests care about.
+fn fill_every_type(w: &mut Wire, tag: &str) {
+    let k = |s: &str| format!("{tag}:{s}");
+    let cmds: Vec<Vec<String>> = vec![
+        vec!["SET".into(), k("str"), "hello".into()],
+        vec!["SET".into(), k("int"), "12345".into()],
+        vec!["SET".into(), k("empty"), "".into()],
+        vec![
+            "SET".into(),
+            k("ttl"),
+            "v".into(),
+            "PX".into(),
+            "600000".into(),
+        ],
+        vec![
+            "RPUSH".into(),
+            k("list-small"),
+            "a".into(),
+            "b".into(),
+            "3".into(),
+        ],
+        vec![
+            "SADD".into(),
+            k("intset"),
+            "1".into(),
+            "2".into(),
+            "300000".into(),
+        ],
+        vec!["SADD".into(), k("set-small"), "a".into(), "b".into()],
+        vec![
+            "ZADD".into(),
+            k("zset-small"),
+            "0.30000000000000004".into(),
+            "a".into(),
+            "inf".into(),
+            "b".into(),
+            "-inf".into(),
+            "c".into(),
+        ],
+        vec![
+            "HSET".into(),
+            k("hash-small"),
+            "f".into(),
+            "v".into(),
+            "g".into(),
+            "".into(),
+        ],
+        vec!["PFADD".into(), k("hll"), "a".into(), "b".into(), "c".into()],
+        vec!["SETBIT".into(), k("bitmap"), "100000".into(), "1".into()],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "1-1".into(),
+            "f".into(),
+            "v".into(),
+        ],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "2-1".into(),
+            "f".into(),
+            "w".into(),
+        ],
+        vec![
+            "XGROUP".into(),
+            "CREATE".into(),
+            k("stream"),
+            "g1".into(),
+            "0".into(),
+        ],
+        vec![
+            "XREADGROUP".into(),
+            "GROUP".into(),
+            "g1".into(),
+            "c1".into(),
+            "COUNT".into(),
+            "1".into(),
+            "STREAMS".into(),
+            k("stream"),
+            ">".into(),
+        ],
+        vec![
+            "GEOADD".into(),
+            k("geo"),
+            "13.361389".into(),
+            "38.115556".into(),
+            "Palermo".into(),
+        ],
+    ];
+    for c in &cmds {
+        let r = w.cmd(c);
+        assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
+    }
+    // Large encodings: past every listpack/intset threshold.
+    let mut big_list = vec!["RPUSH".to_string(), k("list-big")];
+    let mut big_set = vec!["SADD".to_string(), k("set-big")];
+    let mut big_int = vec!["SADD".to_string(), k("intset-big")];
+    let mut big_zset = vec!["ZADD".to_string(), k("zset-big")];
+    let mut big_hash = vec!["HSET".to_string(), k("hash-big")];
+    for i in 0..700 {
+        big_list.push(format!("element-{i}"));
+        big_set.push(format!("member-{i}"));
+        big_int.push(i.to_string());
+        big_zset.push(format!("{}", i as f64 / 7.0));
+        big_zset.push(format!("m{i}"));
+        big_hash.push(format!("field-{i}"));
+        big_hash.push(format!("value-{i}"));
+    }
+    for c in [big_list, big_set, big_int, big_zset, big_hash] {
+        let r = w.cmd(&c);
+        assert!(!r.starts_with(b"-"), "{}", show(&r));
+    }
+    let bin: &[u8] = b"bin\x00\r\n\xff";
+    let mut key = tag.as_bytes().to_vec();
+    key.extend_from_slice(bin);
+    w.cmd(&[&b"SET"[..], &key, bin]);
+}
+
+fn counter_writer(
+    proxy_addr: std::net::SocketAddr,
+    key: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut w = Wire::connect(proxy_addr);
+        let mut acked = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match w.try_cmd(&["INCR", key]) {
+                Ok(r) if r.starts_with(b":") => acked += 1,
+                Ok(r) => panic!("INCR failed: {}", show(&r)),
+                Err(e) => panic!("INCR connection failed: {e}"),
+            }
+        }
+        acked
+    })
+}
+
+#[test]
+fn full_sync_then_live_stream_every_type() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let mut s = source.wire();
+    fill_every_type(&mut s, "before");
+    s.cmd(&["SELECT", "3"]);
+    fill_every_type(&mut s, "db3");
+    s.cmd(&["SELECT", "0"]);
+    let lib = "#!lua name=cutoverlib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
+    assert_bytes(s.cmd(&["FUNCTION", "LOAD", lib]), bulk("cutoverlib"));
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &target);
+    assert_bytes(target.cmd(&["FCALL", "echo1", "0", "x"]), bulk("x"));
+    let st = proxy.status();
+    assert!(st["keys_loaded"].parse::<u64>().unwrap() > 30, "{st:?}");
+    assert_eq!(st["full_syncs"], "1");
+
+    // Live writes through the proxy, in several dbs and inside transactions.
+    let mut p = proxy.wire();
+    fill_every_type(&mut p, "after");
+    p.cmd(&["SELECT", "5"]);
+    fill_every_type(&mut p, "db5");
+    p.send(b"MULTI\r\nINCR txn\r\nINCR txn\r\nEXEC\r\n");
+    for _ in 0..4 {
+        p.read_reply();
+    }
+    p.cmd(&["SELECT", "0"]);
+    assert_bytes(p.cmd(&["DEL", "before:str"]), int(1));
+    assert_bytes(p.cmd(&["EXPIRE", "before:list-small", "1000"]), int(1));
+    p.cmd(&[
+        "EVAL",
+        "redis.call('SET', KEYS[1], 'x'); redis.call('INCR', KEYS[2]); return 1",
+        "2",
+        "ev1",
+        "ev2",
+    ]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &target);
+    assert_eq!(proxy.status()["lag_bytes"], "0");
+}
+
+#[test]
+fn source_link_killed_while_streaming_resumes_without_full_sync() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|_| counter_writer(proxy.addr(), "counter", stop.clone()))
+        .collect();
+    let full_before = source.info_field("stats", "sync_full").unwrap();
+    for i in 0..3 {
+        let before: u64 = source
+            .info_field("stats", "sync_partial_ok")
+            .unwrap()
+            .parse()
+            .unwrap();
+        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+        thread::sleep(Duration::from_millis(100)); // let writes flow between kills
+        assert_bytes(source.cmd(&["CLIENT", "KILL", "TYPE", "replica"]), int(1));
+        poll_until(SYNC_WAIT, || {
+            source
+                .info_field("stats", "sync_partial_ok")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > before
+        });
+        let _ = i;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    wait_caught_up(&source, &proxy);
+    assert_eq!(
+        source.info_field("stats", "sync_full").unwrap(),
+        full_before,
+        "a full sync happened"
+    );
+    assert_bytes(source.cmd(&["GET", "counter"]), bulk(acked.to_string()));
+    assert_bytes(target.cmd(&["GET", "counter"]), bulk(acked.to_string()));
+    assert_eq!(proxy.status()["partial_syncs"], "3");
+}
+
+#[test]
+fn cutover_killed_and_restarted_applies_nothing_twice() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let mut proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writers straight to the source, so they keep going while cutover is down.
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let stop = stop.clone();
+        let addr = source.addr();
+        handles.push(thread::spawn(move || {
+            let mut w = Wire::connect(addr);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                w.cmd(&["INCR", "restart-counter"]);
+                n += 1;
+            }
+            n
+        }));
+    }
+    for _ in 0..3 {
+        poll_until(SYNC_WAIT, || {
+            target.cmd(&["EXISTS", "restart-counter"]) == int(1)
+        });
+        thread::sleep(Duration::from_millis(100));
+        proxy.kill();
+        thread::sleep(Duration::from_millis(50));
+        proxy = proxy_with_target(&source, &target, &[]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    wait_caught_up(&source, &proxy);
+    assert_bytes(
+        target.cmd(&["GET", "restart-counter"]),
+        bulk(total.to_string()),
+    );
+    // Every restart continued the stream: no second full sync.
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
+    assert_eq!(proxy.status()["partial_syncs"], "1");
+}
+
+#[test]
+fn target_restarted_while_streaming_resumes_from_its_checkpoint() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    // The target must keep its data (and the checkpoint) across the restart.
+    let mut target = RedisServer::builder()
+        .args(&["--appendonly", "yes", "--appendfsync", "always"])
+        .start();
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = counter_writer(proxy.addr(), "tcounter", stop.clone());
+    poll_until(SYNC_WAIT, || target.cmd(&["EXISTS", "tcounter"]) == int(1));
+    target.restart();
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    wait_caught_up(&source, &proxy);
+    assert_bytes(target.cmd(&["GET", "tcounter"]), bulk(acked.to_string()));
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
+}
+
+#[test]
+fn backlog_overrun_forces_a_full_resync_that_is_reported() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisServer::builder()
+        .args(&[
+            "--repl-diskless-sync-delay",
+            "0",
+            "--repl-backlog-size",
+            "16kb",
+        ])
+        .start();
+    let target = RedisServer::start();
+    let mut proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    proxy.kill();
+    let mut s = source.wire();
+    let big = "x".repeat(1000);
+    for i in 0..200 {
+        s.cmd(&["SET", &format!("k{i}"), &big]);
+    }
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "2");
+    assert_eq!(proxy.status()["full_syncs"], "1");
+    assert_same_data(&source, &target);
+    let log = proxy.log_tail();
+    assert!(log.contains("FULLRESYNC"), "not reported: {log}");
+}
+
+#[test]
+fn a_target_with_data_is_refused_with_a_clear_message() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    target.cmd(&["SET", "precious", "1"]);
+    let proxy = proxy_with_target(&source, &target, &[]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = &proxy.status()["last_error"];
+    assert!(err.contains("not empty") && err.contains("db0"), "{err}");
+    assert_bytes(target.cmd(&["GET", "precious"]), bulk("1"));
+    // The proxy itself keeps serving clients.
+    assert_bytes(proxy.wire().cmd(&["PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn a_source_that_forbids_psync_says_to_use_a_scan_based_copy() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisServer::builder()
+        .args(&["--rename-command", "PSYNC", ""])
+        .start();
+    let target = RedisServer::start();
+    let proxy = proxy_with_target(&source, &target, &[]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = &proxy.status()["last_error"];
+    assert!(err.contains("SCAN-based copy"), "{err}");
+}
+
+#[test]
+fn big_values_and_expiring_keys() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let mut s = source.wire();
+    let eight_mb = "v".repeat(8 * 1024 * 1024);
+    s.cmd(&["SET", "big-string", &eight_mb]);
+    let mut hset = vec!["HSET".to_string(), "big-hash".to_string()];
+    for i in 0..200_000 {
+        hset.push(format!("f{i}"));
+        hset.push(format!("{i}"));
+    }
+    assert_bytes(s.cmd(&hset), int(200_000));
+    for i in 0..200 {
+        s.cmd(&["SET", &format!("short:{i}"), "x", "PX", "300"]);
+    }
+    let started = Instant::now();
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    // Keys that expired during the transfer are gone on the target too (or go within
+    // their TTL), never left without one.
+    poll_until(SYNC_WAIT, || {
+        started.elapsed() > Duration::from_millis(400)
+            && target.cmd(&["EXISTS", "short:1"]) == int(0)
+    });
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &target);
+}
