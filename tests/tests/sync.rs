@@ -490,3 +490,29 @@ fn big_values_and_expiring_keys() {
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
 }
+
+#[test]
+fn from_redis_6_2_to_7_0() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisServer::builder()
+        .redis62()
+        .args(&["--repl-diskless-sync-delay", "0"])
+        .start();
+    let target = RedisServer::start();
+    let mut s = source.wire();
+    fill_every_type(&mut s, "before");
+    let sha = s.value(&["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"]).text();
+    let proxy = proxy_with_target(&source, &target, &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &target);
+    let mut p = proxy.wire();
+    fill_every_type(&mut p, "after");
+    p.cmd(&["SET", "rel-ttl", "v", "EX", "1000"]);
+    p.cmd(&["EVAL", "return redis.call('INCR', KEYS[1])", "1", "scripted"]);
+    p.cmd(&["EVALSHA", &sha, "1", "scripted"]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &target);
+    assert_bytes(target.cmd(&["GET", "scripted"]), bulk("2"));
+}
