@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -78,6 +78,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             };
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));
+            crate::progress::spawn(status.clone());
             Some(status)
         }
     };

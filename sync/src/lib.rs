@@ -3,6 +3,7 @@
 //!
 //! - [`link`]: the replication link (handshake, payload framing, ACKs).
 //! - [`rdb`]: the streaming RDB reader.
+//! - [`load`]: RDB values turned into commands for the target (RESTORE).
 //! - [`target`]: pipelined units of commands to the target, replies checked.
 //! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
 //! - [`syncer`]: the orchestration: start, full load, stream, resume.
@@ -11,6 +12,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod link;
+pub mod load;
 pub mod rdb;
 pub mod status;
 pub mod syncer;

@@ -8,6 +8,7 @@
 
 pub mod crc64;
 pub mod decode;
+mod format;
 mod reader;
 
 pub use reader::RdbReader;
@@ -53,12 +54,19 @@ impl KeyEntry {
     /// LE) of all of that, as `DUMP` produces it.
     pub fn restore_payload(&self, rdb_version: u16) -> Vec<u8> {
         let mut p = Vec::with_capacity(self.value.len() + 11);
+        self.write_restore_payload(rdb_version, &mut p);
+        p
+    }
+
+    /// Like [`KeyEntry::restore_payload`], appending to a reused buffer.
+    pub fn write_restore_payload(&self, rdb_version: u16, p: &mut Vec<u8>) {
+        let start = p.len();
+        p.reserve(self.value.len() + 11);
         p.push(self.value_type);
         p.extend_from_slice(&self.value);
         p.extend_from_slice(&rdb_version.to_le_bytes());
-        let crc = crc64::crc64(0, &p);
+        let crc = crc64::crc64(0, &p[start..]);
         p.extend_from_slice(&crc.to_le_bytes());
-        p
     }
 }
 

@@ -2,7 +2,7 @@
 //! read by the admin listener at any time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct SyncStatus {
     pub applied_offset: AtomicI64,
     pub rdb_bytes: AtomicU64,
     pub rdb_bytes_loaded: AtomicU64,
-    pub keys_loaded: AtomicU64,
+    pub keys_loaded: Arc<AtomicU64>,
     pub full_syncs: AtomicU64,
     pub partial_syncs: AtomicU64,
     pub spool_bytes: AtomicU64,
@@ -64,7 +64,7 @@ impl Default for SyncStatus {
             applied_offset: AtomicI64::new(0),
             rdb_bytes: AtomicU64::new(0),
             rdb_bytes_loaded: AtomicU64::new(0),
-            keys_loaded: AtomicU64::new(0),
+            keys_loaded: Arc::new(AtomicU64::new(0)),
             full_syncs: AtomicU64::new(0),
             partial_syncs: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
@@ -123,6 +123,10 @@ impl SyncStatus {
         }
         let now = self.epoch.elapsed().as_millis() as u64;
         now.saturating_sub(self.caught_up_at_ms.load(Ordering::Relaxed))
+    }
+    /// The keys-loaded counter, for the parser thread.
+    pub fn keys_loaded_handle(&self) -> Arc<AtomicU64> {
+        self.keys_loaded.clone()
     }
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

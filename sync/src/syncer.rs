@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::link::{ChunkReader, Link, Payload, PsyncReply};
-use crate::rdb::{Event, RdbReader};
+use crate::load::LoadBatch;
 use crate::status::{SyncState, SyncStatus};
 use crate::target::{array_elements, error_text, frames, transient, Meta, Target};
 use crate::SyncError;
@@ -283,22 +283,14 @@ async fn full_load(
     let started = std::time::Instant::now();
 
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Result<Event, crate::rdb::RdbError>>(4096);
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Result<LoadBatch, SyncError>>(16);
+    let keys_loaded = status.keys_loaded_handle();
+    // The parser thread also encodes the RESTORE commands: the async side only ships
+    // finished batches, one channel message per ~256 KB instead of one per key.
     let reader = tokio::task::spawn_blocking(move || {
-        let mut rd = RdbReader::new(ChunkReader::new(chunk_rx));
-        loop {
-            match rd.next_event() {
-                Ok(Some(ev)) => {
-                    if ev_tx.blocking_send(Ok(ev)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = ev_tx.blocking_send(Err(e));
-                    return;
-                }
-            }
+        let r = crate::load::encode_rdb(ChunkReader::new(chunk_rx), &batch_tx, &keys_loaded);
+        if let Err(e) = r {
+            let _ = batch_tx.blocking_send(Err(e));
         }
     });
 
@@ -310,7 +302,7 @@ async fn full_load(
         drop(chunk_tx);
         r
     };
-    let apply = apply_rdb(cfg, status, target, &mut ev_rx);
+    let apply = apply_batches(cfg, status, target, &mut batch_rx);
     let (fed, applied) = tokio::join!(feed, apply);
     let _ = reader.await;
     fed?;
@@ -341,106 +333,40 @@ async fn full_load(
     Ok(stream_db)
 }
 
-/// Applies RDB events: each key becomes `RESTORE key <abs ms> <payload> ABSTTL REPLACE`.
-async fn apply_rdb(
+/// Ships the encoded batches to the target, keeping a bounded amount in flight.
+/// Returns the db the command stream starts in.
+async fn apply_batches(
     cfg: &SyncConfig,
     status: &SyncStatus,
     target: &mut Target,
-    events: &mut mpsc::Receiver<Result<Event, crate::rdb::RdbError>>,
+    batches: &mut mpsc::Receiver<Result<LoadBatch, SyncError>>,
 ) -> Result<u32, SyncError> {
-    const BATCH_BYTES: usize = 256 * 1024;
-    let mut version: u16 = 0;
-    let mut stream_db = 0u32;
-    let mut batch = BytesMut::with_capacity(BATCH_BYTES + 4096);
-    let mut names: Vec<(&'static str, Bytes)> = Vec::new();
+    let mut stream_db = 0;
     let mut last_progress = std::time::Instant::now();
-    let check = |m: Meta, r: Bytes| check_load(m, &r);
-    while let Some(ev) = events.recv().await {
-        match ev? {
-            Event::Header { version: v } => version = v as u16,
-            Event::Aux { key, value } => match &key[..] {
-                b"repl-stream-db" => {
-                    stream_db = std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0)
-                }
-                b"lua" => {
-                    resp::encode::command(
-                        &mut batch,
-                        [&b"SCRIPT"[..], b"LOAD", &value].into_iter(),
-                    );
-                    names.push(("SCRIPT LOAD", Bytes::new()));
-                }
-                _ => {}
-            },
-            Event::Db(n) => {
-                let n = n.to_string();
-                resp::encode::command(&mut batch, [&b"SELECT"[..], n.as_bytes()].into_iter());
-                names.push(("SELECT", Bytes::new()));
-            }
-            Event::Key(k) => {
-                let payload = k.restore_payload(version);
-                let ttl = k.expire_ms.unwrap_or(0).max(0).to_string();
-                resp::encode::command(
-                    &mut batch,
-                    [
-                        &b"RESTORE"[..],
-                        &k.key,
-                        ttl.as_bytes(),
-                        &payload,
-                        b"ABSTTL",
-                        b"REPLACE",
-                    ]
-                    .into_iter(),
-                );
-                names.push(("RESTORE", k.key));
-                SyncStatus::add(&status.keys_loaded, 1);
-            }
-            Event::Function { code } => {
-                resp::encode::command(
-                    &mut batch,
-                    [&b"FUNCTION"[..], b"LOAD", b"REPLACE", &code].into_iter(),
-                );
-                names.push(("FUNCTION LOAD", Bytes::new()));
-            }
-            Event::ModuleAux { module_id } => {
-                tracing::warn!(module_id, "module AUX data in the RDB is not transferred");
-            }
-            Event::ResizeDb { .. } => {}
-            Event::End { .. } => break,
+    let limit = cfg.max_inflight_bytes.max(1024 * 1024);
+    while let Some(b) = batches.recv().await {
+        let b = b?;
+        if let Some(db) = b.stream_db {
+            stream_db = db;
         }
-        if batch.len() >= BATCH_BYTES {
-            let n = names.len() as u32;
-            target.send(
-                batch.split().freeze(),
-                n,
-                Meta::Load(std::mem::take(&mut names)),
-            )?;
-            while target.inflight_bytes() > cfg.max_inflight_bytes.max(BATCH_BYTES * 2) {
-                let (m, r) = target.next_done().await?;
-                check(m, r)?;
-            }
-            if last_progress.elapsed() > Duration::from_secs(5) {
-                last_progress = std::time::Instant::now();
-                tracing::info!(
-                    keys = SyncStatus::get(&status.keys_loaded),
-                    bytes = SyncStatus::get(&status.rdb_bytes_loaded),
-                    total = SyncStatus::get(&status.rdb_bytes),
-                    "full sync progress"
-                );
-            }
+        if b.count > 0 {
+            target.send(b.data, b.count, Meta::Load(b.names))?;
+        }
+        while target.inflight_bytes() > limit {
+            let (m, r) = target.next_done().await?;
+            check_load(m, &r)?;
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = std::time::Instant::now();
+            tracing::info!(
+                keys = SyncStatus::get(&status.keys_loaded),
+                bytes = SyncStatus::get(&status.rdb_bytes_loaded),
+                total = SyncStatus::get(&status.rdb_bytes),
+                "full sync progress"
+            );
         }
     }
-    if !batch.is_empty() {
-        let n = names.len() as u32;
-        target.send(
-            batch.split().freeze(),
-            n,
-            Meta::Load(std::mem::take(&mut names)),
-        )?;
-    }
-    target.drain(check).await?;
+    target.drain(|m, r| check_load(m, &r)).await?;
     Ok(stream_db)
 }
 

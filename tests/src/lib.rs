@@ -871,7 +871,11 @@ impl RedisServer {
             .append(true)
             .open(self.log_path())
             .expect("create redis log");
-        let mut cmd = Command::new(self.binary.clone().unwrap_or_else(|| PathBuf::from(redis_server_bin())));
+        let mut cmd = Command::new(
+            self.binary
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(redis_server_bin())),
+        );
         match &self.tls {
             None => cmd.arg("--port").arg(self.port.to_string()),
             Some(tls) => cmd

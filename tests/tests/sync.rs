@@ -503,14 +503,21 @@ fn from_redis_6_2_to_7_0() {
     let target = RedisServer::start();
     let mut s = source.wire();
     fill_every_type(&mut s, "before");
-    let sha = s.value(&["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"]).text();
+    let sha = s
+        .value(&["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"])
+        .text();
     let proxy = proxy_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
     let mut p = proxy.wire();
     fill_every_type(&mut p, "after");
     p.cmd(&["SET", "rel-ttl", "v", "EX", "1000"]);
-    p.cmd(&["EVAL", "return redis.call('INCR', KEYS[1])", "1", "scripted"]);
+    p.cmd(&[
+        "EVAL",
+        "return redis.call('INCR', KEYS[1])",
+        "1",
+        "scripted",
+    ]);
     p.cmd(&["EVALSHA", &sha, "1", "scripted"]);
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
