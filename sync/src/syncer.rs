@@ -343,7 +343,9 @@ async fn apply_batches(
 ) -> Result<u32, SyncError> {
     let mut stream_db = 0;
     let mut last_progress = std::time::Instant::now();
-    let limit = cfg.max_inflight_bytes.max(1024 * 1024);
+    // RESTOREs keep the target busy with far less in flight than the stream allows;
+    // a smaller window keeps the full load's memory small whatever the dataset.
+    let limit = cfg.max_inflight_bytes.clamp(1024 * 1024, 16 * 1024 * 1024);
     while let Some(b) = batches.recv().await {
         let b = b?;
         if let Some(db) = b.stream_db {
