@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's first command: a local demo of cutover on this machine.
 #
-# Installs what it needs (Redis server and tools, when missing), builds cutover, starts a
-# private Redis (the "source") on a free loopback port, puts cutover in front of it, and
-# shows an application's view (redis-cli, a transaction, RESP3, a pipeline), the operator's
-# view (admin STATUS, Prometheus metrics) and a quick redis-benchmark: direct vs through
-# the proxy. Everything it starts is stopped on exit; it never touches port 6379.
+# Installs what it needs (Redis server and tools, when missing), builds cutover, starts two
+# private Redis servers on free loopback ports (the "source" with data in it, and an empty
+# "target"), puts cutover in front of the source with --target, and shows: the
+# application's view (redis-cli, a transaction, RESP3, a pipeline), the syncer copying the
+# source into the target (full load, then live writes, with exact offsets), a resume after
+# the replication link is cut (no second full sync), the operator's view (admin STATUS,
+# Prometheus metrics) and a quick redis-benchmark: direct vs through the proxy. Everything
+# it starts is stopped on exit; it never touches port 6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +40,7 @@ free_port() {
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
-SRC=$(free_port); PROXY=$(free_port); ADMIN=$(free_port); METRICS=$(free_port)
+SRC=$(free_port); TGT=$(free_port); PROXY=$(free_port); ADMIN=$(free_port); METRICS=$(free_port)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -55,15 +58,22 @@ wait_ping() { # port
   echo "nothing answers on port $1" >&2; return 1
 }
 
-say "starting a source Redis on 127.0.0.1:$SRC"
-redis-server --port "$SRC" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
-  --logfile "$WORK/source.log" &
+say "starting a source Redis on 127.0.0.1:$SRC (with 200,000 keys) and an empty target on 127.0.0.1:$TGT"
+mkdir -p "$WORK/source" "$WORK/target"
+redis-server --port "$SRC" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/source" \
+  --logfile "$WORK/source.log" --repl-diskless-sync-delay 0 --enable-debug-command yes &
 PIDS+=($!)
-wait_ping "$SRC"
+redis-server --port "$TGT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/target" \
+  --logfile "$WORK/target.log" --enable-debug-command yes &
+PIDS+=($!)
+wait_ping "$SRC"; wait_ping "$TGT"
+redis-cli -p "$SRC" DEBUG POPULATE 200000 demo 100 >/dev/null
+redis-cli -p "$SRC" HSET user:1 name ada lang rust >/dev/null
+redis-cli -p "$SRC" ZADD board 0.30000000000000004 a inf b >/dev/null
 
 say "starting cutover: clients on :$PROXY, admin on :$ADMIN, metrics on :$METRICS"
-echo "\$ cutover run --listen 127.0.0.1:$PROXY --source redis://127.0.0.1:$SRC --admin 127.0.0.1:$ADMIN --metrics 127.0.0.1:$METRICS"
-"$BIN" run --listen "127.0.0.1:$PROXY" --source "redis://127.0.0.1:$SRC" \
+echo "\$ cutover run --listen 127.0.0.1:$PROXY --source redis://127.0.0.1:$SRC --target redis://127.0.0.1:$TGT --admin 127.0.0.1:$ADMIN --metrics 127.0.0.1:$METRICS"
+"$BIN" run --listen "127.0.0.1:$PROXY" --source "redis://127.0.0.1:$SRC" --target "redis://127.0.0.1:$TGT" \
   --admin "127.0.0.1:$ADMIN" --metrics "127.0.0.1:$METRICS" 2>"$WORK/cutover.log" &
 PIDS+=($!)
 wait_ping "$PROXY" || { cat "$WORK/cutover.log" >&2; exit 1; }
@@ -81,6 +91,37 @@ run redis-cli -3 -p "$PROXY" HELLO 3
 echo "\$ (20,000 SETs in one pipeline) | redis-cli -p $PROXY --pipe"
 for i in $(seq 1 20000); do printf 'SET key:%d %d\r\n' "$i" "$i"; done | redis-cli -p "$PROXY" --pipe
 run redis-cli -p "$PROXY" DBSIZE
+
+field() { redis-cli -p "$ADMIN" STATUS | tr -d '\r' | sed -n "s/^$1://p"; }
+src_offset() { redis-cli -p "$SRC" INFO replication | tr -d '\r' | sed -n 's/^master_repl_offset://p'; }
+caught_up() {
+  for _ in $(seq 1 600); do
+    if [ "$(field sync_state)" = streaming ] && [ "$(field applied_offset)" = "$(src_offset)" ]; then return 0; fi
+    sleep 0.05
+  done
+  echo "the syncer did not catch up" >&2; redis-cli -p "$ADMIN" STATUS >&2; return 1
+}
+
+say "the syncer: the target becomes a copy of the source, then follows every write"
+caught_up
+echo "source: $(redis-cli -p "$SRC" DBSIZE) keys   target: $(redis-cli -p "$TGT" DBSIZE) keys (one of them cutover's checkpoint)"
+echo "\$ redis-cli -p $TGT GET greeting   # written through the proxy, now on the target too"
+redis-cli -p "$TGT" GET greeting
+echo "\$ redis-cli -p $TGT ZRANGE board 0 -1 WITHSCORES"
+redis-cli -p "$TGT" ZRANGE board 0 -1 WITHSCORES
+echo "same values? source and target hash every key alike:"
+for k in user:1 board demo:12345 greeting visits; do
+  a=$(redis-cli -p "$SRC" DEBUG DIGEST-VALUE "$k"); b=$(redis-cli -p "$TGT" DEBUG DIGEST-VALUE "$k")
+  printf '  %-12s %s %s\n' "$k" "$a" "$([ "$a" = "$b" ] && echo same || echo DIFFERENT)"
+done
+redis-cli -p "$ADMIN" STATUS | tr -d '\r' | grep -E '^(sync_state|source_offset|applied_offset|lag_bytes|lag_ms|keys_loaded|full_syncs|partial_syncs):'
+
+say "cutting the replication link: the syncer resumes where the target is (PSYNC +CONTINUE)"
+echo "\$ redis-cli -p $SRC CLIENT KILL TYPE replica"
+redis-cli -p "$SRC" CLIENT KILL TYPE replica
+for i in $(seq 1 50); do redis-cli -p "$PROXY" INCR after-cut >/dev/null; done
+caught_up
+echo "source sync_full=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_full://p') sync_partial_ok=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_partial_ok://p')   target after-cut=$(redis-cli -p "$TGT" GET after-cut)"
 
 say "the operator's view"
 run redis-cli -p "$ADMIN" STATUS
