@@ -523,3 +523,38 @@ fn from_redis_6_2_to_7_0() {
     assert_same_data(&source, &target);
     assert_bytes(target.cmd(&["GET", "scripted"]), bulk("2"));
 }
+
+#[test]
+fn source_link_killed_during_the_rdb_transfer_loads_again_exactly() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    assert_bytes(source.cmd(&["DEBUG", "POPULATE", "500000", "bulk", "100"]), b"+OK\r\n");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = proxy_with_target(&source, &target, &[]);
+    let writer = counter_writer(proxy.addr(), "rdb-counter", stop.clone());
+    // Cut the link while the RDB is streaming.
+    let mut admin = proxy.admin();
+    admin.set_timeout(Duration::from_secs(5));
+    poll_until(SYNC_WAIT, || {
+        let st = Value::parse(&admin.cmd(&["STATUS"])).text();
+        st.contains("sync_state:full_sync") && !st.contains("rdb_bytes_loaded:0\r")
+    });
+    assert_bytes(source.cmd(&["CLIENT", "KILL", "TYPE", "replica"]), int(1));
+    poll_until(SYNC_WAIT, || proxy.status()["full_syncs"] == "2");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    wait_caught_up(&source, &proxy);
+    assert_bytes(target.cmd(&["GET", "rdb-counter"]), bulk(acked.to_string()));
+    assert_eq!(
+        target.wire().value(&["DBSIZE"]).int(),
+        source.wire().value(&["DBSIZE"]).int() + 1,
+        "the checkpoint and exactly the source's keys"
+    );
+    assert_bytes(
+        target.cmd(&["DEBUG", "DIGEST-VALUE", "bulk:123456"]),
+        source.cmd(&["DEBUG", "DIGEST-VALUE", "bulk:123456"]),
+    );
+}
