@@ -153,6 +153,27 @@ fn describe() {
         Unit::Seconds,
         "Time from forwarding a client's batch of commands to its last reply"
     );
+    describe_gauge!(
+        "cutover_sync_state",
+        "Syncer state: 0 connecting, 1 full_sync, 2 streaming, 3 stopped, 4 error"
+    );
+    describe_gauge!(
+        "cutover_sync_source_offset",
+        "The source's replication offset"
+    );
+    describe_gauge!(
+        "cutover_sync_applied_offset",
+        "End of the last source command the target confirmed"
+    );
+    describe_gauge!("cutover_sync_lag_bytes", "source_offset - applied_offset");
+    describe_gauge!(
+        "cutover_sync_lag_ms",
+        "Milliseconds since the target last caught up"
+    );
+    describe_gauge!(
+        "cutover_sync_keys_loaded",
+        "Keys loaded by the current or last full sync"
+    );
     let _ = gauge!("cutover_up");
     gauge!("cutover_up").set(1.0);
 }

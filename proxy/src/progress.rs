@@ -1,5 +1,6 @@
-//! A progress bar for the full load (bytes, keys/s, ETA) when stderr is a terminal. Off a
-//! terminal the syncer's own log lines report progress instead.
+//! The syncer's figures for people and for Prometheus: a progress bar for the full load
+//! (bytes, keys/s, ETA) when stderr is a terminal (off a terminal the syncer's own log
+//! lines report progress), and the STATUS sync fields published as gauges every second.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -7,6 +8,42 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync::{SyncState, SyncStatus};
+
+/// Publishes the sync fields of STATUS as Prometheus gauges, once a second.
+pub fn spawn_gauges(status: Arc<SyncStatus>) {
+    use metrics::gauge;
+    tokio::spawn(async move {
+        let state = gauge!("cutover_sync_state");
+        let source = gauge!("cutover_sync_source_offset");
+        let applied = gauge!("cutover_sync_applied_offset");
+        let lag_bytes = gauge!("cutover_sync_lag_bytes");
+        let lag_ms = gauge!("cutover_sync_lag_ms");
+        let rdb = gauge!("cutover_sync_rdb_bytes");
+        let rdb_loaded = gauge!("cutover_sync_rdb_bytes_loaded");
+        let keys = gauge!("cutover_sync_keys_loaded");
+        let full = gauge!("cutover_sync_full_syncs");
+        let partial = gauge!("cutover_sync_partial_syncs");
+        let spool = gauge!("cutover_sync_spool_bytes");
+        loop {
+            state.set(status.state() as u8 as f64);
+            source.set(
+                status
+                    .source_offset
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            );
+            applied.set(status.applied() as f64);
+            lag_bytes.set(status.lag_bytes() as f64);
+            lag_ms.set(status.lag_ms() as f64);
+            rdb.set(SyncStatus::get(&status.rdb_bytes) as f64);
+            rdb_loaded.set(SyncStatus::get(&status.rdb_bytes_loaded) as f64);
+            keys.set(SyncStatus::get(&status.keys_loaded) as f64);
+            full.set(SyncStatus::get(&status.full_syncs) as f64);
+            partial.set(SyncStatus::get(&status.partial_syncs) as f64);
+            spool.set(SyncStatus::get(&status.spool_bytes) as f64);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
 
 /// Draws the bar whenever a full load runs. Returns at once when stderr is not a terminal.
 pub fn spawn(status: Arc<SyncStatus>) {

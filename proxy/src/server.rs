@@ -79,6 +79,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));
             crate::progress::spawn(status.clone());
+            crate::progress::spawn_gauges(status.clone());
             Some(status)
         }
     };
