@@ -14,6 +14,7 @@ pub mod error;
 pub mod link;
 pub mod load;
 pub mod rdb;
+pub mod spool;
 pub mod status;
 pub mod syncer;
 pub mod target;
