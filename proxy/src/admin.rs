@@ -3,7 +3,6 @@
 //! Commands: `STATUS` (INFO-style `field:value` lines), `PING`, `AUTH` (when an admin
 //! password is set), `QUIT`, `HELP`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -168,7 +167,7 @@ pub fn status(sh: &Shared) -> String {
             line("sync_state", &sy.state().as_str());
             let target = sh.settings.target.as_ref().map(|t| t.url.addr());
             line("target", &target.unwrap_or_default());
-            line("source_offset", &sy.source_offset.load(Ordering::Relaxed));
+            line("source_offset", &sy.source_offset());
             line("applied_offset", &sy.applied());
             line("lag_bytes", &sy.lag_bytes());
             line("lag_ms", &sy.lag_ms());

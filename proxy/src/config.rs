@@ -35,9 +35,17 @@ pub struct SyncSection {
     pub forward_publish: bool,
     /// Largest transaction of stream commands sent to the target.
     pub max_txn_bytes: u64,
-    /// Most bytes sent to the target and not yet confirmed; past it the source is read
-    /// more slowly.
+    /// Most bytes sent to the target and not yet confirmed; past it the stream waits in
+    /// the spool.
     pub max_inflight_bytes: u64,
+    /// Where stream bytes the target can't take yet are spooled (empty: the system's
+    /// temporary directory).
+    pub spool_dir: String,
+    /// Most bytes in the spool; past it the source is read more slowly.
+    pub spool_max_bytes: u64,
+    /// Values whose serialized size is above this are rebuilt in chunks of ordinary
+    /// commands instead of one RESTORE (keep it below the target's proto-max-bulk-len).
+    pub big_value_bytes: u64,
 }
 
 impl Default for SyncSection {
@@ -49,6 +57,9 @@ impl Default for SyncSection {
             forward_publish: false,
             max_txn_bytes: 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
+            spool_dir: String::new(),
+            spool_max_bytes: 4 * 1024 * 1024 * 1024,
+            big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
         }
     }
 }
@@ -213,6 +224,9 @@ pub struct SyncSettings {
     pub forward_publish: bool,
     pub max_txn_bytes: usize,
     pub max_inflight_bytes: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub big_value_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +356,13 @@ impl Config {
                     .clamp(64 * 1024, 16 * 1024 * 1024 * 1024),
             )
             .unwrap_or(64 * 1024 * 1024),
+            spool_dir: if sy.spool_dir.is_empty() {
+                std::env::temp_dir().join("cutover-spool")
+            } else {
+                PathBuf::from(&sy.spool_dir)
+            },
+            spool_max_bytes: sy.spool_max_bytes,
+            big_value_bytes: usize::try_from(sy.big_value_bytes.max(1024)).unwrap_or(usize::MAX),
         };
         for (i, u) in p.users.iter().enumerate() {
             if u.name.is_empty() || u.name == "default" {

@@ -26,11 +26,7 @@ pub fn spawn_gauges(status: Arc<SyncStatus>) {
         let spool = gauge!("cutover_sync_spool_bytes");
         loop {
             state.set(status.state() as u8 as f64);
-            source.set(
-                status
-                    .source_offset
-                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
-            );
+            source.set(status.source_offset() as f64);
             applied.set(status.applied() as f64);
             lag_bytes.set(status.lag_bytes() as f64);
             lag_ms.set(status.lag_ms() as f64);

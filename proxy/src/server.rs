@@ -75,6 +75,9 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
                 forward_publish: settings.sync.forward_publish,
                 max_txn_bytes: settings.sync.max_txn_bytes,
                 max_inflight_bytes: settings.sync.max_inflight_bytes,
+                spool_dir: settings.sync.spool_dir.clone(),
+                spool_max_bytes: settings.sync.spool_max_bytes,
+                big_value_bytes: settings.sync.big_value_bytes,
             };
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));

@@ -4,6 +4,7 @@
 //! - [`link`]: the replication link (handshake, payload framing, ACKs).
 //! - [`rdb`]: the streaming RDB reader.
 //! - [`load`]: RDB values turned into commands for the target (RESTORE).
+//! - [`reencode`]: values re-created with ordinary commands (older targets, big values).
 //! - [`target`]: pipelined units of commands to the target, replies checked.
 //! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
 //! - [`syncer`]: the orchestration: start, full load, stream, resume.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod link;
 pub mod load;
 pub mod rdb;
+pub mod reencode;
 pub mod spool;
 pub mod status;
 pub mod syncer;

@@ -2,15 +2,32 @@
 //! target commands. Each key becomes `RESTORE key <abs ms> <payload> ABSTTL REPLACE`, the
 //! payload built straight from the value's bytes (type + value + RDB version + CRC64), so
 //! values are never decoded when the target can take the source's format.
+//!
+//! When it can't (an older Redis: the async side probes the target when the RDB header
+//! arrives, see [`LoadMsg::Probe`]), and for values bigger than `big_value_bytes`, values
+//! are decoded and re-created with ordinary commands, in chunks ([`crate::reencode`]).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::rdb::{Event, RdbReader};
+use crate::rdb::{decode, Event, KeyEntry, RdbError, RdbReader};
+use crate::reencode::{self, Sink, TargetCaps};
 use crate::SyncError;
+
+/// What the encoder sends to the async side.
+#[derive(Debug)]
+pub enum LoadMsg {
+    Batch(LoadBatch),
+    /// Sent at the RDB header, before any batch: probe the target (with
+    /// [`reencode::probe_commands`]) and answer what it can take. The encoder waits.
+    Probe {
+        rdb_version: u16,
+        reply: oneshot::Sender<TargetCaps>,
+    },
+}
 
 /// Commands for the target, ready to send.
 #[derive(Debug)]
@@ -42,12 +59,40 @@ impl Builder {
     }
 }
 
-/// Reads the whole RDB from `input`, sending batches to `out`. Blocking: run it on a
-/// blocking thread.
+/// Commands of a value re-created in pieces: shipped whenever a batch is full, so a big
+/// value spans several batches (sent in order).
+struct Flushing<'a> {
+    b: &'a mut Builder,
+    out: &'a mpsc::Sender<Result<LoadMsg, SyncError>>,
+}
+
+impl Sink for Flushing<'_> {
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.b.buf
+    }
+    fn done(&mut self, name: &'static str, key: &Bytes) -> Result<(), SyncError> {
+        self.b.names.push((name, key.clone()));
+        if self.b.buf.len() >= BATCH_BYTES {
+            self.out
+                .blocking_send(Ok(LoadMsg::Batch(self.b.take())))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+}
+
+fn stopped() -> SyncError {
+    SyncError::Target("full load stopped".into())
+}
+
+/// Reads the whole RDB from `input`, sending batches to `out`. Values whose serialized
+/// size passes `big_value_bytes` are re-created in chunks. Blocking: run it on a blocking
+/// thread.
 pub fn encode_rdb<R: Read>(
     input: R,
-    out: &mpsc::Sender<Result<LoadBatch, SyncError>>,
+    out: &mpsc::Sender<Result<LoadMsg, SyncError>>,
     keys_loaded: &AtomicU64,
+    big_value_bytes: usize,
 ) -> Result<(), SyncError> {
     let mut rd = RdbReader::new(input);
     let mut b = Builder {
@@ -56,11 +101,27 @@ pub fn encode_rdb<R: Read>(
         stream_db: None,
     };
     let mut version: u16 = 0;
+    let mut caps = TargetCaps::ALL;
     let mut payload = Vec::new();
-    let gone = |_| SyncError::Target("full load stopped".into());
+    let gone = |_| stopped();
     while let Some(ev) = rd.next_event()? {
         match ev {
-            Event::Header { version: v } => version = v as u16,
+            Event::Header { version: v } => {
+                version = v as u16;
+                let (reply, answer) = oneshot::channel();
+                out.blocking_send(Ok(LoadMsg::Probe {
+                    rdb_version: version,
+                    reply,
+                }))
+                .map_err(gone)?;
+                caps = answer.blocking_recv().map_err(|_| stopped())?;
+                if !caps.restore {
+                    tracing::warn!(
+                        rdb_version = v,
+                        "the target's Redis can't take the source's RDB format: every value is re-created with ordinary commands"
+                    );
+                }
+            }
             Event::Aux { key, value } => match &key[..] {
                 b"repl-stream-db" => {
                     b.stream_db = std::str::from_utf8(&value)
@@ -81,6 +142,10 @@ pub fn encode_rdb<R: Read>(
                 let n = n.to_string();
                 resp::encode::command(&mut b.buf, [&b"SELECT"[..], n.as_bytes()].into_iter());
                 b.names.push(("SELECT", Bytes::new()));
+            }
+            Event::Key(k) if !caps.restore || k.value.len() > big_value_bytes => {
+                rebuild(&k, caps, version, &mut b, out, &mut payload)?;
+                keys_loaded.fetch_add(1, Ordering::Relaxed);
             }
             Event::Key(k) => {
                 payload.clear();
@@ -115,13 +180,63 @@ pub fn encode_rdb<R: Read>(
             Event::End { .. } => break,
         }
         if b.buf.len() >= BATCH_BYTES {
-            out.blocking_send(Ok(b.take())).map_err(gone)?;
+            out.blocking_send(Ok(LoadMsg::Batch(b.take())))
+                .map_err(gone)?;
         }
     }
     if !b.buf.is_empty() || b.stream_db.is_some() {
-        out.blocking_send(Ok(b.take())).map_err(gone)?;
+        out.blocking_send(Ok(LoadMsg::Batch(b.take())))
+            .map_err(gone)?;
     }
     Ok(())
+}
+
+/// A key re-created with commands (older target, or a big value). A big value that
+/// commands can't re-create exactly (a module value, a Redis 8.6 stream) goes by RESTORE
+/// when the target takes it.
+fn rebuild(
+    k: &KeyEntry,
+    caps: TargetCaps,
+    version: u16,
+    b: &mut Builder,
+    out: &mpsc::Sender<Result<LoadMsg, SyncError>>,
+    payload: &mut Vec<u8>,
+) -> Result<(), SyncError> {
+    let value = match decode::decode_entry(k) {
+        Ok(v) if !(caps.restore && reencode::needs_restore(&v)) => Some(v),
+        Ok(_) => None,
+        Err(RdbError::Unsupported { .. }) if caps.restore => None,
+        Err(RdbError::Unsupported { why, .. }) => {
+            return Err(reencode::cannot(
+                k,
+                "RESTORE",
+                format!("the target's Redis is older than the source's and {why}"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut sink = Flushing { b, out };
+    match value {
+        Some(v) => reencode::write_commands(k, &v, caps, &mut sink),
+        None => {
+            payload.clear();
+            k.write_restore_payload(version, payload);
+            let ttl = itoa(k.expire_ms.unwrap_or(0).max(0));
+            resp::encode::command(
+                sink.buf(),
+                [
+                    &b"RESTORE"[..],
+                    &k.key,
+                    ttl.as_bytes(),
+                    payload,
+                    b"ABSTTL",
+                    b"REPLACE",
+                ]
+                .into_iter(),
+            );
+            sink.done("RESTORE", &k.key)
+        }
+    }
 }
 
 fn itoa(n: i64) -> String {

@@ -43,6 +43,8 @@ pub struct SyncStatus {
     pub source_offset: AtomicI64,
     /// End of the last command (or EXEC) the target confirmed.
     pub applied_offset: AtomicI64,
+    /// End of what has arrived from the source's stream (applied or not).
+    pub received_offset: AtomicI64,
     pub rdb_bytes: AtomicU64,
     pub rdb_bytes_loaded: AtomicU64,
     pub keys_loaded: Arc<AtomicU64>,
@@ -62,6 +64,7 @@ impl Default for SyncStatus {
             state: AtomicU8::new(SyncState::Connecting as u8),
             source_offset: AtomicI64::new(0),
             applied_offset: AtomicI64::new(0),
+            received_offset: AtomicI64::new(0),
             rdb_bytes: AtomicU64::new(0),
             rdb_bytes_loaded: AtomicU64::new(0),
             keys_loaded: Arc::new(AtomicU64::new(0)),
@@ -101,6 +104,18 @@ impl SyncStatus {
         self.applied_offset.store(off, Ordering::Release);
         self.note_progress();
     }
+    /// What has arrived from the stream: the source is at least there, whatever the last
+    /// poll of its offset said.
+    pub fn set_received(&self, off: i64) {
+        self.received_offset.store(off, Ordering::Relaxed);
+        self.note_progress();
+    }
+    /// The source's offset as best known: the last poll, or what has arrived if newer.
+    pub fn source_offset(&self) -> i64 {
+        self.source_offset
+            .load(Ordering::Relaxed)
+            .max(self.received_offset.load(Ordering::Relaxed))
+    }
     pub fn set_source_offset(&self, off: i64) {
         self.source_offset.store(off, Ordering::Relaxed);
         self.note_progress();
@@ -114,7 +129,7 @@ impl SyncStatus {
     /// Source offset minus applied offset (0 when not streaming yet is NOT claimed: the
     /// figure is only meaningful while streaming).
     pub fn lag_bytes(&self) -> i64 {
-        (self.source_offset.load(Ordering::Relaxed) - self.applied()).max(0)
+        (self.source_offset() - self.applied()).max(0)
     }
     /// Milliseconds since the target last caught up with the source (0 when caught up).
     pub fn lag_ms(&self) -> u64 {

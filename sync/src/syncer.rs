@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::link::{ChunkReader, Link, Payload, PsyncReply};
-use crate::load::LoadBatch;
+use crate::load::LoadMsg;
+use crate::reencode;
+use crate::spool::Spool;
 use crate::status::{SyncState, SyncStatus};
 use crate::target::{array_elements, error_text, frames, transient, Meta, Target};
 use crate::SyncError;
@@ -51,7 +53,16 @@ pub struct SyncConfig {
     pub max_txn_bytes: usize,
     /// Most bytes sent to the target and not yet confirmed.
     pub max_inflight_bytes: usize,
+    /// Values whose serialized size passes this are re-created in chunks of ordinary
+    /// commands instead of one RESTORE ([`DEFAULT_BIG_VALUE_BYTES`] by default).
+    pub big_value_bytes: usize,
+    /// Where stream bytes the target can't take yet are spooled, and how many at most.
+    pub spool_dir: std::path::PathBuf,
+    pub spool_max_bytes: u64,
 }
+
+/// Default of [`SyncConfig::big_value_bytes`].
+pub const DEFAULT_BIG_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Runs until `stop` turns true, retrying what can be retried.
 pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
@@ -283,12 +294,18 @@ async fn full_load(
     let started = std::time::Instant::now();
 
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Result<LoadBatch, SyncError>>(16);
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Result<LoadMsg, SyncError>>(16);
     let keys_loaded = status.keys_loaded_handle();
+    let big_value_bytes = cfg.big_value_bytes;
     // The parser thread also encodes the RESTORE commands: the async side only ships
     // finished batches, one channel message per ~256 KB instead of one per key.
     let reader = tokio::task::spawn_blocking(move || {
-        let r = crate::load::encode_rdb(ChunkReader::new(chunk_rx), &batch_tx, &keys_loaded);
+        let r = crate::load::encode_rdb(
+            ChunkReader::new(chunk_rx),
+            &batch_tx,
+            &keys_loaded,
+            big_value_bytes,
+        );
         if let Err(e) = r {
             let _ = batch_tx.blocking_send(Err(e));
         }
@@ -339,15 +356,23 @@ async fn apply_batches(
     cfg: &SyncConfig,
     status: &SyncStatus,
     target: &mut Target,
-    batches: &mut mpsc::Receiver<Result<LoadBatch, SyncError>>,
+    batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
 ) -> Result<u32, SyncError> {
     let mut stream_db = 0;
     let mut last_progress = std::time::Instant::now();
     // RESTOREs keep the target busy with far less in flight than the stream allows;
     // a smaller window keeps the full load's memory small whatever the dataset.
     let limit = cfg.max_inflight_bytes.clamp(1024 * 1024, 16 * 1024 * 1024);
-    while let Some(b) = batches.recv().await {
-        let b = b?;
+    while let Some(msg) = batches.recv().await {
+        let b = match msg? {
+            LoadMsg::Batch(b) => b,
+            LoadMsg::Probe { rdb_version, reply } => {
+                let caps = probe_target(target, rdb_version).await?;
+                tracing::info!(rdb_version, ?caps, "what the target takes");
+                let _ = reply.send(caps);
+                continue;
+            }
+        };
         if let Some(db) = b.stream_db {
             stream_db = db;
         }
@@ -370,6 +395,22 @@ async fn apply_batches(
     }
     target.drain(|m, r| check_load(m, &r)).await?;
     Ok(stream_db)
+}
+
+/// Finds out what the target takes (RESTORE of the source's RDB version, newer stream and
+/// hash commands): one unit of probe commands, answered after everything before it.
+async fn probe_target(
+    target: &mut Target,
+    rdb_version: u16,
+) -> Result<reencode::TargetCaps, SyncError> {
+    let (data, count) = reencode::probe_commands(rdb_version);
+    target.send(data.freeze(), count, Meta::Control("probe"))?;
+    loop {
+        match target.next_done().await? {
+            (Meta::Control("probe"), r) => return reencode::parse_probe(&frames(&r)?),
+            (m, r) => check_load(m, &r)?,
+        }
+    }
 }
 
 fn check_load(meta: Meta, replies: &[u8]) -> Result<(), SyncError> {
@@ -398,7 +439,7 @@ fn check_load(meta: Meta, replies: &[u8]) -> Result<(), SyncError> {
 }
 
 /// Keys in messages: printable, bounded. (Keys are names, not values; values never appear.)
-fn show_key(k: &[u8]) -> String {
+pub(crate) fn show_key(k: &[u8]) -> String {
     let mut s: String = String::from_utf8_lossy(&k[..k.len().min(128)])
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -444,6 +485,12 @@ async fn stream(
     start_db: u32,
 ) -> Result<(), SyncError> {
     status.set_state(SyncState::Streaming);
+    // The socket is always read; what the target can't take yet waits in the spool.
+    let mut spool = Spool::new(cfg.spool_dir.clone(), SPOOL_MEMORY, cfg.spool_max_bytes);
+    let mut received = start + link.rbuf.len() as i64;
+    spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+    status.set_received(received);
+    let mut pbuf = BytesMut::new();
     let mut parser = RequestParser::new(Limits::default());
     let mut offset = start;
     let mut db = start_db;
@@ -453,72 +500,91 @@ async fn stream(
     ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ckdb = cfg.checkpoint_db.to_string();
     loop {
-        // Everything complete in the buffer joins the transaction.
-        loop {
-            let frame = match parser.parse(&link.rbuf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(SyncError::Source(format!("invalid command stream: {e}"))),
-            };
-            let len = frame.len;
-            if frame.kind == FrameKind::Multibulk {
-                let args = parser.args();
-                let arg = |i: usize| -> &[u8] {
-                    args.get(i).map(|r| &link.rbuf[r.clone()]).unwrap_or(&[])
-                };
-                let name = arg(0).to_ascii_lowercase();
-                offset += len as i64;
-                match name.as_slice() {
-                    b"ping" => {}
-                    b"replconf" => {
-                        if arg(1).eq_ignore_ascii_case(b"getack") {
-                            link.ack(status.applied()).await?;
-                        }
+        // Take stream bytes from the spool while the target has room for more.
+        while target.inflight_bytes() < cfg.max_inflight_bytes {
+            match spool.pop(256 * 1024).map_err(spool_err)? {
+                Some(c) => pbuf.extend_from_slice(&c),
+                None => break,
+            }
+            // Everything complete joins the transaction.
+            loop {
+                let frame = match parser.parse(&pbuf) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(SyncError::Source(format!("invalid command stream: {e}")))
                     }
-                    b"multi" => in_multi = true,
-                    b"exec" => in_multi = false,
-                    b"publish" if !cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
-                    _ => {
-                        if name == b"select" {
-                            if let Some(n) = std::str::from_utf8(arg(1))
-                                .ok()
-                                .and_then(|s| s.parse().ok())
-                            {
-                                db = n;
+                };
+                let len = frame.len;
+                if frame.kind == FrameKind::Multibulk {
+                    let args = parser.args();
+                    let arg = |i: usize| -> &[u8] {
+                        args.get(i).map(|r| &pbuf[r.clone()]).unwrap_or(&[])
+                    };
+                    let name = arg(0).to_ascii_lowercase();
+                    offset += len as i64;
+                    match name.as_slice() {
+                        b"ping" => {}
+                        b"replconf" => {
+                            if arg(1).eq_ignore_ascii_case(b"getack") {
+                                link.ack(status.applied()).await?;
                             }
                         }
-                        if txn.count == 0 {
-                            let sdb = txn.start_db.to_string();
-                            resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
-                            resp::encode::command(
-                                &mut txn.buf,
-                                [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
-                            );
+                        b"multi" => in_multi = true,
+                        b"exec" => in_multi = false,
+                        b"publish" if !cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
+                        _ => {
+                            if name == b"select" {
+                                if let Some(n) = std::str::from_utf8(arg(1))
+                                    .ok()
+                                    .and_then(|s| s.parse().ok())
+                                {
+                                    db = n;
+                                }
+                            }
+                            if txn.count == 0 {
+                                let sdb = txn.start_db.to_string();
+                                resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
+                                resp::encode::command(
+                                    &mut txn.buf,
+                                    [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
+                                );
+                            }
+                            txn.buf.extend_from_slice(&pbuf[..len]);
+                            txn.cmds.extend_from_slice(&pbuf[..len]);
+                            txn.count += 1;
                         }
-                        txn.buf.extend_from_slice(&link.rbuf[..len]);
-                        txn.cmds.extend_from_slice(&link.rbuf[..len]);
-                        txn.count += 1;
                     }
+                    txn.end_offset = offset;
+                    txn.dirty = true;
+                } else if frame.kind == FrameKind::Inline {
+                    // Masters send multibulk only; a bare newline is a keepalive.
+                    offset += len as i64;
+                    txn.end_offset = offset;
+                    txn.dirty = true;
                 }
-                txn.end_offset = offset;
-                txn.dirty = true;
-            } else if frame.kind == FrameKind::Inline {
-                // Masters send multibulk only; a bare newline is a keepalive.
-                offset += len as i64;
-                txn.end_offset = offset;
-                txn.dirty = true;
+                pbuf.advance(len);
+                if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
+                    flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+                }
             }
-            link.rbuf.advance(len);
-            if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
+            if !in_multi && txn.dirty {
                 flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
             }
         }
         if !in_multi && txn.dirty {
             flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
         }
-        let can_read = target.inflight_bytes() < cfg.max_inflight_bytes;
+        status
+            .spool_bytes
+            .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
         tokio::select! {
-            r = link.fill(), if can_read => { r?; }
+            r = link.fill(), if !spool.is_full() => {
+                r?;
+                received += link.rbuf.len() as i64;
+                status.set_received(received);
+                spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+            }
             done = target.next_done() => {
                 let (meta, replies) = done?;
                 if let Some(off) = check_txn(meta, &replies)? {
@@ -530,6 +596,13 @@ async fn stream(
         }
         let _ = &mut replid;
     }
+}
+
+/// Stream bytes kept in memory before the spool goes to disk.
+const SPOOL_MEMORY: usize = 16 * 1024 * 1024;
+
+fn spool_err(e: std::io::Error) -> SyncError {
+    SyncError::Config(format!("spooling the stream to disk: {e}"))
 }
 
 /// Sends the transaction: MULTI, SELECT, commands, SELECT, checkpoint, EXEC.

@@ -531,7 +531,10 @@ fn source_link_killed_during_the_rdb_transfer_loads_again_exactly() {
     }
     let source = source();
     let target = RedisServer::start();
-    assert_bytes(source.cmd(&["DEBUG", "POPULATE", "500000", "bulk", "100"]), b"+OK\r\n");
+    assert_bytes(
+        source.cmd(&["DEBUG", "POPULATE", "500000", "bulk", "100"]),
+        b"+OK\r\n",
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let proxy = proxy_with_target(&source, &target, &[]);
     let writer = counter_writer(proxy.addr(), "rdb-counter", stop.clone());
@@ -557,4 +560,56 @@ fn source_link_killed_during_the_rdb_transfer_loads_again_exactly() {
         target.cmd(&["DEBUG", "DIGEST-VALUE", "bulk:123456"]),
         source.cmd(&["DEBUG", "DIGEST-VALUE", "bulk:123456"]),
     );
+}
+
+#[test]
+fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cutover.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sync]\nmax_inflight_bytes = 65536\nspool_dir = \"{}\"\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let proxy = proxy_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    // A frozen target: it accepts bytes into its socket buffer, then nothing.
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &target.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let value = "v".repeat(10_000);
+    let mut s = source.wire();
+    for i in 0..3000 {
+        s.send_cmd(&["SET", &format!("spooled:{i}"), &value]);
+    }
+    for _ in 0..3000 {
+        s.read_reply();
+    }
+    // 30 MB arrived while the target took nothing: past the memory part, it is on disk.
+    poll_until(SYNC_WAIT, || proxy.status_u64("spool_bytes") > 0);
+    assert!(
+        std::fs::read_dir(dir.path().join("spool")).unwrap().count() == 1,
+        "the spool file is in the configured directory"
+    );
+    // The source never dropped us.
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
+    signal("-CONT");
+    wait_caught_up(&source, &proxy);
+    assert_eq!(proxy.status_u64("spool_bytes"), 0);
+    assert_eq!(source.info_field("stats", "sync_partial_ok").unwrap(), "0");
+    assert_same_data(&source, &target);
 }
