@@ -1068,6 +1068,7 @@ impl Drop for RedisServer {
 /// Options for [`Cutover`].
 pub struct CutoverBuilder<'a> {
     source: &'a RedisServer,
+    source_url: Option<String>,
     args: Vec<String>,
     password: Option<String>,
     metrics: bool,
@@ -1092,6 +1093,12 @@ impl CutoverBuilder<'_> {
     /// Also serve Prometheus metrics (`--metrics`).
     pub fn metrics(mut self) -> Self {
         self.metrics = true;
+        self
+    }
+
+    /// Reaches the source through another address (a relay in front of it).
+    pub fn source_url(mut self, url: &str) -> Self {
+        self.source_url = Some(url.to_string());
         self
     }
 
@@ -1135,7 +1142,7 @@ impl CutoverBuilder<'_> {
             .prefix("cutover-proxy-")
             .tempdir()
             .expect("tempdir");
-        let mut source = self.source.url();
+        let mut source = self.source_url.clone().unwrap_or_else(|| self.source.url());
         if let Some(db) = self.db {
             source.push_str(&format!("/{db}"));
         }
@@ -1219,6 +1226,7 @@ impl Cutover {
     pub fn builder(source: &RedisServer) -> CutoverBuilder<'_> {
         CutoverBuilder {
             source,
+            source_url: None,
             args: Vec::new(),
             password: None,
             metrics: false,

@@ -613,3 +613,78 @@ fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
     assert_eq!(source.info_field("stats", "sync_partial_ok").unwrap(), "0");
     assert_same_data(&source, &target);
 }
+
+/// A relay in front of `upstream` that delivers what the server sends in pieces of 1 to 7
+/// bytes: every partial-frame path of the replica (payload header, the diskless EOF mark
+/// straddling reads, stream commands) gets exercised.
+fn shredding_relay(upstream: std::net::SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(upstream) else { return };
+            let _ = client.set_nodelay(true);
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = c_read.read(&mut buf) {
+                    if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut piece = 1usize;
+                while let Ok(n) = s_read.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut at = 0;
+                    while at < n {
+                        let end = (at + piece).min(n);
+                        if c_write.write_all(&buf[at..end]).is_err() {
+                            return;
+                        }
+                        at = end;
+                        piece = piece % 7 + 1;
+                    }
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn payload_and_stream_framing_survive_any_segmentation() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    for diskless in ["yes", "no"] {
+        let source = RedisServer::builder()
+            .args(&["--repl-diskless-sync-delay", "0", "--repl-diskless-sync", diskless])
+            .start();
+        let target = RedisServer::start();
+        let mut s = source.wire();
+        fill_every_type(&mut s, "seg");
+        let relay = shredding_relay(source.addr());
+        let proxy = Cutover::builder(&source)
+            .source_url(&format!("redis://127.0.0.1:{relay}"))
+            .args(&["--target", &target.url()])
+            .start();
+        wait_caught_up(&source, &proxy);
+        let mut p = proxy.wire();
+        fill_every_type(&mut p, "seg-live");
+        for i in 0..200 {
+            p.cmd(&["INCR", &format!("segc{}", i % 7)]);
+        }
+        wait_caught_up(&source, &proxy);
+        assert_same_data(&source, &target);
+    }
+}
