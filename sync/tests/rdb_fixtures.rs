@@ -1,5 +1,5 @@
 //! The RDB reader and decoder against the sample files of RDB versions 2..13 in
-//! /work/shared/fixtures/rdb (override with CUTOVER_RDB_FIXTURES): every file reads to
+//! ../shared/fixtures/rdb beside the repository (override with CUTOVER_RDB_FIXTURES): every file reads to
 //! `End` with its checksum verified and every byte consumed, decoded contents equal the
 //! redis-rdb-tools JSON expectations, and damaged copies give errors, never panics.
 //!
@@ -14,16 +14,19 @@ use std::path::PathBuf;
 use sync::rdb::decode::{decode_entry, Value};
 use sync::rdb::{Event, KeyEntry, RdbError, RdbReader};
 
+/// The fixtures live in `../shared` beside the repository (CI has it there too); a
+/// missing folder is a failure, not a skip.
 fn fixtures_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("CUTOVER_RDB_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures/rdb"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: RDB fixtures not found at {}", dir.display());
-        None
-    }
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/fixtures/rdb"
+            ))
+        });
+    assert!(dir.is_dir(), "RDB fixtures not found at {}", dir.display());
+    Some(dir)
 }
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
