@@ -624,9 +624,12 @@ fn shredding_relay(upstream: std::net::SocketAddr) -> u16 {
     thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
-            let Ok(server) = std::net::TcpStream::connect(upstream) else { return };
+            let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                return;
+            };
             let _ = client.set_nodelay(true);
-            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 while let Ok(n) = c_read.read(&mut buf) {
@@ -668,7 +671,12 @@ fn payload_and_stream_framing_survive_any_segmentation() {
     }
     for diskless in ["yes", "no"] {
         let source = RedisServer::builder()
-            .args(&["--repl-diskless-sync-delay", "0", "--repl-diskless-sync", diskless])
+            .args(&[
+                "--repl-diskless-sync-delay",
+                "0",
+                "--repl-diskless-sync",
+                diskless,
+            ])
             .start();
         let target = RedisServer::start();
         let mut s = source.wire();
