@@ -25,8 +25,8 @@ fn entry(key: &str, expire_ms: Option<i64>) -> KeyEntry {
 }
 
 /// Splits RESP commands (arrays of bulk strings) back into their arguments.
-fn parse(mut buf: &[u8]) -> Vec<Vec<Vec<u8>>> {
-    fn line<'a>(buf: &mut &'a [u8], kind: u8) -> usize {
+fn parse(mut buf: &[u8]) -> Commands {
+    fn line(buf: &mut &[u8], kind: u8) -> usize {
         assert_eq!(buf[0], kind, "{:?}", String::from_utf8_lossy(buf));
         let end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
         let n = std::str::from_utf8(&buf[1..end]).unwrap().parse().unwrap();
@@ -575,12 +575,15 @@ fn rdb(n: usize, extra: &[(u8, &[u8], Vec<u8>)]) -> Vec<u8> {
     r
 }
 
+/// Commands, each a list of arguments.
+type Commands = Vec<Vec<Vec<u8>>>;
+
 /// Runs the encoder, answering its probe with `caps`: the commands and batch sizes.
 fn encode(
     data: Vec<u8>,
     caps: TargetCaps,
     big: usize,
-) -> (Result<(), SyncError>, Vec<Vec<Vec<u8>>>, Vec<usize>) {
+) -> (Result<(), SyncError>, Commands, Vec<usize>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let keys = AtomicU64::new(0);
     let enc = std::thread::spawn(move || encode_rdb(&data[..], &tx, &keys, big));
