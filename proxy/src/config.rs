@@ -46,6 +46,9 @@ pub struct SyncSection {
     /// Values whose serialized size is above this are rebuilt in chunks of ordinary
     /// commands instead of one RESTORE (keep it below the target's proto-max-bulk-len).
     pub big_value_bytes: u64,
+    /// Source db -> target db (`[sync.db_map]` with `"3" = 0`); unlisted dbs keep their
+    /// number.
+    pub db_map: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for SyncSection {
@@ -60,6 +63,7 @@ impl Default for SyncSection {
             spool_dir: String::new(),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
             big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
+            db_map: Default::default(),
         }
     }
 }
@@ -227,6 +231,7 @@ pub struct SyncSettings {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub big_value_bytes: usize,
+    pub db_map: sync::DbMap,
 }
 
 #[derive(Debug, Clone)]
@@ -363,6 +368,19 @@ impl Config {
             },
             spool_max_bytes: sy.spool_max_bytes,
             big_value_bytes: usize::try_from(sy.big_value_bytes.max(1024)).unwrap_or(usize::MAX),
+            db_map: {
+                let mut m = Vec::new();
+                for (k, v) in &sy.db_map {
+                    let Ok(src) = k.parse::<u32>() else {
+                        return Err(err(
+                            &format!("sync.db_map.{k}"),
+                            "keys are source db numbers, like \"3\" = 0".into(),
+                        ));
+                    };
+                    m.push((src, *v));
+                }
+                sync::DbMap(m)
+            },
         };
         for (i, u) in p.users.iter().enumerate() {
             if u.name.is_empty() || u.name == "default" {

@@ -78,6 +78,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
                 spool_dir: settings.sync.spool_dir.clone(),
                 spool_max_bytes: settings.sync.spool_max_bytes,
                 big_value_bytes: settings.sync.big_value_bytes,
+                db_map: settings.sync.db_map.clone(),
             };
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));

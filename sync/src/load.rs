@@ -93,6 +93,7 @@ pub fn encode_rdb<R: Read>(
     out: &mpsc::Sender<Result<LoadMsg, SyncError>>,
     keys_loaded: &AtomicU64,
     big_value_bytes: usize,
+    db_map: &crate::syncer::DbMap,
 ) -> Result<(), SyncError> {
     let mut rd = RdbReader::new(input);
     let mut b = Builder {
@@ -139,7 +140,7 @@ pub fn encode_rdb<R: Read>(
                 _ => {}
             },
             Event::Db(n) => {
-                let n = n.to_string();
+                let n = db_map.target(n).to_string();
                 resp::encode::command(&mut b.buf, [&b"SELECT"[..], n.as_bytes()].into_iter());
                 b.names.push(("SELECT", Bytes::new()));
             }

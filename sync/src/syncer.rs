@@ -59,10 +59,25 @@ pub struct SyncConfig {
     /// Where stream bytes the target can't take yet are spooled, and how many at most.
     pub spool_dir: std::path::PathBuf,
     pub spool_max_bytes: u64,
+    /// Source db -> target db; dbs not listed keep their number.
+    pub db_map: DbMap,
 }
 
 /// Default of [`SyncConfig::big_value_bytes`].
 pub const DEFAULT_BIG_VALUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where each source db goes on the target (`sync.db_map`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbMap(pub Vec<(u32, u32)>);
+
+impl DbMap {
+    pub fn target(&self, source_db: u32) -> u32 {
+        self.0
+            .iter()
+            .find(|(s, _)| *s == source_db)
+            .map_or(source_db, |(_, t)| *t)
+    }
+}
 
 /// Runs until `stop` turns true, retrying what can be retried.
 pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
@@ -297,6 +312,7 @@ async fn full_load(
     let (batch_tx, mut batch_rx) = mpsc::channel::<Result<LoadMsg, SyncError>>(16);
     let keys_loaded = status.keys_loaded_handle();
     let big_value_bytes = cfg.big_value_bytes;
+    let db_map = cfg.db_map.clone();
     // The parser thread also encodes the RESTORE commands: the async side only ships
     // finished batches, one channel message per ~256 KB instead of one per key.
     let reader = tokio::task::spawn_blocking(move || {
@@ -305,6 +321,7 @@ async fn full_load(
             &batch_tx,
             &keys_loaded,
             big_value_bytes,
+            &db_map,
         );
         if let Err(e) = r {
             let _ = batch_tx.blocking_send(Err(e));
@@ -543,14 +560,23 @@ async fn stream(
                                 }
                             }
                             if txn.count == 0 {
-                                let sdb = txn.start_db.to_string();
+                                let sdb = cfg.db_map.target(txn.start_db).to_string();
                                 resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
                                 resp::encode::command(
                                     &mut txn.buf,
                                     [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
                                 );
                             }
-                            txn.buf.extend_from_slice(&pbuf[..len]);
+                            if name == b"select" && !cfg.db_map.0.is_empty() {
+                                // The stream's db, renumbered for the target.
+                                let t = cfg.db_map.target(db).to_string();
+                                resp::encode::command(
+                                    &mut txn.buf,
+                                    [&b"SELECT"[..], t.as_bytes()].into_iter(),
+                                );
+                            } else {
+                                txn.buf.extend_from_slice(&pbuf[..len]);
+                            }
                             txn.cmds.extend_from_slice(&pbuf[..len]);
                             txn.count += 1;
                         }
@@ -616,7 +642,8 @@ fn flush_txn(
 ) -> Result<(), SyncError> {
     let _ = checkpoint_db;
     if txn.count == 0 {
-        let sdb = txn.start_db.to_string();
+        // Nothing but the checkpoint: the db the transaction starts in does not matter.
+        let sdb = "0";
         resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
         resp::encode::command(&mut txn.buf, [&b"SELECT"[..], sdb.as_bytes()].into_iter());
     }

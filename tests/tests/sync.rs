@@ -696,3 +696,45 @@ fn payload_and_stream_framing_survive_any_segmentation() {
         assert_same_data(&source, &target);
     }
 }
+
+#[test]
+fn db_map_renumbers_dbs_in_the_load_and_the_stream() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let mut s = source.wire();
+    s.cmd(&["SET", "in0", "a"]);
+    s.cmd(&["SELECT", "3"]);
+    s.cmd(&["SET", "in3", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync.db_map]\n\"3\" = 5\n").unwrap();
+    let proxy = proxy_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    let mut t = target.wire();
+    assert_bytes(t.cmd(&["GET", "in0"]), bulk("a"));
+    t.cmd(&["SELECT", "5"]);
+    assert_bytes(t.cmd(&["GET", "in3"]), bulk("b"));
+    t.cmd(&["SELECT", "3"]);
+    assert_bytes(t.cmd(&["DBSIZE"]), int(0));
+    // Live writes in db 3 land in db 5, across transactions and after other dbs.
+    let mut p = proxy.wire();
+    p.cmd(&["SELECT", "3"]);
+    p.cmd(&["SET", "live3", "c"]);
+    p.cmd(&["SELECT", "0"]);
+    p.cmd(&["SET", "live0", "d"]);
+    p.cmd(&["SELECT", "3"]);
+    p.cmd(&["INCR", "n3"]);
+    wait_caught_up(&source, &proxy);
+    t.cmd(&["SELECT", "5"]);
+    assert_bytes(
+        t.cmd(&["MGET", "live3", "n3"]),
+        b"*2\r\n$1\r\nc\r\n$1\r\n1\r\n",
+    );
+    t.cmd(&["SELECT", "0"]);
+    assert_bytes(t.cmd(&["GET", "live0"]), bulk("d"));
+    t.cmd(&["SELECT", "3"]);
+    assert_bytes(t.cmd(&["DBSIZE"]), int(0));
+}

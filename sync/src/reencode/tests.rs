@@ -586,7 +586,9 @@ fn encode(
 ) -> (Result<(), SyncError>, Commands, Vec<usize>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let keys = AtomicU64::new(0);
-    let enc = std::thread::spawn(move || encode_rdb(&data[..], &tx, &keys, big));
+    let enc = std::thread::spawn(move || {
+        encode_rdb(&data[..], &tx, &keys, big, &crate::syncer::DbMap::default())
+    });
     let mut cmds = Vec::new();
     let mut sizes = Vec::new();
     let mut probes = 0;
