@@ -13,6 +13,39 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::session::Shared;
 use crate::stats::Stats;
 
+/// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>]`.
+fn parse_cutover(args: &[Vec<u8>]) -> Result<crate::cutover::Options, String> {
+    let mut o = crate::cutover::Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_ascii_uppercase();
+        let num = |j: usize| -> Result<u64, String> {
+            args.get(j)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .ok_or_else(|| format!("ERR {} needs a number", String::from_utf8_lossy(&a)))
+        };
+        match a.as_slice() {
+            b"CHECK" => o.check_only = true,
+            b"TIMEOUT" => {
+                o.timeout = std::time::Duration::from_millis(num(i + 1)?.clamp(1, 600_000));
+                i += 1;
+            }
+            b"MAXLAG" => {
+                o.max_lag = num(i + 1)?;
+                i += 1;
+            }
+            _ => {
+                return Err(format!(
+                    "ERR syntax: CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] (got '{}')",
+                    String::from_utf8_lossy(&args[i][..args[i].len().min(32)])
+                ))
+            }
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
     loop {
         tokio::select! {
@@ -88,12 +121,42 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                 b"QUIT" => encode::simple(&mut out, b"OK"),
                 _ if !authed => encode::error(&mut out, b"NOAUTH Authentication required."),
                 b"PING" => encode::simple(&mut out, b"PONG"),
+                b"CUTOVER" => match parse_cutover(&args[1..]) {
+                    Err(e) => encode::error(&mut out, e.as_bytes()),
+                    Ok(opts) => {
+                        // Flush what is owed first: this can take up to its TIMEOUT.
+                        if !out.is_empty() {
+                            if stream.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            out.clear();
+                        }
+                        match crate::cutover::run(&sh, opts).await {
+                            Ok(None) => encode::simple(&mut out, b"OK: ready for CUTOVER"),
+                            Ok(Some(r)) => {
+                                tracing::info!(
+                                    epoch = r.epoch,
+                                    pause_ms = r.pause_ms,
+                                    fence = r.fence_offset,
+                                    held = r.held_clients,
+                                    "cutover report"
+                                );
+                                encode::simple(&mut out, b"OK")
+                            }
+                            Err(e) => encode::error(
+                                &mut out,
+                                format!("ERR {}", e.replace(['\r', '\n'], " ")).as_bytes(),
+                            ),
+                        }
+                    }
+                },
                 b"STATUS" | b"INFO" => encode::bulk(&mut out, status(&sh).as_bytes()),
                 // redis-cli asks for command docs when it starts interactively.
                 b"COMMAND" => encode::array_header(&mut out, 0),
                 b"HELP" => {
-                    let lines: [&[u8]; 4] = [
+                    let lines: [&[u8]; 5] = [
                         b"STATUS - proxy, route and counters as field:value lines",
+                        b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] - switch every client to the target",
                         b"PING",
                         b"AUTH <password> - when admin.password is set",
                         b"QUIT",
@@ -145,9 +208,11 @@ pub fn status(sh: &Shared) -> String {
     };
     line("version", &env!("CARGO_PKG_VERSION"));
     line("uptime_s", &st.started.elapsed().as_secs());
-    line("route", &"source");
-    line("source", &sh.upstream.addr());
-    line("source_version", &sh.upstream.version);
+    let route = sh.router.route();
+    line("route", &route.side.as_str());
+    line("route_epoch", &route.epoch);
+    line("source", &sh.source.addr());
+    line("source_version", &sh.source.version);
     line("listen", &sh.settings.listen);
     line("clients", &Stats::get(&st.clients));
     line("connections_total", &Stats::get(&st.connections_total));
@@ -160,6 +225,29 @@ pub fn status(sh: &Shared) -> String {
         &Stats::get(&st.dedicated_connections),
     );
     line("commands_total", &Stats::get(&st.commands_total));
+    let co = &sh.cutover;
+    line("cutover_state", &co.state().as_str());
+    line(
+        "last_pause_ms",
+        &co.last_pause_ms.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    line(
+        "held_commands_max",
+        &co.held_clients_max
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    line(
+        "held_clients",
+        &sh.router
+            .held_clients
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    line(
+        "source_writes_after_fence",
+        &sh.sync
+            .as_ref()
+            .map_or(0, |s| sync::SyncStatus::get(&s.writes_after_fence)),
+    );
     match &sh.sync {
         None => line("sync_state", &"off"),
         Some(sy) => {

@@ -38,17 +38,49 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening for clients on {}", settings.listen))?;
-    let upstream = Upstream::new(
-        "source",
-        &settings.source,
-        settings.backend_connections,
-        settings.connect_timeout,
-    )
-    .await
-    .context("setting up the source")?;
+    let source = Arc::new(
+        Upstream::new(
+            "source",
+            &settings.source,
+            settings.backend_connections,
+            settings.connect_timeout,
+        )
+        .await
+        .context("setting up the source")?,
+    );
+    let target = match &settings.target {
+        None => None,
+        Some(t) => Some(Arc::new(
+            Upstream::new(
+                "target",
+                t,
+                settings.backend_connections,
+                settings.connect_timeout,
+            )
+            .await
+            .context("setting up the target")?,
+        )),
+    };
+    // A cutover already done (recorded on the target) holds across restarts.
+    let switched = match &target {
+        Some(t) => crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await,
+        None => None,
+    };
+    let router = Arc::new(match (&switched, &target) {
+        (Some(epoch), Some(t)) => {
+            tracing::warn!(epoch, "the target records a completed cutover: routing to the target; the syncer stays stopped");
+            crate::route::Router::new(crate::route::Side::Target, t.clone(), *epoch)
+        }
+        _ => crate::route::Router::new(crate::route::Side::Source, source.clone(), 0),
+    });
     let (stop_sync, stop_rx) = tokio::sync::watch::channel(false);
     let sync_status = match &settings.target {
         None => None,
+        Some(_) if switched.is_some() => {
+            let st = Arc::new(sync::SyncStatus::default());
+            st.set_state(sync::SyncState::Stopped);
+            Some(st)
+        }
         Some(target) => {
             let status = Arc::new(sync::SyncStatus::default());
             let cfg = sync::SyncConfig {
@@ -90,7 +122,11 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     let stats = Arc::new(Stats::default());
     let sh = Arc::new(Shared {
         users: Users::new(settings.password.as_deref(), &settings.users),
-        upstream: Arc::new(upstream),
+        router,
+        scripts: Default::default(),
+        source,
+        target,
+        cutover: Default::default(),
         stats: stats.clone(),
         metrics: Metrics::new(),
         next_client_id: AtomicU64::new(1),

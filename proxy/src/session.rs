@@ -47,20 +47,27 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Users;
 use crate::config::Settings;
 use crate::metrics::{Kind, Metrics};
+use crate::route::Router;
 use crate::stats::Stats;
-use crate::upstream::Upstream;
 
 /// What every session shares.
 pub struct Shared {
     pub settings: Settings,
     pub users: Users,
-    pub upstream: Arc<Upstream>,
+    /// Where commands go now (source, or target after the cutover).
+    pub router: Arc<Router>,
+    /// Script bodies seen through the proxy (EVAL, SCRIPT LOAD), loaded on the target
+    /// before the switch so EVALSHA keeps working.
+    pub scripts: crate::scripts::Scripts,
     pub stats: Arc<Stats>,
     pub metrics: Metrics,
     pub next_client_id: AtomicU64,
     pub shutdown: CancellationToken,
     /// The syncer's state, when a target is configured.
     pub sync: Option<Arc<sync::SyncStatus>>,
+    pub source: Arc<crate::upstream::Upstream>,
+    pub target: Option<Arc<crate::upstream::Upstream>>,
+    pub cutover: crate::cutover::CutoverStatus,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.
@@ -82,7 +89,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
             peer,
             local_addr,
             created: Instant::now(),
-            db: sh.upstream.default_db(),
+            db: sh.router.route().upstream.default_db(),
             resp3: false,
             name: None,
             lib_name: None,
@@ -94,6 +101,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
             dedicated: false,
             subscribed: false,
             in_multi: false,
+            watching: false,
+            watch_broken: false,
         },
         sh,
         parser,
@@ -108,11 +117,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         wait_drain: false,
         closing: false,
         counts: [0; 9],
+        held: false,
+        epoch: 0,
+        changes: tokio::sync::watch::channel(0).1,
         skip_pending: false,
         batches_sent: 0,
         queued: Vec::new(),
     };
+    s.epoch = s.sh.router.route().epoch;
+    s.changes = s.sh.router.subscribe();
     let result = s.run(stream).await;
+    // Replies this client will never read still count as in flight until they come; the
+    // cutover's drain must not wait for them forever.
+    s.sh.router.add_inflight(-(s.owed as i64));
+    if s.held {
+        s.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
+    }
     if let Err(e) = result {
         tracing::debug!(client = id, %peer, reason = %e, "client connection closed");
     }
@@ -140,6 +160,11 @@ pub(crate) struct ClientState {
     pub subscribed: bool,
     /// Between MULTI and EXEC/DISCARD.
     pub in_multi: bool,
+    /// WATCH in effect (until EXEC, DISCARD, UNWATCH).
+    pub watching: bool,
+    /// A WATCH spanned the switch to the target: the next EXEC answers nil, as if a
+    /// watched key had changed.
+    pub watch_broken: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +215,11 @@ pub(crate) enum Effect {
     Multi,
     Exec,
     Discard,
-    /// Runs at once even inside MULTI (WATCH), so it is not queued.
-    NotQueued,
+    /// WATCH: runs at once even inside MULTI, so it is not queued.
+    Watch,
+    Unwatch,
+    /// EVAL/SCRIPT LOAD: the body (argument index) is recorded for the target.
+    Script(usize),
     /// (P|S)SUBSCRIBE: RESP2 clients enter pub/sub mode.
     Subscribe,
 }
@@ -244,6 +272,11 @@ struct Session {
     counts: [u64; 9],
     /// CLIENT REPLY SKIP was just run.
     skip_pending: bool,
+    /// Holding commands behind the cutover's gate (they wait in `inbuf`).
+    held: bool,
+    /// The route epoch this client's connections belong to.
+    epoch: u64,
+    changes: tokio::sync::watch::Receiver<u64>,
     /// Backend batches sent, for sampling the latency histogram.
     batches_sent: u32,
     /// Commands queued since MULTI (only kept while `st.in_multi`).
@@ -282,6 +315,7 @@ impl Session {
             }
             let can_read = !self.closing
                 && !eof
+                && !self.held
                 && !self.wait_drain
                 && self.owed + self.batch.count < self.sh.settings.max_inflight_per_client;
             if can_read {
@@ -322,6 +356,11 @@ impl Session {
                         }
                         // On a shared connection the replies owed are still read (the
                         // connection must stay in step); a half-closed client gets them.
+                    }
+                }
+                changed = self.changes.changed() => {
+                    if changed.is_ok() {
+                        self.route_changed();
                     }
                 }
                 _ = &mut cancelled, if !self.closing => {
@@ -384,11 +423,25 @@ impl Session {
                 };
                 classify(
                     &self.st,
-                    self.sh.upstream.databases(),
+                    self.sh.router.route().upstream.databases(),
                     base,
                     self.parser.args(),
                 )
             };
+            // The cutover's gate: hold the first command that may write, and everything
+            // after it. A transaction in progress runs to its end first.
+            if self.sh.router.gating() && !self.st.in_multi {
+                let hold = self.held
+                    || matches!(&action, Action::Forward { kind, .. } if *kind != Kind::Read);
+                if hold {
+                    self.flush_batch();
+                    if !self.held {
+                        self.held = true;
+                        self.sh.router.held_clients.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+            }
             match action {
                 Action::Forward {
                     count,
@@ -422,8 +475,36 @@ impl Session {
                             self.st.in_multi = true;
                             self.queued.clear();
                         }
+                        Effect::Exec if self.st.in_multi && self.st.watch_broken => {
+                            // The WATCH was made on the source; the keys it guarded may have
+                            // changed before the switch: answer EXEC as Redis does when a
+                            // watched key changed, and drop the transaction.
+                            self.st.in_multi = false;
+                            self.st.watching = false;
+                            self.st.watch_broken = false;
+                            self.queued.clear();
+                            self.flush_batch();
+                            self.inbuf.advance(frame.len);
+                            let mut d = BytesMut::new();
+                            resp::encode::command(&mut d, [&b"DISCARD"[..]].into_iter());
+                            let mode = self.st.reply_mode;
+                            self.st.reply_mode = ReplyMode::Off;
+                            self.send(d.freeze(), 1, 0);
+                            self.st.reply_mode = mode;
+                            let mut nil = BytesMut::new();
+                            if self.st.resp3 {
+                                nil.extend_from_slice(b"_\r\n");
+                            } else {
+                                nil.extend_from_slice(b"*-1\r\n");
+                            }
+                            self.reply_local(nil.freeze());
+                            self.counts[kind as usize] += 1;
+                            self.after_command();
+                            continue;
+                        }
                         Effect::Exec if self.st.in_multi => {
                             self.st.in_multi = false;
+                            self.st.watching = false;
                             let queued = std::mem::take(&mut self.queued);
                             let special = queued
                                 .iter()
@@ -434,9 +515,32 @@ impl Session {
                         }
                         Effect::Discard => {
                             self.st.in_multi = false;
+                            self.st.watching = false;
+                            self.st.watch_broken = false;
                             self.queued.clear();
                         }
                         Effect::Subscribe => self.st.subscribed = !self.st.resp3,
+                        Effect::Watch => self.st.watching = true,
+                        Effect::Unwatch => {
+                            self.st.watching = false;
+                            self.st.watch_broken = false;
+                            if self.st.in_multi {
+                                self.queued.push(Queued::Remote { set_db: None })
+                            }
+                        }
+                        Effect::Script(i) => {
+                            let base: &[u8] = if inline {
+                                self.parser.inline_encoded()
+                            } else {
+                                &self.inbuf[self.batch.end..self.batch.end + frame.len]
+                            };
+                            if let Some(r) = self.parser.args().get(i) {
+                                self.sh.scripts.record(&base[r.clone()]);
+                            }
+                            if self.st.in_multi {
+                                self.queued.push(Queued::Remote { set_db: None })
+                            }
+                        }
                         Effect::None if self.st.in_multi => {
                             self.queued.push(Queued::Remote { set_db: None })
                         }
@@ -551,12 +655,10 @@ impl Session {
             flags: BatchFlags(flags),
             reply: self.tx.clone(),
         };
+        let route = self.sh.router.route();
         let handle = match &self.dedicated {
             Some(h) => h,
-            None => self
-                .sh
-                .upstream
-                .shared(self.st.db, self.st.resp3, self.st.id),
+            None => route.upstream.shared(self.st.db, self.st.resp3, self.st.id),
         };
         if let Err(b) = handle.send(batch) {
             // The connection's task is gone (dedicated connection lost): fail these
@@ -569,6 +671,7 @@ impl Session {
                 );
             }
             self.push_pending(b.count);
+            drop(route);
             let _ = self.tx.send(Reply {
                 data: err.freeze(),
                 count: b.count,
@@ -662,6 +765,7 @@ impl Session {
             sent,
         });
         self.owed += count;
+        self.sh.router.add_inflight(count as i64);
     }
 
     /// A reply the proxy makes, placed after every reply owed so far.
@@ -701,6 +805,7 @@ impl Session {
                     self.out.extend_from_slice(&data);
                 }
                 self.owed -= r.count.min(1);
+                self.sh.router.add_inflight(-(r.count.min(1) as i64));
                 self.flush_locals();
             }
             return;
@@ -725,6 +830,7 @@ impl Session {
         let n = r.count.min(*remaining);
         *remaining -= n;
         self.owed -= n;
+        self.sh.router.add_inflight(-(n as i64));
         if *remaining == 0 {
             if let Some(sent) = sent {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
@@ -741,6 +847,28 @@ impl Session {
         }
     }
 
+    /// The gate opened or the route switched: resume held commands; a connection of the
+    /// old route that carries no state is dropped (the next one opens on the new route).
+    fn route_changed(&mut self) {
+        let route = self.sh.router.route();
+        if route.epoch != self.epoch && !self.sh.router.gating() {
+            self.epoch = route.epoch;
+            if self.st.watching {
+                self.st.watch_broken = true;
+            }
+            let stateless =
+                !self.st.subscribed && !self.st.monitoring && !self.st.in_multi && self.owed == 0;
+            if self.dedicated.is_some() && stateless {
+                self.dedicated = None;
+                self.st.dedicated = false;
+            }
+        }
+        if self.held && !self.sh.router.gating() {
+            self.held = false;
+            self.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Writes the proxy's own replies that were waiting behind the backend's.
     fn flush_locals(&mut self) {
         while let Some(Pending::Local(_)) = self.pending.front() {
@@ -751,7 +879,7 @@ impl Session {
     }
 
     async fn open_dedicated(&mut self) -> Result<(), Bytes> {
-        let up = self.sh.upstream.clone();
+        let up = self.sh.router.upstream();
         match up
             .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
             .await
@@ -835,7 +963,12 @@ pub(crate) fn classify(
             b"-ERR cutover: SYNC, PSYNC and REPLCONF are not served through the proxy; replicate from the Redis server itself\r\n",
         )),
         "multi" => forward(1, 0, kind, true).with_effect(Effect::Multi),
-        "watch" => forward(1, 0, kind, true).with_effect(Effect::NotQueued),
+        "watch" => forward(1, 0, kind, true).with_effect(Effect::Watch),
+        "unwatch" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Unwatch),
+        "eval" | "eval_ro" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Script(1)),
+        "script" if arg(1).eq_ignore_ascii_case(b"load") => {
+            forward(1, 0, kind, st.dedicated).with_effect(Effect::Script(2))
+        }
         "exec" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Exec),
         "discard" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Discard),
         "subscribe" | "psubscribe" | "ssubscribe" => {

@@ -68,6 +68,10 @@ impl Upstream {
         self.databases
     }
 
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     pub fn default_db(&self) -> u32 {
         self.default_db
     }

@@ -45,6 +45,11 @@ pub struct SyncStatus {
     pub applied_offset: AtomicI64,
     /// End of what has arrived from the source's stream (applied or not).
     pub received_offset: AtomicI64,
+    /// The cutover's fence: nothing past this offset is applied (-1: none).
+    pub fence_offset: AtomicI64,
+    /// Commands other than PING/REPLCONF the source sent past the fence (they would be
+    /// lost: reported and logged, never applied over the target's new writes).
+    pub writes_after_fence: AtomicU64,
     pub rdb_bytes: AtomicU64,
     pub rdb_bytes_loaded: AtomicU64,
     pub keys_loaded: Arc<AtomicU64>,
@@ -65,6 +70,8 @@ impl Default for SyncStatus {
             source_offset: AtomicI64::new(0),
             applied_offset: AtomicI64::new(0),
             received_offset: AtomicI64::new(0),
+            fence_offset: AtomicI64::new(-1),
+            writes_after_fence: AtomicU64::new(0),
             rdb_bytes: AtomicU64::new(0),
             rdb_bytes_loaded: AtomicU64::new(0),
             keys_loaded: Arc::new(AtomicU64::new(0)),
@@ -96,6 +103,14 @@ impl SyncStatus {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_default()
+    }
+    /// Stops applying at `offset` (the cutover's fence).
+    pub fn set_fence(&self, offset: i64) {
+        self.fence_offset.store(offset, Ordering::Release);
+    }
+    pub fn fence(&self) -> Option<i64> {
+        let f = self.fence_offset.load(Ordering::Acquire);
+        (f >= 0).then_some(f)
     }
     pub fn applied(&self) -> i64 {
         self.applied_offset.load(Ordering::Acquire)

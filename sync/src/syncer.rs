@@ -540,6 +540,20 @@ async fn stream(
                     };
                     let name = arg(0).to_ascii_lowercase();
                     offset += len as i64;
+                    let past_fence = status.fence().is_some_and(|f| offset > f);
+                    if past_fence && !matches!(name.as_slice(), b"ping" | b"replconf") {
+                        // After the switch the target takes writes itself: a source write
+                        // past the fence is never applied over them. Reported, not lost
+                        // silently.
+                        SyncStatus::add(&status.writes_after_fence, 1);
+                        tracing::error!(
+                            command = %String::from_utf8_lossy(&name),
+                            offset,
+                            "the source was written after the cutover's fence; not applied"
+                        );
+                        pbuf.advance(len);
+                        continue;
+                    }
                     match name.as_slice() {
                         b"ping" => {}
                         b"replconf" => {

@@ -412,7 +412,7 @@ impl Session {
         encode::bulk(&mut b, b"server");
         encode::bulk(&mut b, b"redis");
         encode::bulk(&mut b, b"version");
-        encode::bulk(&mut b, self.sh.upstream.version.as_bytes());
+        encode::bulk(&mut b, self.sh.router.route().upstream.version.as_bytes());
         encode::bulk(&mut b, b"proto");
         encode::integer(&mut b, if resp3 { 3 } else { 2 });
         encode::bulk(&mut b, b"id");
@@ -434,8 +434,10 @@ impl Session {
         self.st.monitoring = false;
         self.st.subscribed = false;
         self.st.in_multi = false;
+        self.st.watching = false;
+        self.st.watch_broken = false;
         self.queued.clear();
-        self.st.db = self.sh.upstream.default_db();
+        self.st.db = self.sh.router.route().upstream.default_db();
         self.st.resp3 = false;
         self.st.name = None;
         self.st.reply_mode = ReplyMode::On;

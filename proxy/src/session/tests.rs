@@ -25,6 +25,8 @@ fn state() -> ClientState {
         dedicated: false,
         subscribed: false,
         in_multi: false,
+        watching: false,
+        watch_broken: false,
     }
 }
 

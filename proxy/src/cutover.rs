@@ -1,0 +1,360 @@
+//! The cutover: one admin command moves every client from the source to the target,
+//! losing nothing (see shared/notes/cutover-protocol.md).
+//!
+//! Under one deadline: gate (each connection holds its first possible write and what
+//! follows) -> drain (nothing in flight to the source: every acknowledged write is in its
+//! replication stream) -> fence (`CLIENT PAUSE WRITE` on the source, then read its offset
+//! O) -> catch up (the target has applied O) -> flip (the syncer stops at O, the route
+//! swaps, the switch is recorded on the target) -> release (held commands go to the
+//! target, in order per connection). Any failure before the flip aborts: the source is
+//! unpaused and the held commands go to the source; no client write has touched the
+//! target. After the flip the source stays paused for writes.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use cluster::{NodeStream, SessionSetup};
+
+use crate::route::Side;
+use crate::session::Shared;
+use crate::upstream::Upstream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Idle = 0,
+    Gating,
+    Draining,
+    Fencing,
+    CatchingUp,
+    Switched,
+    Aborted,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Gating => "gating",
+            State::Draining => "draining",
+            State::Fencing => "fencing",
+            State::CatchingUp => "catching_up",
+            State::Switched => "switched",
+            State::Aborted => "aborted",
+        }
+    }
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Gating,
+            2 => State::Draining,
+            3 => State::Fencing,
+            4 => State::CatchingUp,
+            5 => State::Switched,
+            6 => State::Aborted,
+            _ => State::Idle,
+        }
+    }
+}
+
+/// The cutover's figures for STATUS and metrics.
+#[derive(Default)]
+pub struct CutoverStatus {
+    state: AtomicU8,
+    pub last_pause_ms: AtomicU64,
+    pub held_clients_max: AtomicU64,
+    pub fence_offset: AtomicI64,
+    /// Serializes CUTOVER commands.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl CutoverStatus {
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+    fn set(&self, s: State) {
+        self.state.store(s as u8, Ordering::Relaxed);
+        metrics::gauge!("cutover_cutover_state").set(s as u8 as f64);
+    }
+    pub fn mark_switched(&self) {
+        self.set(State::Switched);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub timeout: Duration,
+    pub max_lag: u64,
+    pub check_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_millis(2000),
+            max_lag: 1024 * 1024,
+            check_only: false,
+        }
+    }
+}
+
+/// What a successful cutover reports.
+#[derive(Debug)]
+pub struct Report {
+    pub epoch: u64,
+    pub pause_ms: f64,
+    pub fence_offset: i64,
+    pub held_clients: u64,
+}
+
+/// The key on the target recording the switch (with the checkpoint).
+const RECORD_KEY: &[u8] = sync::checkpoint::KEY;
+
+/// Preconditions shared by CUTOVER and CUTOVER CHECK.
+fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
+    let route = sh.router.route();
+    if route.side == Side::Target {
+        return Err(format!(
+            "already switched to the target (route epoch {}); nothing to do",
+            route.epoch
+        ));
+    }
+    let (Some(sync), Some(_)) = (&sh.sync, &sh.target) else {
+        return Err("no target configured (--target)".into());
+    };
+    let state = sync.state();
+    if state != sync::SyncState::Streaming {
+        return Err(format!(
+            "the syncer is {} (it must be streaming: the full load done)",
+            state.as_str()
+        ));
+    }
+    let lag = sync.lag_bytes() as u64;
+    if lag > opts.max_lag {
+        return Err(format!(
+            "lag is {lag} bytes, above MAXLAG {} bytes",
+            opts.max_lag
+        ));
+    }
+    Ok(())
+}
+
+/// Runs CUTOVER (or only its checks).
+pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, String> {
+    let _one_at_a_time = sh.cutover.lock.lock().await;
+    preconditions(sh, &opts)?;
+    if opts.check_only {
+        return Ok(None);
+    }
+    let (Some(sync), Some(target)) = (sh.sync.clone(), sh.target.clone()) else {
+        return Err("no target configured".into());
+    };
+    let source = sh.source.clone();
+    let deadline = Instant::now() + opts.timeout;
+    // Connections opened before the gate: nothing slow happens while clients wait.
+    let mut src = connect(&source, "source").await?;
+    let mut tgt = connect(&target, "target").await?;
+    let mut loaded = load_scripts(sh, &mut tgt, 0).await?;
+
+    let gate_at = Instant::now();
+    sh.cutover.set(State::Gating);
+    sh.router.close_gate();
+    let result = async {
+        sh.cutover.set(State::Draining);
+        while sh.router.inflight() > 0 {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "deadline passed while draining: {} commands still in flight to the source (a client blocked in BLPOP/WAIT or a long MULTI keeps it from draining)",
+                    sh.router.inflight()
+                ));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        sh.cutover.set(State::Fencing);
+        // Writes stay paused past the deadline: after the flip the keeper renews it; on
+        // abort it is lifted at once.
+        let pause_ms = (deadline.saturating_duration_since(Instant::now()).as_millis() as u64)
+            .max(100)
+            + 10_000;
+        let r = request(&mut src, &[b"CLIENT", b"PAUSE", pause_ms.to_string().as_bytes(), b"WRITE"], "source").await?;
+        if r.first() == Some(&b'-') {
+            return Err(format!("the source refused CLIENT PAUSE: {}", text(&r)));
+        }
+        let info = request(&mut src, &[b"INFO", b"replication"], "source").await?;
+        let fence = String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or("cannot read the source's master_repl_offset")?;
+        sh.cutover.set(State::CatchingUp);
+        while sync.applied() < fence {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "deadline passed while the target caught up: applied {} of {fence}",
+                    sync.applied()
+                ));
+            }
+            if sync.state() != sync::SyncState::Streaming {
+                return Err(format!("the syncer left streaming ({})", sync.state().as_str()));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        // Flip. From here on there is no going back.
+        sync.set_fence(fence);
+        loaded = load_scripts(sh, &mut tgt, loaded).await.unwrap_or(loaded);
+        let epoch = sh.router.route().epoch + 1;
+        let mut out = BytesMut::new();
+        let ckdb = sh.settings.sync.checkpoint_db.to_string();
+        resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+        let e = epoch.to_string();
+        let f = fence.to_string();
+        resp::encode::command(
+            &mut out,
+            [&b"HSET"[..], RECORD_KEY, b"route", b"target", b"route_epoch", e.as_bytes(), b"fence_offset", f.as_bytes()]
+                .into_iter(),
+        );
+        let r = tgt
+            .request_raw(&out, 2)
+            .await
+            .map_err(|e| format!("target: recording the switch: {e}"))?;
+        if r.iter().any(|f| f.first() == Some(&b'-')) {
+            return Err(format!("target refused to record the switch: {}", text(&r[1])));
+        }
+        Ok((fence, epoch))
+    }
+    .await;
+    match result {
+        Ok((fence, _)) => {
+            let held = sh.router.held_clients.load(Ordering::Relaxed);
+            let epoch = sh.router.switch(Side::Target, target.clone());
+            sh.router.open_gate();
+            let pause = gate_at.elapsed();
+            sh.cutover.set(State::Switched);
+            sh.cutover
+                .last_pause_ms
+                .store(pause.as_millis() as u64, Ordering::Relaxed);
+            sh.cutover.fence_offset.store(fence, Ordering::Relaxed);
+            sh.cutover
+                .held_clients_max
+                .fetch_max(held, Ordering::Relaxed);
+            metrics::gauge!("cutover_last_pause_ms").set(pause.as_secs_f64() * 1000.0);
+            tracing::info!(
+                epoch,
+                fence,
+                pause_ms = pause.as_secs_f64() * 1000.0,
+                held,
+                "CUTOVER: clients now go to the target"
+            );
+            keep_fenced(sh.clone(), src);
+            Ok(Some(Report {
+                epoch,
+                pause_ms: pause.as_secs_f64() * 1000.0,
+                fence_offset: fence,
+                held_clients: held,
+            }))
+        }
+        Err(why) => {
+            // Abort: lift the pause and release the held commands to the source.
+            let _ = request(&mut src, &[b"CLIENT", b"UNPAUSE"], "source").await;
+            sh.router.open_gate();
+            sh.cutover.set(State::Aborted);
+            sh.cutover
+                .last_pause_ms
+                .store(gate_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+            tracing::warn!(reason = %why, "CUTOVER aborted; clients continue on the source");
+            Err(format!("aborted, clients continue on the source: {why}"))
+        }
+    }
+}
+
+/// Keeps the source's writes paused after the switch (renewing the pause), so a writer
+/// that bypasses the proxy, or an expiry, cannot change what is no longer served.
+fn keep_fenced(sh: Arc<Shared>, mut src: NodeStream) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if sh.shutdown.is_cancelled() {
+                return;
+            }
+            let ok = request(
+                &mut src,
+                &[b"CLIENT", b"PAUSE", b"10000", b"WRITE"],
+                "source",
+            )
+            .await
+            .is_ok_and(|r| r.first() == Some(&b'+'));
+            if !ok {
+                tracing::warn!("cannot renew the source's write pause; reconnecting");
+                match connect(&sh.source, "source").await {
+                    Ok(s) => src = s,
+                    Err(e) => tracing::warn!(error = %e, "source unreachable"),
+                }
+            }
+        }
+    });
+}
+
+async fn connect(up: &Upstream, side: &str) -> Result<NodeStream, String> {
+    up.connector()
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| format!("{side}: {e}"))
+}
+
+async fn request(s: &mut NodeStream, args: &[&[u8]], side: &str) -> Result<bytes::Bytes, String> {
+    s.request(&[args])
+        .await
+        .map(|mut r| r.remove(0))
+        .map_err(|e| format!("{side}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .trim_end()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// Loads the scripts recorded from index `from` on the target; returns the new count.
+async fn load_scripts(sh: &Shared, tgt: &mut NodeStream, from: usize) -> Result<usize, String> {
+    let bodies = sh.scripts.since(from);
+    if bodies.is_empty() {
+        return Ok(from);
+    }
+    let mut out = BytesMut::new();
+    for b in &bodies {
+        resp::encode::command(&mut out, [&b"SCRIPT"[..], b"LOAD", b].into_iter());
+    }
+    let replies = tgt
+        .request_raw(&out, bodies.len())
+        .await
+        .map_err(|e| format!("target: loading scripts: {e}"))?;
+    if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+        return Err(format!("target refused a script: {}", text(e)));
+    }
+    Ok(from + bodies.len())
+}
+
+/// Reads the switch record on the target: Some(epoch) when a cutover already happened.
+pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Option<u64> {
+    let mut c = target
+        .connector()
+        .connect(&SessionSetup::default())
+        .await
+        .ok()?;
+    let db = checkpoint_db.to_string();
+    let r = c
+        .request(&[
+            &[b"SELECT", db.as_bytes()],
+            &[b"HMGET", RECORD_KEY, b"route", b"route_epoch"],
+        ])
+        .await
+        .ok()?;
+    let t = String::from_utf8_lossy(&r[1]).into_owned();
+    if !t.contains("\r\ntarget\r\n") {
+        return None;
+    }
+    t.trim_end().rsplit("\r\n").next()?.parse().ok()
+}
