@@ -152,15 +152,24 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     };
     let source = sh.source.clone();
     let deadline = Instant::now() + opts.timeout;
-    // Connections opened before the gate: nothing slow happens while clients wait.
-    let mut src = connect(&source, "source").await?;
-    let mut tgt = connect(&target, "target").await?;
-    let mut loaded = load_scripts(sh, &mut tgt, 0).await?;
+    // Connections opened and scripts loaded before the gate, under the same deadline:
+    // nothing slow happens while clients wait, and a stalled side fails the command.
+    let prepared = tokio::time::timeout_at(deadline.into(), async {
+        let src = connect(&source, "source").await?;
+        let mut tgt = connect(&target, "target").await?;
+        let loaded = load_scripts(sh, &mut tgt, 0).await?;
+        Ok::<_, String>((src, tgt, loaded))
+    })
+    .await
+    .map_err(|_| {
+        "deadline passed before the gate (the source or the target does not answer)".to_string()
+    })??;
+    let (mut src, mut tgt, mut loaded) = prepared;
 
     let gate_at = Instant::now();
     sh.cutover.set(State::Gating);
     sh.router.close_gate();
-    let result = async {
+    let steps = async {
         sh.cutover.set(State::Draining);
         while sh.router.inflight() > 0 {
             if Instant::now() >= deadline {
@@ -174,10 +183,22 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         sh.cutover.set(State::Fencing);
         // Writes stay paused past the deadline: after the flip the keeper renews it; on
         // abort it is lifted at once.
-        let pause_ms = (deadline.saturating_duration_since(Instant::now()).as_millis() as u64)
+        let pause_ms = (deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64)
             .max(100)
             + 10_000;
-        let r = request(&mut src, &[b"CLIENT", b"PAUSE", pause_ms.to_string().as_bytes(), b"WRITE"], "source").await?;
+        let r = request(
+            &mut src,
+            &[
+                b"CLIENT",
+                b"PAUSE",
+                pause_ms.to_string().as_bytes(),
+                b"WRITE",
+            ],
+            "source",
+        )
+        .await?;
         if r.first() == Some(&b'-') {
             return Err(format!("the source refused CLIENT PAUSE: {}", text(&r)));
         }
@@ -196,39 +217,33 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 ));
             }
             if sync.state() != sync::SyncState::Streaming {
-                return Err(format!("the syncer left streaming ({})", sync.state().as_str()));
+                return Err(format!(
+                    "the syncer left streaming ({})",
+                    sync.state().as_str()
+                ));
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        // Flip. From here on there is no going back.
-        sync.set_fence(fence);
-        loaded = load_scripts(sh, &mut tgt, loaded).await.unwrap_or(loaded);
-        let epoch = sh.router.route().epoch + 1;
-        let mut out = BytesMut::new();
-        let ckdb = sh.settings.sync.checkpoint_db.to_string();
-        resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
-        let e = epoch.to_string();
-        let f = fence.to_string();
-        resp::encode::command(
-            &mut out,
-            [&b"HSET"[..], RECORD_KEY, b"route", b"target", b"route_epoch", e.as_bytes(), b"fence_offset", f.as_bytes()]
-                .into_iter(),
-        );
-        let r = tgt
-            .request_raw(&out, 2)
-            .await
-            .map_err(|e| format!("target: recording the switch: {e}"))?;
-        if r.iter().any(|f| f.first() == Some(&b'-')) {
-            return Err(format!("target refused to record the switch: {}", text(&r[1])));
-        }
-        Ok((fence, epoch))
-    }
-    .await;
+        // Scripts seen during the gate too (before the flip: EVALSHA must work at once).
+        loaded = load_scripts(sh, &mut tgt, loaded).await?;
+        Ok(fence)
+    };
+    // Every step under the deadline: a side that stops answering aborts the cutover.
+    let result = match tokio::time::timeout_at(deadline.into(), steps).await {
+        Ok(r) => r,
+        Err(_) => Err("deadline passed (the source or the target stopped answering)".into()),
+    };
     match result {
-        Ok((fence, _)) => {
+        Ok(fence) => {
+            // Flip. From here on there is no going back: the syncer applies nothing past
+            // the fence, the route swaps in one step, the held commands go to the target.
+            sync.set_fence(fence);
             let held = sh.router.held_clients.load(Ordering::Relaxed);
             let epoch = sh.router.switch(Side::Target, target.clone());
             sh.router.open_gate();
+            // Recorded durably only now that it happened (a record written before the flip
+            // could land after an abort).
+            record_switch(sh.clone(), target.clone(), tgt, epoch, fence);
             let pause = gate_at.elapsed();
             sh.cutover.set(State::Switched);
             sh.cutover
@@ -266,6 +281,53 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             Err(format!("aborted, clients continue on the source: {why}"))
         }
     }
+}
+
+/// Writes the switch record on the target, retrying until it is there: a restart of
+/// cutover must keep routing to the target.
+fn record_switch(
+    sh: Arc<Shared>,
+    target: Arc<Upstream>,
+    mut tgt: NodeStream,
+    epoch: u64,
+    fence: i64,
+) {
+    tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        let ckdb = sh.settings.sync.checkpoint_db.to_string();
+        resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+        let e = epoch.to_string();
+        let f = fence.to_string();
+        resp::encode::command(
+            &mut out,
+            [
+                &b"HSET"[..],
+                RECORD_KEY,
+                b"route",
+                b"target",
+                b"route_epoch",
+                e.as_bytes(),
+                b"fence_offset",
+                f.as_bytes(),
+            ]
+            .into_iter(),
+        );
+        loop {
+            match tgt.request_raw(&out, 2).await {
+                Ok(r) if r.iter().all(|f| f.first() != Some(&b'-')) => return,
+                Ok(r) => {
+                    tracing::error!(reply = %text(&r[1]), "the target refused the switch record; retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording the switch on the target; retrying")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(c) = connect(&target, "target").await {
+                tgt = c;
+            }
+        }
+    });
 }
 
 /// Keeps the source's writes paused after the switch (renewing the pause), so a writer

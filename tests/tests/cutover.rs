@@ -1,0 +1,290 @@
+//! CUTOVER against real servers: under load nothing acknowledged is lost or applied twice,
+//! no client sees an error, every connection reads its own writes across the switch; the
+//! abort path leaves everything on the source; session state crosses the switch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn source() -> RedisServer {
+    RedisServer::builder()
+        .args(&["--repl-diskless-sync-delay", "0"])
+        .start()
+}
+
+fn source_offset(source: &RedisServer) -> u64 {
+    source
+        .info_field("replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[track_caller]
+fn wait_streaming(source: &RedisServer, proxy: &Cutover) {
+    poll_until(WAIT, || {
+        let st = proxy.status();
+        st["sync_state"] == "streaming"
+            && st["applied_offset"].parse::<u64>().unwrap_or(0) >= source_offset(source)
+    });
+}
+
+fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
+    let mut a = proxy.admin();
+    a.set_timeout(Duration::from_secs(20));
+    let mut cmd = vec!["CUTOVER"];
+    cmd.extend_from_slice(args);
+    a.cmd(&cmd)
+}
+
+/// One application client: its own counter (INCR), its own list (RPUSH of a sequence), an
+/// EVAL and a MULTI/EXEC each round, and a read of its own last write. Returns how many
+/// rounds were acknowledged; panics on any error reply or any stale read.
+fn app_client(
+    addr: std::net::SocketAddr,
+    id: usize,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut w = Wire::connect(addr);
+        w.set_timeout(Duration::from_secs(20));
+        let counter = format!("c:{id}");
+        let list = format!("l:{id}");
+        let last = format!("last:{id}");
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            assert_bytes(w.cmd(&["INCR", &counter]), int(n as i64));
+            assert_bytes(w.cmd(&["RPUSH", &list, &n.to_string()]), int(n as i64));
+            assert_bytes(
+                w.cmd(&[
+                    "EVAL",
+                    "return redis.call('SET', KEYS[1], ARGV[1])",
+                    "1",
+                    &last,
+                    &n.to_string(),
+                ]),
+                b"+OK\r\n",
+            );
+            w.send(b"MULTI\r\n");
+            w.send_cmd(&["INCR", &format!("m:{id}")]);
+            w.send(b"EXEC\r\n");
+            assert_bytes(w.read_reply(), b"+OK\r\n");
+            assert_bytes(w.read_reply(), b"+QUEUED\r\n");
+            assert_bytes(w.read_reply(), format!("*1\r\n:{n}\r\n"));
+            // Read-your-writes, whichever side answers.
+            assert_bytes(w.cmd(&["GET", &last]), bulk(n.to_string()));
+        }
+        n
+    })
+}
+
+#[test]
+fn cutover_under_load_loses_nothing_and_shows_no_errors() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|i| app_client(proxy.addr(), i, stop.clone()))
+        .collect();
+    // redis-benchmark -P 16 alongside.
+    let bench = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
+        .args([
+            "-c", "20", "-n", "200000", "-P", "16", "-t", "set,incr", "-q", "-r", "1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark");
+    poll_until(WAIT, || target.cmd(&["EXISTS", "c:5"]) == int(1));
+    thread::sleep(Duration::from_millis(300));
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    let st = proxy.status();
+    assert_eq!(st["route"], "target");
+    assert_eq!(st["cutover_state"], "switched");
+    let pause: u64 = st["last_pause_ms"].parse().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rounds: Vec<u64> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client saw an error"))
+        .collect();
+    let out = bench.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("ERR"), "{text}");
+    // Every acknowledged write is on the target exactly once, in order.
+    for (id, n) in rounds.iter().enumerate() {
+        assert_bytes(
+            target.cmd(&["GET", &format!("c:{id}")]),
+            bulk(n.to_string()),
+        );
+        assert_bytes(
+            target.cmd(&["GET", &format!("m:{id}")]),
+            bulk(n.to_string()),
+        );
+        let l = target
+            .wire()
+            .value(&["LRANGE", &format!("l:{id}"), "0", "-1"]);
+        let items: Vec<String> = l.items().iter().map(|v| v.text()).collect();
+        let want: Vec<String> = (1..=*n).map(|i| i.to_string()).collect();
+        assert_eq!(items, want, "list of client {id}");
+    }
+    // Writes after the switch went to the target, not the source.
+    let last_on_source = source.cmd(&["GET", "c:0"]);
+    assert_ne!(
+        last_on_source,
+        bulk(rounds[0].to_string()),
+        "post-switch writes reached the source"
+    );
+    assert!(pause < 1000, "pause {pause} ms");
+    assert_eq!(st["source_writes_after_fence"], "0");
+}
+
+#[test]
+fn a_stalled_target_aborts_the_cutover_and_clients_continue_on_the_source() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|i| app_client(proxy.addr(), i, stop.clone()))
+        .collect();
+    poll_until(WAIT, || target.cmd(&["EXISTS", "c:2"]) == int(1));
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &target.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let r = cutover(&proxy, &["TIMEOUT", "300"]);
+    signal("-CONT");
+    let text = String::from_utf8_lossy(&r).into_owned();
+    assert!(
+        text.starts_with("-ERR aborted") && text.contains("deadline"),
+        "{text}"
+    );
+    let st = proxy.status();
+    assert_eq!(st["route"], "source");
+    assert_eq!(st["cutover_state"], "aborted");
+    // The source is writable again and clients never noticed.
+    thread::sleep(Duration::from_millis(200));
+    assert_bytes(source.cmd(&["SET", "direct", "1"]), b"+OK\r\n");
+    wait_streaming(&source, &proxy);
+    // A later cutover succeeds; nothing was lost in between.
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let rounds: Vec<u64> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client saw an error"))
+        .collect();
+    for (id, n) in rounds.iter().enumerate() {
+        assert_bytes(
+            target.cmd(&["GET", &format!("c:{id}")]),
+            bulk(n.to_string()),
+        );
+    }
+}
+
+#[test]
+fn session_state_crosses_the_switch() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let mut a = proxy.wire();
+    // db, name and protocol.
+    assert_bytes(a.cmd(&["SELECT", "4"]), b"+OK\r\n");
+    assert_bytes(a.cmd(&["CLIENT", "SETNAME", "app-a"]), b"+OK\r\n");
+    a.cmd(&["HELLO", "3"]);
+    assert_bytes(a.cmd(&["SET", "k4", "before"]), b"+OK\r\n");
+    // A script loaded through the proxy.
+    let sha = a.value(&["SCRIPT", "LOAD", "return 'from-script'"]).text();
+    // A WATCH that spans the switch.
+    let mut w = proxy.wire();
+    assert_bytes(w.cmd(&["SET", "watched", "1"]), b"+OK\r\n");
+    assert_bytes(w.cmd(&["WATCH", "watched"]), b"+OK\r\n");
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    // db 4 and RESP3 carried over: a map reply, the key written before the switch.
+    assert_bytes(a.cmd(&["GET", "k4"]), bulk("before"));
+    assert_bytes(a.cmd(&["CLIENT", "GETNAME"]), bulk("app-a"));
+    a.cmd(&["HSET", "h", "f", "v"]);
+    assert_bytes(a.cmd(&["HGETALL", "h"]), b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_bytes(a.cmd(&["EVALSHA", &sha, "0"]), bulk("from-script"));
+    assert_bytes(target.cmd(&["SELECT", "4"]), b"+OK\r\n");
+    let mut t = target.wire();
+    t.cmd(&["SELECT", "4"]);
+    assert_bytes(t.cmd(&["HGET", "h", "f"]), bulk("v"));
+    // The WATCH made on the source cannot guard the target: EXEC answers nil.
+    assert_bytes(w.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_bytes(w.cmd(&["SET", "watched", "2"]), b"+QUEUED\r\n");
+    assert_bytes(w.cmd(&["EXEC"]), b"*-1\r\n");
+    assert_bytes(target.cmd(&["GET", "watched"]), bulk("1"));
+    // And the next transaction works normally.
+    assert_bytes(w.cmd(&["MULTI"]), b"+OK\r\n");
+    assert_bytes(w.cmd(&["SET", "watched", "3"]), b"+QUEUED\r\n");
+    assert_bytes(w.cmd(&["EXEC"]), b"*1\r\n+OK\r\n");
+}
+
+#[test]
+fn a_second_cutover_is_refused_and_a_restart_keeps_the_target() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let mut proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["CHECK"]), b"+OK: ready for CUTOVER\r\n");
+    assert_bytes(cutover(&proxy, &[]), b"+OK\r\n");
+    let again = String::from_utf8_lossy(&cutover(&proxy, &[])).into_owned();
+    assert!(again.starts_with("-ERR already switched"), "{again}");
+    // The switch is recorded on the target (written right after the flip).
+    poll_until(WAIT, || {
+        target.cmd(&["HGET", "__cutover:checkpoint", "route"]) == bulk("target")
+    });
+    proxy.kill();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    assert_eq!(proxy.status()["route"], "target");
+    assert_bytes(proxy.wire().cmd(&["SET", "after-restart", "1"]), b"+OK\r\n");
+    assert_bytes(target.cmd(&["GET", "after-restart"]), bulk("1"));
+    assert_bytes(source.cmd(&["EXISTS", "after-restart"]), int(0));
+}
+
+#[test]
+fn cutover_check_explains_what_is_missing() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let proxy = Cutover::start(&source, &[] as &[&str]);
+    let r = String::from_utf8_lossy(&cutover(&proxy, &["CHECK"])).into_owned();
+    assert!(r.contains("no target configured"), "{r}");
+    let r = String::from_utf8_lossy(&cutover(&proxy, &["TIMEOUT"])).into_owned();
+    assert!(r.starts_with("-ERR TIMEOUT needs a number"), "{r}");
+}
