@@ -163,7 +163,13 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     .await
     .map_err(|_| {
         "deadline passed before the gate (the source or the target does not answer)".to_string()
-    })??;
+    })
+    .and_then(|r| r)
+    .map_err(|why| {
+        sh.cutover.set(State::Aborted);
+        tracing::warn!(reason = %why, "CUTOVER aborted before the gate");
+        format!("aborted, clients continue on the source: {why}")
+    })?;
     let (mut src, mut tgt, mut loaded) = prepared;
 
     let gate_at = Instant::now();
