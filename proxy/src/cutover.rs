@@ -62,7 +62,8 @@ impl State {
 #[derive(Default)]
 pub struct CutoverStatus {
     state: AtomicU8,
-    pub last_pause_ms: AtomicU64,
+    /// First held command to release, in microseconds (STATUS shows milliseconds).
+    pub last_pause_us: AtomicU64,
     pub held_clients_max: AtomicU64,
     pub fence_offset: AtomicI64,
     /// Serializes CUTOVER commands.
@@ -281,8 +282,8 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             sh.router.open_gate();
             sh.cutover.set(State::Aborted);
             sh.cutover
-                .last_pause_ms
-                .store(gate_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+                .last_pause_us
+                .store(gate_at.elapsed().as_micros() as u64, Ordering::Relaxed);
             tracing::warn!(reason = %why, "CUTOVER aborted; clients continue on the source");
             Err(format!("aborted, clients continue on the source: {why}"))
         }
