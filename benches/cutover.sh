@@ -45,8 +45,8 @@ for r in $(seq 1 "$ROUNDS"); do
   pauses+=("$pause"); rates+=("$rate")
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=()
 done
-med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-max() { printf '%s\n' "$@" | sort -n | tail -1; }
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+max() { printf '%s\n' "$@" | sort -g | tail -1; }
 echo
 echo "### CUTOVER pause under load ($ROUNDS rounds, redis-benchmark -c $CLIENTS SET/GET through the proxy)"
 echo

@@ -227,10 +227,8 @@ pub fn status(sh: &Shared) -> String {
     line("commands_total", &Stats::get(&st.commands_total));
     let co = &sh.cutover;
     line("cutover_state", &co.state().as_str());
-    line(
-        "last_pause_ms",
-        &co.last_pause_ms.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let pause_us = co.last_pause_us.load(std::sync::atomic::Ordering::Relaxed);
+    line("last_pause_ms", &format!("{:.3}", pause_us as f64 / 1000.0));
     line(
         "held_commands_max",
         &co.held_clients_max

@@ -254,8 +254,8 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             let pause = gate_at.elapsed();
             sh.cutover.set(State::Switched);
             sh.cutover
-                .last_pause_ms
-                .store(pause.as_millis() as u64, Ordering::Relaxed);
+                .last_pause_us
+                .store(pause.as_micros() as u64, Ordering::Relaxed);
             sh.cutover.fence_offset.store(fence, Ordering::Relaxed);
             sh.cutover
                 .held_clients_max
