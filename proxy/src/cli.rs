@@ -21,6 +21,38 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (and, with --target, the syncer).
     Run(RunArgs),
+    /// Talk to a running cutover's admin port: `ctl status`, `ctl cutover [--check]`.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The admin listener of the running cutover.
+    #[arg(long, default_value = "127.0.0.1:6390")]
+    pub admin: String,
+    /// Admin password, if one is set.
+    #[arg(long, env = "CUTOVER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Print STATUS.
+    Status,
+    /// Switch every client to the target (CUTOVER), or only check that it could.
+    Cutover {
+        /// Only check the preconditions (CUTOVER CHECK).
+        #[arg(long)]
+        check: bool,
+        /// Deadline for the whole switch, in milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Largest lag (bytes) at which to start.
+        #[arg(long)]
+        max_lag: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args, Default)]

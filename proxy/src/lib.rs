@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod cutover;
 pub mod logging;
 pub mod metrics;

@@ -30,5 +30,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(cutover::server::run(settings))
         }
+        Command::Ctl(args) => cutover::ctl::run(&args),
     }
 }

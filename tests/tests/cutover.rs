@@ -295,3 +295,45 @@ fn cutover_check_explains_what_is_missing() {
     let r = String::from_utf8_lossy(&cutover(&proxy, &["TIMEOUT"])).into_owned();
     assert!(r.starts_with("-ERR TIMEOUT needs a number"), "{r}");
 }
+
+#[test]
+fn ctl_speaks_to_the_admin_port() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let admin = proxy.admin_addr().to_string();
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(cutover_bin())
+            .args(["ctl", "--admin", &admin])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("route:source\n") && text.contains("sync_state:streaming"),
+        "{text}"
+    );
+    let out = ctl(&["cutover", "--check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&["cutover", "--timeout-ms", "5000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(proxy.status()["route"], "target");
+    let out = ctl(&["cutover"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already switched"));
+}
