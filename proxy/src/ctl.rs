@@ -35,14 +35,14 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(660)))?;
     if let Some(pw) = &args.password {
         let reply = request(&mut s, &["AUTH".into(), pw.clone()])?;
-        if reply.starts_with('-') {
-            bail!("admin AUTH: {}", &reply[1..]);
+        if let Some(e) = reply.strip_prefix('-') {
+            bail!("admin AUTH: {e}");
         }
     }
     let reply = request(&mut s, &cmd)?;
-    match reply.as_bytes().first() {
-        Some(b'-') => bail!("{}", &reply[1..]),
-        _ => {
+    match reply.strip_prefix('-') {
+        Some(e) => bail!("{e}"),
+        None => {
             println!("{reply}");
             Ok(())
         }

@@ -6,6 +6,13 @@
 //! When it can't (an older Redis: the async side probes the target when the RDB header
 //! arrives, see [`LoadMsg::Probe`]), and for values bigger than `big_value_bytes`, values
 //! are decoded and re-created with ordinary commands, in chunks ([`crate::reencode`]).
+//!
+//! Memory stays bounded whatever the value sizes: the reader hands values above
+//! `big_value_bytes` out in pieces (strings, lists, sets, sorted sets, hashes, streams; see
+//! [`RdbReader::set_value_limit`]), each piece's commands are written at once, and batches
+//! are shipped as they fill, so a big value never sits whole in memory here or in the
+//! reader. Only the single-blob encodings (listpacks, ziplists, intsets: bounded by the
+//! source's settings) and module values come whole.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rdb::{decode, Event, KeyEntry, RdbError, RdbReader};
-use crate::reencode::{self, Sink, TargetCaps};
+use crate::reencode::{self, PartWriter, Sink, TargetCaps};
 use crate::SyncError;
 
 /// What the encoder sends to the async side.
@@ -81,6 +88,10 @@ impl Sink for Flushing<'_> {
     }
 }
 
+fn out_of_order() -> SyncError {
+    SyncError::Target("internal: a value piece without its start".into())
+}
+
 fn stopped() -> SyncError {
     SyncError::Target("full load stopped".into())
 }
@@ -96,6 +107,7 @@ pub fn encode_rdb<R: Read>(
     db_map: &crate::syncer::DbMap,
 ) -> Result<(), SyncError> {
     let mut rd = RdbReader::new(input);
+    rd.set_value_limit(big_value_bytes as u64);
     let mut b = Builder {
         buf: BytesMut::with_capacity(BATCH_BYTES + 64 * 1024),
         names: Vec::new(),
@@ -104,6 +116,8 @@ pub fn encode_rdb<R: Read>(
     let mut version: u16 = 0;
     let mut caps = TargetCaps::ALL;
     let mut payload = Vec::new();
+    // The value being read in pieces.
+    let mut big: Option<PartWriter> = None;
     let gone = |_| stopped();
     while let Some(ev) = rd.next_event()? {
         match ev {
@@ -165,6 +179,31 @@ pub fn encode_rdb<R: Read>(
                     .into_iter(),
                 );
                 b.names.push(("RESTORE", k.key));
+                keys_loaded.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::BigValueStart {
+                db,
+                key,
+                expire_ms,
+                value_type,
+            } => {
+                let entry = KeyEntry {
+                    db,
+                    key,
+                    expire_ms,
+                    value_type,
+                    value: Bytes::new(),
+                };
+                let mut sink = Flushing { b: &mut b, out };
+                big = Some(PartWriter::start(entry, caps, &mut sink)?);
+            }
+            Event::BigValueChunk(part) => {
+                let w = big.as_mut().ok_or_else(out_of_order)?;
+                w.part(part, &mut Flushing { b: &mut b, out })?;
+            }
+            Event::BigValueEnd => {
+                let w = big.take().ok_or_else(out_of_order)?;
+                w.finish(&mut Flushing { b: &mut b, out })?;
                 keys_loaded.fetch_add(1, Ordering::Relaxed);
             }
             Event::Function { code } => {

@@ -29,6 +29,22 @@ pub enum Event {
     /// One key. `value` is the serialized value exactly as in the file (everything after
     /// the key), i.e. what `DUMP` would carry before its version and checksum trailer.
     Key(KeyEntry),
+    /// A value bigger than the reader's value limit ([`RdbReader::set_value_limit`]), of one
+    /// of the types that can be arbitrarily large (string, list, set, sorted set, hash,
+    /// hash with field TTLs, stream): instead of a [`Event::Key`], its contents follow in
+    /// bounded pieces ([`Event::BigValueChunk`]), then [`Event::BigValueEnd`].
+    BigValueStart {
+        db: u32,
+        key: Bytes,
+        /// Absolute expiry in Unix milliseconds, if any.
+        expire_ms: Option<i64>,
+        /// RDB value type byte.
+        value_type: u8,
+    },
+    /// The next piece of the value started by [`Event::BigValueStart`].
+    BigValueChunk(decode::ValuePart),
+    /// The value started by [`Event::BigValueStart`] is complete.
+    BigValueEnd,
     /// A function library (FUNCTION2 opcode): its source code, for `FUNCTION LOAD REPLACE`.
     Function { code: Bytes },
     /// MODULE_AUX data (skipped by the reader; reported so it can be logged).

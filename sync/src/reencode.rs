@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::rdb::decode::{StreamId, StreamValue, Value};
+use crate::rdb::decode::{StreamId, StreamMeta, StreamValue, Value, ValuePart};
 use crate::rdb::KeyEntry;
 use crate::SyncError;
 
@@ -132,6 +132,248 @@ pub fn write_commands(
         w.cmd("PEXPIREAT", &[b"PEXPIREAT", key, ms.as_bytes()])?;
     }
     Ok(())
+}
+
+/// Writes a value that arrives in parts (the RDB reader's streaming mode, for values above
+/// the big-value threshold): `DEL` at [`PartWriter::start`], each part's commands as it
+/// comes ([`PartWriter::part`]), then at [`PartWriter::finish`] what only the end settles
+/// (a stream's placeholders deleted again, its last ID and counters) and `PEXPIREAT`.
+/// Same commands and chunking as [`write_commands`], so the target ends up with the same
+/// value, with one difference for streams, which are rebuilt before their groups are read:
+/// - entries flagged deleted but still in the RDB are added as placeholders in their place
+///   and deleted at the end (their IDs are kept until then: 16 bytes each), so pending
+///   entries that refer to them are re-created exactly;
+/// - a pending entry whose entry is gone from the RDB altogether (trimmed, or its whole
+///   listpack node deleted) gets a placeholder only when its ID is above every ID added so
+///   far; below that it can't be inserted any more, and the target's `XCLAIM` skips it.
+pub struct PartWriter {
+    entry: KeyEntry,
+    caps: TargetCaps,
+    /// A string's first part was written (`SET`; the next ones `APPEND`).
+    string_started: bool,
+    stream: StreamBuild,
+}
+
+/// What a stream being rebuilt from parts needs to remember.
+#[derive(Default)]
+struct StreamBuild {
+    /// Highest ID added so far.
+    top: Option<StreamId>,
+    /// IDs added as placeholders, deleted at the end.
+    placeholders: Vec<StreamId>,
+    meta: Option<StreamMeta>,
+    group: Bytes,
+}
+
+impl PartWriter {
+    /// Starts the value of `entry` (its `value` is not used): `DEL`.
+    pub fn start(
+        entry: KeyEntry,
+        caps: TargetCaps,
+        sink: &mut dyn Sink,
+    ) -> Result<PartWriter, SyncError> {
+        let key = entry.key.clone();
+        Writer { sink, key: &key }.cmd("DEL", &[b"DEL", &key])?;
+        Ok(PartWriter {
+            entry,
+            caps,
+            string_started: false,
+            stream: StreamBuild::default(),
+        })
+    }
+
+    /// The commands of the next part.
+    pub fn part(&mut self, part: ValuePart, sink: &mut dyn Sink) -> Result<(), SyncError> {
+        let key = self.entry.key.clone();
+        let mut w = Writer { sink, key: &key };
+        let st = &mut self.stream;
+        match part {
+            ValuePart::String(s) => {
+                if self.string_started {
+                    w.cmd("APPEND", &[b"APPEND", &key, &s])?;
+                } else {
+                    self.string_started = true;
+                    w.cmd("SET", &[b"SET", &key, &s])?;
+                }
+            }
+            ValuePart::List(items) => w.members("RPUSH", &items)?,
+            ValuePart::Set(items) => w.members("SADD", &items)?,
+            ValuePart::ZSet(pairs) => w.zset(&pairs)?,
+            ValuePart::Hash(fields) => {
+                if !self.caps.field_ttl && fields.iter().any(|(_, _, ttl)| ttl.is_some()) {
+                    return Err(cannot(
+                        &self.entry,
+                        "HPEXPIREAT",
+                        "the hash has field TTLs (Redis 7.4+) and the target's Redis has no \
+                         HPEXPIREAT; it can't hold them",
+                    ));
+                }
+                w.hash(&fields)?;
+            }
+            ValuePart::StreamEntries { entries, deleted } => {
+                let mut deleted = deleted.into_iter().peekable();
+                for e in &entries {
+                    while let Some(d) = deleted.next_if(|d| *d < e.id) {
+                        st.placeholder(&mut w, d)?;
+                    }
+                    let id = id_text(e.id);
+                    let mut args: Vec<&[u8]> = Vec::with_capacity(2 * e.fields.len() + 3);
+                    args.extend([&b"XADD"[..], &key, id.as_bytes()]);
+                    for (f, v) in &e.fields {
+                        args.push(f);
+                        args.push(v);
+                    }
+                    w.cmd("XADD", &args)?;
+                    st.top = Some(e.id);
+                }
+                for d in deleted {
+                    st.placeholder(&mut w, d)?;
+                }
+            }
+            ValuePart::StreamMeta(meta) => {
+                if st.top.is_none() {
+                    // No entries: the stream is made by a group created with MKSTREAM.
+                    let tmp = b"__cutover:mkstream";
+                    w.cmd(
+                        "XGROUP CREATE",
+                        &[b"XGROUP", b"CREATE", &key, tmp, b"0", b"MKSTREAM"],
+                    )?;
+                    w.cmd("XGROUP DESTROY", &[b"XGROUP", b"DESTROY", &key, tmp])?;
+                }
+                st.meta = Some(meta);
+            }
+            ValuePart::StreamGroup {
+                name,
+                last_id,
+                entries_read,
+            } => {
+                let last = id_text(last_id);
+                let read = entries_read
+                    .filter(|_| self.caps.stream_meta)
+                    .map(|n| n.to_string());
+                let mut args: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", &key, &name, last.as_bytes()];
+                if let Some(n) = &read {
+                    args.extend([&b"ENTRIESREAD"[..], n.as_bytes()]);
+                }
+                w.cmd("XGROUP CREATE", &args)?;
+                st.group = name;
+            }
+            ValuePart::StreamConsumer { name, pending, .. } => {
+                let g = st.group.clone();
+                if self.caps.create_consumer {
+                    w.cmd(
+                        "XGROUP CREATECONSUMER",
+                        &[b"XGROUP", b"CREATECONSUMER", &key, &g, &name],
+                    )?;
+                } else if pending == 0 {
+                    // Before 6.2: reading the consumer's own (empty) history creates it.
+                    w.cmd(
+                        "XREADGROUP",
+                        &[
+                            b"XREADGROUP",
+                            b"GROUP",
+                            &g,
+                            &name,
+                            b"COUNT",
+                            b"1",
+                            b"STREAMS",
+                            &key,
+                            b"0-0",
+                        ],
+                    )?;
+                }
+            }
+            ValuePart::StreamPending(pending) => {
+                let g = st.group.clone();
+                for p in &pending {
+                    if !matches!(st.top, Some(top) if p.id <= top) {
+                        st.placeholder(&mut w, p.id)?;
+                    }
+                    let id = id_text(p.id);
+                    let time = p.delivery_time_ms.to_string();
+                    let count = p.delivery_count.to_string();
+                    w.cmd(
+                        "XCLAIM",
+                        &[
+                            b"XCLAIM",
+                            &key,
+                            &g,
+                            &p.consumer,
+                            b"0",
+                            id.as_bytes(),
+                            b"TIME",
+                            time.as_bytes(),
+                            b"RETRYCOUNT",
+                            count.as_bytes(),
+                            b"FORCE",
+                            b"JUSTID",
+                        ],
+                    )?;
+                }
+            }
+            ValuePart::StreamIdmp(i) => {
+                tracing::warn!(
+                    key = %crate::syncer::show_key(&key),
+                    duration_secs = i.duration_secs,
+                    max_size = i.max_size,
+                    "a stream rebuilt in chunks loses its IDMP settings (Redis 8.6)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The value is complete: a stream's placeholders deleted and its last ID set, then the
+    /// key's expiry.
+    pub fn finish(self, sink: &mut dyn Sink) -> Result<(), SyncError> {
+        let key = self.entry.key.clone();
+        let mut w = Writer { sink, key: &key };
+        let st = self.stream;
+        for chunk in st.placeholders.chunks(CHUNK_ELEMS) {
+            let ids: Vec<String> = chunk.iter().map(|id| id_text(*id)).collect();
+            let mut args: Vec<&[u8]> = Vec::with_capacity(ids.len() + 2);
+            args.extend([&b"XDEL"[..], &key]);
+            args.extend(ids.iter().map(|id| id.as_bytes()));
+            w.cmd("XDEL", &args)?;
+        }
+        if let Some(m) = &st.meta {
+            let last = id_text(m.last_id);
+            let mut args: Vec<&[u8]> = vec![b"XSETID", &key, last.as_bytes()];
+            let meta = match (self.caps.stream_meta, m.entries_added, m.max_deleted_id) {
+                (true, Some(added), Some(maxdel)) => Some((added.to_string(), id_text(maxdel))),
+                _ => None,
+            };
+            if let Some((added, maxdel)) = &meta {
+                args.extend([
+                    &b"ENTRIESADDED"[..],
+                    added.as_bytes(),
+                    b"MAXDELETEDID",
+                    maxdel.as_bytes(),
+                ]);
+            }
+            w.cmd("XSETID", &args)?;
+        }
+        if let Some(ms) = self.entry.expire_ms {
+            let ms = ms.to_string();
+            w.cmd("PEXPIREAT", &[b"PEXPIREAT", &key, ms.as_bytes()])?;
+        }
+        Ok(())
+    }
+}
+
+impl StreamBuild {
+    /// `XADD` of a placeholder entry at `id` (deleted again at the end).
+    fn placeholder(&mut self, w: &mut Writer<'_, '_>, id: StreamId) -> Result<(), SyncError> {
+        let text = id_text(id);
+        let key = w.key.clone();
+        w.cmd(
+            "XADD",
+            &[b"XADD", &key, text.as_bytes(), b"cutover", b"placeholder"],
+        )?;
+        self.placeholders.push(id);
+        self.top = Some(id);
+        Ok(())
+    }
 }
 
 /// A score as text that reads back as the same double: Rust's plain form, or its exponent

@@ -7,6 +7,9 @@
 //! - decoded contents equal what the server returns (GET, LRANGE, SMEMBERS, ZRANGE
 //!   WITHSCORES, HGETALL, XRANGE, XINFO, XPENDING), expiries equal PTTL.
 //!
+//! - in streaming mode (a tiny value limit), every value comes out in pieces equal to the
+//!   whole value's contents, big values of every type included (`common`).
+//!
 //! Skipped with a message when redis-server is not on PATH. The throughput measurement is
 //! `#[ignore]`d (run it in release: see `throughput_of_a_populated_rdb`).
 
@@ -18,6 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sync::rdb::decode::{decode_entry, StreamValue, Value};
 use sync::rdb::{Event, KeyEntry, RdbReader};
+
+mod common;
 
 // ----- a server of our own -----
 
@@ -767,6 +772,10 @@ fn run_live(bin: &Path, v7: bool) {
     populate(&mut c, v7);
     c.ok(&["SAVE"]);
     let events = read_dump(&server.dir.join("dump.rdb"));
+    let data = std::fs::read(server.dir.join("dump.rdb")).unwrap();
+    for limit in [0, 100, 4096] {
+        common::check_streamed(&data, limit);
+    }
     let version = match events[0] {
         Event::Header { version } => version,
         _ => panic!("no header"),
@@ -890,6 +899,128 @@ fn redis_6_2_dump_payloads_and_contents() {
         return;
     };
     run_live(&bin, false);
+}
+
+/// Big values of every type a 7.0 server writes in an unbounded encoding (strings raw and
+/// LZF, quicklists with plain and compressed nodes, sets, sorted sets with extreme scores,
+/// hashes, streams with deleted entries, groups and pending entries): read in streaming
+/// mode with limits of 0, 4 KiB and 1 MiB, equal to the whole values.
+#[test]
+fn big_values_streamed_from_a_live_dump() {
+    if !have("redis-server") {
+        eprintln!("SKIP: redis-server not on PATH");
+        return;
+    }
+    let server = Server::start(Path::new("redis-server"), true);
+    let mut c = server.conn();
+    c.config_set("list-compress-depth", "1");
+    c.ok(&["SET".as_bytes(), b"big:noise", &noise(3 << 20, 5)]);
+    let text: Vec<u8> = noise(3 << 20, 9)
+        .iter()
+        .map(|b| b"abcdefgh"[(b % 8) as usize])
+        .collect();
+    c.ok(&["SET".as_bytes(), b"big:text", &text]);
+    c.ok(&["PEXPIRE", "big:text", "100000000"]);
+    let n = 40_000;
+    let mut cmds = Vec::new();
+    for i in 0..n {
+        let m = format!("member-{i}-{}", "x".repeat(i % 50));
+        cmds.push(args(&[b"RPUSH", b"big:list", m.as_bytes()]));
+        cmds.push(args(&[b"SADD", b"big:set", m.as_bytes()]));
+        let score = match i % 7 {
+            0 => "inf".to_string(),
+            1 => "-inf".to_string(),
+            2 => "5e-324".to_string(),
+            3 => "-1.7976931348623157e308".to_string(),
+            _ => format!("{}", i as f64 / 3.0),
+        };
+        cmds.push(args(&[
+            b"ZADD",
+            b"big:zset",
+            score.as_bytes(),
+            m.as_bytes(),
+        ]));
+        cmds.push(args(&[
+            b"HSET",
+            b"big:hash",
+            m.as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
+        cmds.push(args(&[
+            b"XADD",
+            b"big:stream",
+            format!("{}-{}", 1 + i / 3, i % 3).as_bytes(),
+            b"f",
+            m.as_bytes(),
+        ]));
+        if i % 1000 == 17 {
+            // Big elements: plain quicklist nodes, big set members and hash values.
+            let big = noise(20_000, i as u64);
+            cmds.push(args(&[b"RPUSH", b"big:list", &big]));
+            cmds.push(args(&[b"SADD", b"big:set", &big]));
+            cmds.push(args(&[b"HSET", b"big:hash", b"big-field", &big]));
+        }
+        if cmds.len() >= 5000 {
+            for r in c.pipeline(&cmds) {
+                assert!(!matches!(r, Reply::Error(_)), "{r:?}");
+            }
+            cmds.clear();
+        }
+    }
+    c.pipeline(&cmds);
+    // Deleted entries (some whole nodes), a group with pending entries owned by two
+    // consumers, one of them after XDEL, and an acknowledged one.
+    let mut cmds = Vec::new();
+    for ms in (100..2000).step_by(7).chain(5000..5200) {
+        cmds.push(args(&[
+            b"XDEL",
+            b"big:stream",
+            format!("{ms}-1").as_bytes(),
+        ]));
+    }
+    c.pipeline(&cmds);
+    c.ok(&["XGROUP", "CREATE", "big:stream", "g1", "0"]);
+    c.ok(&["XGROUP", "CREATE", "big:stream", "g2", "$"]);
+    for (consumer, count) in [("alice", "3000"), ("bob", "2500")] {
+        c.ok(&[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            consumer,
+            "COUNT",
+            count,
+            "STREAMS",
+            "big:stream",
+            ">",
+        ]);
+    }
+    c.ok(&["XACK", "big:stream", "g1", "1-0", "1-1"]);
+    c.ok(&["XDEL", "big:stream", "2-0", "2-1", "1500-2"]);
+    c.ok(&["SAVE"]);
+    let data = std::fs::read(server.dir.join("dump.rdb")).unwrap();
+    for limit in [0, 4096, 1 << 20] {
+        let seen = common::check_streamed(&data, limit);
+        eprintln!("limit {limit}: {seen:?}");
+        let types: &[u8] = if limit < 1 << 20 {
+            &[0, 2, 4, 5, 18, 19]
+        } else {
+            &[0, 2, 4, 5, 18]
+        };
+        for t in types {
+            assert!(seen.values.contains_key(t), "limit {limit}: {seen:?}");
+        }
+    }
+    // The compressible string is stored LZF-compressed (decompressed on the fly).
+    let events = read_dump(&server.dir.join("dump.rdb"));
+    let text_entry = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Key(k) if &k.key[..] == b"big:text" => Some(k),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(text_entry.value[0], 0xc3);
+    assert!(text_entry.value.len() > 1 << 20);
 }
 
 /// Reads `path` three ways (plain file read as the floor, reader alone, reader + decode

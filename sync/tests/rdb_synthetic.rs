@@ -3,11 +3,15 @@
 //! streams v1..v4 built by hand, text zset scores, LZF-compressed quicklist nodes, module
 //! values and module key metadata, pre-GA function opcodes, old expiry and LRU/LFU
 //! opcodes, big values (a 10 MB string, a 200k-field hash) across buffer boundaries, and
-//! hostile lengths that must be refused without allocating.
+//! hostile lengths that must be refused without allocating. Every file is also read in
+//! streaming mode (value limit 0 and 1024: see `common`), and big values of every streamed
+//! type are read in pieces across part and buffer boundaries.
+
+mod common;
 
 use bytes::Bytes;
 use sync::rdb::crc64::crc64;
-use sync::rdb::decode::{decode, decode_entry, StreamId, Value};
+use sync::rdb::decode::{decode, decode_entry, StreamId, Value, ValuePart};
 use sync::rdb::{Event, KeyEntry, RdbError, RdbReader};
 
 // ----- writing RDB pieces -----
@@ -164,6 +168,8 @@ impl Rdb {
 }
 
 fn read_all(data: &[u8]) -> Result<Vec<Event>, RdbError> {
+    common::check_streamed(data, 0);
+    common::check_streamed(data, 1024);
     let mut r = RdbReader::new(data);
     let mut out = Vec::new();
     while let Some(e) = r.next_event()? {
@@ -772,4 +778,302 @@ fn bytes_after_the_rdb_stay_buffered() {
     let mut r = RdbReader::new(&data[..]);
     while r.next_event().unwrap().is_some() {}
     assert_eq!(r.buffered(), b"EOFMARK");
+}
+
+/// A stream of `nodes` listpack nodes of `per_node` entries (IDs n-0.. with one field
+/// each; every third entry flagged deleted), one group whose PEL holds every live entry
+/// with an even ms, owned by two consumers in turn, and a second group with no PEL.
+fn big_stream(t: u8, nodes: u64, per_node: u64) -> Vec<u8> {
+    let raw = |ms: u64, seq: u64| [ms.to_be_bytes(), seq.to_be_bytes()].concat();
+    let mut v = Vec::new();
+    len(&mut v, nodes);
+    let mut live = Vec::new();
+    let mut last = 0;
+    for n in 0..nodes {
+        let master = n * per_node + 1;
+        let mut items = Vec::new();
+        let deleted = (0..per_node).filter(|i| i % 3 == 2).count() as i64;
+        items.extend([
+            Lp::I(per_node as i64 - deleted),
+            Lp::I(deleted),
+            Lp::I(1),
+            Lp::S(b"field"),
+            Lp::I(0),
+        ]);
+        let values: Vec<String> = (0..per_node).map(|i| format!("value-{n}-{i}")).collect();
+        for i in 0..per_node {
+            let flags = if i % 3 == 2 { 3 } else { 2 };
+            items.extend([Lp::I(flags), Lp::I(i as i64), Lp::I(0)]);
+            items.push(Lp::S(values[i as usize].as_bytes()));
+            items.push(Lp::I(4));
+            if i % 3 != 2 {
+                live.push(master + i);
+            }
+            last = master + i;
+        }
+        string(&mut v, &raw(master, 0));
+        lzf_string(&mut v, &listpack(&items));
+    }
+    len(&mut v, live.len() as u64);
+    len(&mut v, last);
+    len(&mut v, 0);
+    if t >= 19 {
+        for x in [1, 0, last - 1, 0, last] {
+            len(&mut v, x);
+        }
+    }
+    len(&mut v, 2); // groups
+    let pending: Vec<u64> = live.iter().copied().filter(|ms| ms % 2 == 0).collect();
+    string(&mut v, b"readers");
+    len(&mut v, last);
+    len(&mut v, 0);
+    if t >= 19 {
+        len(&mut v, 7);
+    }
+    len(&mut v, pending.len() as u64);
+    for (i, ms) in pending.iter().enumerate() {
+        v.extend_from_slice(&raw(*ms, 0));
+        v.extend_from_slice(&(1_700_000_000_000 + i as i64).to_le_bytes());
+        len(&mut v, i as u64 % 5 + 1);
+    }
+    len(&mut v, 2); // consumers
+    for c in 0..2u64 {
+        string(&mut v, format!("consumer-{c}").as_bytes());
+        v.extend_from_slice(&1_600_000_000_000i64.to_le_bytes());
+        if t >= 21 {
+            v.extend_from_slice(&1_600_000_000_001i64.to_le_bytes());
+        }
+        let mine: Vec<u64> = pending
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, _)| (i % 4 == 3) == (c == 1))
+            .map(|(_, ms)| ms)
+            .collect();
+        len(&mut v, mine.len() as u64);
+        for ms in mine {
+            v.extend_from_slice(&raw(ms, 0));
+        }
+    }
+    string(&mut v, b"idle");
+    len(&mut v, 0);
+    len(&mut v, 0);
+    if t >= 19 {
+        len(&mut v, u64::MAX);
+    }
+    len(&mut v, 0);
+    len(&mut v, 1);
+    string(&mut v, b"nobody");
+    v.extend_from_slice(&5i64.to_le_bytes());
+    if t >= 21 {
+        v.extend_from_slice(&6i64.to_le_bytes());
+    }
+    len(&mut v, 0);
+    if t >= 26 {
+        for x in [60, 100, 0, 0, 0] {
+            len(&mut v, x);
+        }
+    }
+    v
+}
+
+#[test]
+fn big_values_of_every_streamed_type_in_pieces() {
+    // A 3 MB LZF string with back references near and far, and an incompressible one.
+    let text: Vec<u8> = (0..3_000_000u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761) >> 13;
+            if x % 5 == 0 {
+                b'a' + (x % 26) as u8
+            } else {
+                b"the quick brown fox jumps over the lazy dog "[(i % 44) as usize]
+            }
+        })
+        .collect();
+    let c = common::lzf_compress(&text);
+    assert!(c.len() < text.len() / 2, "{} of {}", c.len(), text.len());
+    let mut lzf = vec![0xc3];
+    len(&mut lzf, c.len() as u64);
+    len(&mut lzf, text.len() as u64);
+    lzf.extend_from_slice(&c);
+    assert_eq!(
+        decode(0, &lzf).unwrap(),
+        Value::String(Bytes::from(text.clone()))
+    );
+    let noise: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut raw = Vec::new();
+    string(&mut raw, &noise);
+
+    // Plain collections of 5000 elements, some of them big (past a part's byte size).
+    let n = 5000u64;
+    let big_elem = vec![b'E'; 600_000];
+    let elem = |i: u64| -> Vec<u8> {
+        if i % 1700 == 3 {
+            big_elem.clone()
+        } else {
+            format!("element-{i}").into_bytes()
+        }
+    };
+    let counted = |n: u64| {
+        let mut v = Vec::new();
+        len(&mut v, n);
+        v
+    };
+    let mut l1 = counted(2 * n);
+    let (mut set, mut z3, mut z5, mut h4) = (counted(n), counted(n), counted(n), counted(n));
+    let mut h24 = 1_700_000_000_000i64.to_le_bytes().to_vec();
+    h24.extend_from_slice(&counted(n));
+    let mut h22 = counted(n);
+    for i in 0..n {
+        let e = elem(i);
+        string(&mut l1, &e);
+        l1.extend_from_slice(&[0xc0, i as u8]); // and an INT8 element
+        string(&mut set, &e);
+        string(&mut z3, &e);
+        let score = match i % 4 {
+            0 => b"\xfd".to_vec(),
+            1 => b"\xfe".to_vec(),
+            2 => b"\xff".to_vec(),
+            _ => {
+                let t = format!("{}", i as f64 / 7.0);
+                [vec![t.len() as u8], t.into_bytes()].concat()
+            }
+        };
+        z3.extend_from_slice(&score);
+        string(&mut z5, &e);
+        z5.extend_from_slice(&(i as f64 * -1e300).to_le_bytes());
+        string(&mut h4, format!("field-{i}").as_bytes());
+        string(&mut h4, &e);
+        len(&mut h24, if i % 2 == 0 { 0 } else { i + 1 });
+        string(&mut h24, format!("field-{i}").as_bytes());
+        string(&mut h24, &e);
+        len(&mut h22, if i % 3 == 0 { 0 } else { 1_800_000_000_000 + i });
+        string(&mut h22, format!("field-{i}").as_bytes());
+        string(&mut h22, &e);
+    }
+
+    // Quicklists: v1 ziplist nodes (some compressed), v2 packed and plain nodes.
+    let mut q14 = Vec::new();
+    len(&mut q14, 400);
+    let mut q18 = Vec::new();
+    len(&mut q18, 400);
+    for node in 0..400u64 {
+        let items: Vec<Vec<u8>> = (0..7)
+            .map(|i| format!("q{node}-{i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
+        if node % 2 == 0 {
+            string(&mut q14, &ziplist(&refs));
+        } else {
+            lzf_string(&mut q14, &ziplist(&refs));
+        }
+        if node % 50 == 7 {
+            len(&mut q18, 1);
+            string(&mut q18, &big_elem);
+        } else {
+            len(&mut q18, 2);
+            let lp: Vec<Lp<'_>> = items
+                .iter()
+                .map(|v| Lp::S(&v[..]))
+                .chain([Lp::I(node as i64 * 1000)])
+                .collect();
+            lzf_string(&mut q18, &listpack(&lp));
+        }
+    }
+
+    let mut r = Rdb::new(12);
+    r.op(254).len(0);
+    r.op(252).raw(&1_900_000_000_000i64.to_le_bytes());
+    r.key(0, b"lzf-string", &lzf).key(0, b"raw-string", &raw);
+    r.op(254).len(5);
+    r.key(1, b"list-1", &l1)
+        .key(2, b"set", &set)
+        .key(3, b"zset-3", &z3)
+        .key(5, b"zset-5", &z5)
+        .key(4, b"hash", &h4)
+        .key(24, b"hash-24", &h24)
+        .key(22, b"hash-22", &h22)
+        .key(14, b"quicklist", &q14)
+        .key(18, b"quicklist-2", &q18);
+    for t in [15u8, 19, 21, 26] {
+        r.key(t, format!("stream-{t}").as_bytes(), &big_stream(t, 60, 90));
+    }
+    let mut small = Vec::new();
+    string(&mut small, b"small");
+    r.key(0, b"small", &small);
+    let data = r.finish();
+
+    // Every value above the limit is streamed (checked inside): all 16 with limit 0, all but
+    // the small string with 1024, the big ones with 1 MiB.
+    for (limit, values) in [(0, 16), (1024, 15), (1 << 20, 10)] {
+        let seen = common::check_streamed(&data, limit);
+        let n: usize = seen.values.values().sum();
+        assert!(n >= values, "limit {limit}: {seen:?}");
+        assert!(seen.parts > 50, "{seen:?}");
+    }
+    // The stream's pieces: entries with the deleted ones, meta, groups, consumers and
+    // pending entries (over 1000: in several pieces).
+    let mut rd = RdbReader::new(&data[..]);
+    rd.set_value_limit(1024);
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    let mut streaming = false;
+    while let Some(ev) = rd.next_event().unwrap() {
+        match ev {
+            Event::BigValueStart { key, .. } => streaming = &key[..] == b"stream-21",
+            Event::BigValueChunk(p) if streaming => {
+                let name = format!("{p:?}");
+                let name = name.split([' ', '(', '{']).next().unwrap().to_owned();
+                *kinds.entry(name).or_default() += 1;
+                if let ValuePart::StreamEntries { deleted, .. } = &p {
+                    assert!(!deleted.is_empty());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(kinds["StreamMeta"], 1, "{kinds:?}");
+    assert_eq!(kinds["StreamGroup"], 2, "{kinds:?}");
+    assert_eq!(kinds["StreamConsumer"], 3, "{kinds:?}");
+    assert!(kinds["StreamPending"] >= 2, "{kinds:?}");
+    assert!(kinds["StreamEntries"] >= 4, "{kinds:?}");
+}
+
+#[test]
+fn broken_values_in_streaming_mode() {
+    // Cut anywhere, or with a byte changed, a file read in pieces gives an error or the same
+    // events as read whole, never a panic.
+    let mut h = Vec::new();
+    len(&mut h, 300);
+    for i in 0..300 {
+        string(&mut h, format!("f{i}").as_bytes());
+        string(&mut h, format!("v{i}").as_bytes());
+    }
+    let text: Vec<u8> = b"abcabcabd".repeat(500);
+    let c = common::lzf_compress(&text);
+    let mut lzf = vec![0xc3];
+    len(&mut lzf, c.len() as u64);
+    len(&mut lzf, text.len() as u64);
+    lzf.extend_from_slice(&c);
+    let mut data = Rdb::new(10)
+        .key(4, b"h", &h)
+        .key(0, b"s", &lzf)
+        .key(15, b"st", &big_stream(15, 3, 10))
+        .finish();
+    // Checksum disabled, so that changed bytes are read as values.
+    let n = data.len();
+    data[n - 8..].fill(0);
+    common::check_streamed(&data, 16);
+    for cut in (0..data.len()).step_by(7) {
+        common::check_streamed(&data[..cut], 16);
+    }
+    let mut read = 0;
+    for at in (9..data.len() - 9).step_by(3) {
+        let mut bad = data.clone();
+        bad[at] ^= 0x5a;
+        read += usize::from(!common::check_streamed(&bad, 16).values.is_empty());
+    }
+    // Many changed files still read (a changed byte inside a string, an ID, a count...).
+    assert!(read > 100, "{read}");
 }

@@ -8,10 +8,12 @@
 //! not) and streams v1..v4 (listpacks with master entries and deltas, consumer groups,
 //! PELs). Errors carry the byte offset inside `value`.
 
-mod packed;
-mod stream;
+pub(super) mod packed;
+pub(super) mod stream;
 
-pub use stream::{Consumer, Group, PendingEntry, StreamEntry, StreamId, StreamIdmp, StreamValue};
+pub use stream::{
+    Consumer, Group, PendingEntry, StreamEntry, StreamId, StreamIdmp, StreamMeta, StreamValue,
+};
 
 use super::format::*;
 use super::{KeyEntry, RdbError};
@@ -34,6 +36,169 @@ pub enum Value {
     /// Redis 7.4+), in the order the encoding holds them.
     Hash(Vec<(Bytes, Bytes, Option<i64>)>),
     Stream(StreamValue),
+}
+
+/// A piece of a value too big to be held whole, as the reader hands it out in streaming
+/// mode (see [`crate::rdb::RdbReader::set_value_limit`]): between
+/// [`crate::rdb::Event::BigValueStart`] and [`crate::rdb::Event::BigValueEnd`], in file
+/// order. Collections come in runs of at most [`PART_ELEMS`] elements and about
+/// [`PART_BYTES`] bytes (a single element is never split), strings in slices of at most
+/// [`PART_BYTES`]. [`Assembler`] puts the parts back together into the [`Value`] that
+/// [`decode`] gives for the same bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValuePart {
+    /// The next bytes of a string (type 0).
+    String(Bytes),
+    /// The next list elements, head to tail (types 1, 14, 18).
+    List(Vec<Bytes>),
+    /// The next set members (type 2).
+    Set(Vec<Bytes>),
+    /// The next sorted set members and scores (types 3, 5).
+    ZSet(Vec<(Bytes, f64)>),
+    /// The next hash fields, values and field expiries (types 4, 22, 24).
+    Hash(Vec<(Bytes, Bytes, Option<i64>)>),
+    /// The next stream entries (types 15, 19, 21, 26), in ID order. `deleted`: the IDs of
+    /// entries of the same stretch that are still in the file but flagged deleted (a
+    /// group's pending entries may refer to them), also in ID order.
+    StreamEntries {
+        entries: Vec<StreamEntry>,
+        deleted: Vec<StreamId>,
+    },
+    /// After the last entries: the stream's metadata.
+    StreamMeta(StreamMeta),
+    /// A consumer group; its consumers follow.
+    StreamGroup {
+        name: Bytes,
+        last_id: StreamId,
+        entries_read: Option<u64>,
+    },
+    /// A consumer of the group last announced; `pending` of its pending entries follow.
+    StreamConsumer {
+        name: Bytes,
+        seen_time_ms: i64,
+        active_time_ms: Option<i64>,
+        pending: u64,
+    },
+    /// The next pending entries of the consumer last announced (in its own ID order), with
+    /// their delivery time and count from the group's PEL.
+    StreamPending(Vec<PendingEntry>),
+    /// Type 26: the IDMP settings, last.
+    StreamIdmp(StreamIdmp),
+}
+
+/// Most elements in one [`ValuePart`].
+pub const PART_ELEMS: usize = 1000;
+/// About the most bytes in one [`ValuePart`] (a string part: at most this).
+pub const PART_BYTES: usize = 1024 * 1024;
+
+/// Puts the parts of a streamed value back together (tests, small uses: it holds the whole
+/// value).
+#[derive(Debug)]
+pub struct Assembler {
+    value: Value,
+}
+
+impl Assembler {
+    /// For a value of RDB type `value_type` (one of the types the reader streams).
+    pub fn new(value_type: u8) -> Result<Assembler, RdbError> {
+        let value = match value_type {
+            T_STRING => Value::String(Bytes::new()),
+            T_LIST | T_LIST_QUICKLIST | T_LIST_QUICKLIST_2 => Value::List(Vec::new()),
+            T_SET => Value::Set(Vec::new()),
+            T_ZSET | T_ZSET_2 => Value::ZSet(Vec::new()),
+            T_HASH | T_HASH_METADATA_PRE_GA | T_HASH_METADATA => Value::Hash(Vec::new()),
+            T_STREAM_LISTPACKS | T_STREAM_LISTPACKS_2 | T_STREAM_LISTPACKS_3
+            | T_STREAM_LISTPACKS_4 => Value::Stream(StreamValue {
+                entries: Vec::new(),
+                length: 0,
+                last_id: StreamId::default(),
+                first_id: None,
+                max_deleted_id: None,
+                entries_added: None,
+                groups: Vec::new(),
+                idmp: None,
+            }),
+            t => return Err(unsupported(t, format!("type {t} is never streamed"))),
+        };
+        Ok(Assembler { value })
+    }
+
+    /// Adds the next part; a part that does not belong to the value's type is an error.
+    pub fn push(&mut self, part: ValuePart) -> Result<(), RdbError> {
+        let wrong = || RdbError::Corrupt {
+            offset: 0,
+            what: "value part of another type".into(),
+        };
+        match (&mut self.value, part) {
+            (Value::String(s), ValuePart::String(p)) => {
+                let mut v = Vec::with_capacity(s.len() + p.len());
+                v.extend_from_slice(s);
+                v.extend_from_slice(&p);
+                *s = Bytes::from(v);
+            }
+            (Value::List(l), ValuePart::List(p)) => l.extend(p),
+            (Value::Set(l), ValuePart::Set(p)) => l.extend(p),
+            (Value::ZSet(l), ValuePart::ZSet(p)) => l.extend(p),
+            (Value::Hash(l), ValuePart::Hash(p)) => l.extend(p),
+            (Value::Stream(s), part) => match part {
+                ValuePart::StreamEntries { entries, .. } => s.entries.extend(entries),
+                ValuePart::StreamMeta(m) => {
+                    s.length = m.length;
+                    s.last_id = m.last_id;
+                    s.first_id = m.first_id;
+                    s.max_deleted_id = m.max_deleted_id;
+                    s.entries_added = m.entries_added;
+                }
+                ValuePart::StreamGroup {
+                    name,
+                    last_id,
+                    entries_read,
+                } => s.groups.push(Group {
+                    name,
+                    last_id,
+                    entries_read,
+                    pending: Vec::new(),
+                    consumers: Vec::new(),
+                }),
+                ValuePart::StreamConsumer {
+                    name,
+                    seen_time_ms,
+                    active_time_ms,
+                    ..
+                } => s
+                    .groups
+                    .last_mut()
+                    .ok_or_else(wrong)?
+                    .consumers
+                    .push(Consumer {
+                        name,
+                        seen_time_ms,
+                        active_time_ms,
+                        pending: Vec::new(),
+                    }),
+                ValuePart::StreamPending(p) => {
+                    let g = s.groups.last_mut().ok_or_else(wrong)?;
+                    let c = g.consumers.last_mut().ok_or_else(wrong)?;
+                    c.pending.extend(p.iter().map(|p| p.id));
+                    g.pending.extend(p);
+                }
+                ValuePart::StreamIdmp(i) => s.idmp = Some(i),
+                _ => return Err(wrong()),
+            },
+            _ => return Err(wrong()),
+        }
+        Ok(())
+    }
+
+    /// The whole value (a group's pending entries in ID order, as its PEL holds them).
+    pub fn finish(mut self) -> Value {
+        if let Value::Stream(s) = &mut self.value {
+            for g in &mut s.groups {
+                g.pending.sort_by_key(|p| p.id);
+            }
+        }
+        self.value
+    }
 }
 
 /// Decodes a value of RDB type `entry_type`. Module values (types 6, 7) and types this
@@ -157,19 +322,7 @@ fn decode_inner(t: u8, c: &mut Cur<'_>) -> Result<Value, RdbError> {
                 let ttl = c.len()?;
                 let field = c.string()?.into_bytes();
                 let value = c.string()?.into_bytes();
-                let expire = match (ttl, min_expire) {
-                    (0, _) => None,
-                    (ttl, Some(min)) => Some(
-                        i64::try_from(ttl)
-                            .ok()
-                            .and_then(|ttl| ttl.checked_add(min)?.checked_sub(1))
-                            .ok_or_else(|| corrupt_at(at, "hash field TTL out of range"))?,
-                    ),
-                    (ttl, None) => Some(
-                        i64::try_from(ttl)
-                            .map_err(|_| corrupt_at(at, "hash field TTL out of range"))?,
-                    ),
-                };
+                let expire = field_expire(ttl, min_expire).map_err(|w| corrupt_at(at, w))?;
                 Ok((field, value, expire))
             })?)
         }
@@ -196,6 +349,23 @@ fn decode_inner(t: u8, c: &mut Cur<'_>) -> Result<Value, RdbError> {
             Value::Hash(out)
         }
         _ => return Err(unsupported(t, format!("unknown value type {t}"))),
+    })
+}
+
+/// A hash field's absolute expiry from its form in types 22 and 24: 24 (`min_expire`: the
+/// hash's next expiry) stores it relative to that, plus one, 0 meaning none; 22 stores it
+/// absolute.
+pub(crate) fn field_expire(ttl: u64, min_expire: Option<i64>) -> Result<Option<i64>, &'static str> {
+    const RANGE: &str = "hash field TTL out of range";
+    Ok(match (ttl, min_expire) {
+        (0, _) => None,
+        (ttl, Some(min)) => Some(
+            i64::try_from(ttl)
+                .ok()
+                .and_then(|ttl| ttl.checked_add(min)?.checked_sub(1))
+                .ok_or(RANGE)?,
+        ),
+        (ttl, None) => Some(i64::try_from(ttl).map_err(|_| RANGE)?),
     })
 }
 

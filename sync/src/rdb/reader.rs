@@ -13,6 +13,14 @@
 //!   `DUMP` payload exactly (see `KeyEntry::restore_payload`).
 //! - Untrusted lengths never size an allocation directly: strings are capped
 //!   (`MAX_STRING_LEN`, LZF ratio), and collections are walked, not preallocated.
+//! - With a value limit ([`RdbReader::set_value_limit`]), a value of a type that can be
+//!   arbitrarily large is captured as usual until it passes the limit (checked where the
+//!   capture grows: at refills and before long skips, off the hot path); then its bytes so
+//!   far are put back in front of the unread ones and the value is read again from its
+//!   start, decoded piece by piece ([`big`]). The CRC has already seen the replayed bytes
+//!   and skips them.
+
+mod big;
 
 use super::crc64::crc64;
 use super::format::*;
@@ -22,6 +30,9 @@ use std::io::{ErrorKind, Read};
 
 const BUF_SIZE: usize = 256 * 1024;
 
+/// No value limit: every value is captured whole.
+const NO_LIMIT: u64 = u64::MAX;
+
 /// Reserve at most this much ahead when a long string is captured (growth past it is
 /// amortized by `Vec`), so a corrupt length cannot make us reserve gigabytes up front.
 const MAX_RESERVE: u64 = 64 << 20;
@@ -30,6 +41,8 @@ const MAX_RESERVE: u64 = 64 << 20;
 enum State {
     Header,
     Body,
+    /// Inside a value read in streaming mode (`big`).
+    Big,
     Done,
     Failed,
 }
@@ -65,6 +78,14 @@ pub struct RdbReader<R: Read> {
     /// EXPIRETIME(_MS) seen since the last key, for the next key.
     pending_expire: Option<i64>,
     state: State,
+    /// Values of a streamable type above this many bytes are read in streaming mode.
+    value_limit: u64,
+    /// The value being captured is of a streamable type and a limit is set.
+    switchable: bool,
+    /// Set where the capture passed the limit (the error returned with it is a signal).
+    switch_now: bool,
+    /// The value being read in streaming mode.
+    big: Option<Box<big::Big>>,
 }
 
 impl<R: Read> RdbReader<R> {
@@ -85,7 +106,25 @@ impl<R: Read> RdbReader<R> {
             db: 0,
             pending_expire: None,
             state: State::Header,
+            value_limit: NO_LIMIT,
+            switchable: false,
+            switch_now: false,
+            big: None,
         }
+    }
+
+    /// Reads values bigger than `bytes` (serialized) in streaming mode, when their type can
+    /// be arbitrarily large: strings (type 0, LZF-compressed ones decompressed on the fly),
+    /// lists (1, 14, 18), sets (2), sorted sets (3, 5), hashes (4, 22, 24) and streams (15,
+    /// 19, 21, 26). Such a value gives [`Event::BigValueStart`], its contents in bounded
+    /// pieces ([`Event::BigValueChunk`]) and [`Event::BigValueEnd`] instead of one
+    /// [`Event::Key`], so the reader holds at most about `bytes` of it (plus, in streaming
+    /// mode, one element, one packed node, or a stream group's pending entries list at 32
+    /// bytes per entry). Values of the single-blob encodings (listpack, ziplist, intset,
+    /// zipmap, types 9-13, 16, 17, 20, 23, 25: bounded by the source's `*-max-listpack-*`
+    /// settings) and module values always come whole.
+    pub fn set_value_limit(&mut self, bytes: u64) {
+        self.value_limit = bytes;
     }
 
     /// The next event; `Ok(None)` after `Event::End`. After an error the reader cannot
@@ -98,11 +137,13 @@ impl<R: Read> RdbReader<R> {
             }
             State::Header => self.header().map(Some),
             State::Body => self.body(),
+            State::Big => self.big_next().map(Some),
         };
         if r.is_err() {
             self.state = State::Failed;
             self.cap_from = None;
             self.captured = Vec::new();
+            self.big = None;
         }
         r
     }
@@ -260,8 +301,7 @@ impl<R: Read> RdbReader<R> {
 
     fn eof(&mut self) -> Result<Event, RdbError> {
         // The checksum covers everything up to and including the EOF opcode.
-        self.crc = crc64(self.crc, &self.buf[self.crc_from..self.pos]);
-        self.crc_from = self.pos;
+        self.crc_to_pos();
         self.crc_active = false;
         let actual = self.crc;
         // Versions before 5 have no checksum trailer.
@@ -303,8 +343,20 @@ impl<R: Read> RdbReader<R> {
         if self.valkey && t >= T_HASH_METADATA_PRE_GA {
             return Err(unsupported("Valkey-specific value type"));
         }
+        let value_at = self.position();
         self.cap_from = Some(self.pos);
+        self.switchable = self.value_limit != NO_LIMIT && big::streamable(t);
         let r = self.skip_value(t);
+        if self.switchable {
+            self.switchable = false;
+            let over =
+                self.switch_now || (r.is_ok() && self.capture_len() as u64 > self.value_limit);
+            if over {
+                self.switch_now = false;
+                self.replay_value(value_at);
+                return Ok(self.big_start(t, key));
+            }
+        }
         let value = self.take_capture();
         match r {
             Ok(()) => {}
@@ -501,14 +553,21 @@ impl<R: Read> RdbReader<R> {
         }
     }
 
+    /// Brings the CRC up to `pos` (after a replay, `crc_from` may be ahead of `pos`: those
+    /// bytes were checksummed before).
+    fn crc_to_pos(&mut self) {
+        if self.crc_active && self.pos > self.crc_from {
+            self.crc = crc64(self.crc, &self.buf[self.crc_from..self.pos]);
+            self.crc_from = self.pos;
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn refill(&mut self, n: usize) -> Result<(), RdbError> {
         debug_assert!(n <= self.buf.len());
         // Everything before `pos` is about to leave the buffer: account for it first.
-        if self.crc_active {
-            self.crc = crc64(self.crc, &self.buf[self.crc_from..self.pos]);
-        }
+        self.crc_to_pos();
         if let Some(from) = self.cap_from {
             self.captured.extend_from_slice(&self.buf[from..self.pos]);
         }
@@ -516,11 +575,20 @@ impl<R: Read> RdbReader<R> {
             self.buf.copy_within(self.pos..self.end, 0);
             self.base += self.pos as u64;
             self.end -= self.pos;
+            self.crc_from = self.crc_from.saturating_sub(self.pos);
             self.pos = 0;
         }
-        self.crc_from = 0;
         if self.cap_from.is_some() {
             self.cap_from = Some(0);
+            if self.switchable && self.captured.len() as u64 > self.value_limit {
+                return Err(self.switch_signal());
+            }
+        }
+        if self.buf.len() > BUF_SIZE && self.end < BUF_SIZE {
+            // A replay is over: back to the normal buffer.
+            let mut b = vec![0u8; BUF_SIZE].into_boxed_slice();
+            b[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = b;
         }
         // Read only until `n` bytes are there: the inner reader may be a socket, and what
         // follows the RDB must not be waited for.
@@ -565,6 +633,9 @@ impl<R: Read> RdbReader<R> {
             return Ok(());
         }
         if self.cap_from.is_some() {
+            if self.switchable && (self.capture_len() as u64).saturating_add(n) > self.value_limit {
+                return Err(self.switch_signal());
+            }
             self.captured.reserve(n.min(MAX_RESERVE) as usize);
         }
         loop {
@@ -702,6 +773,47 @@ impl<R: Read> RdbReader<R> {
             }
             LenOrEnc::Enc(_) => return Err(self.corrupt_at(at, "unknown string encoding")),
         }))
+    }
+
+    /// Bytes captured so far.
+    fn capture_len(&self) -> usize {
+        self.cap_from
+            .map_or(0, |from| self.captured.len() + self.pos - from)
+    }
+
+    /// Marks that the value being captured passed the limit; the error only unwinds the
+    /// walk (`key` looks at `switch_now` first).
+    #[cold]
+    fn switch_signal(&mut self) -> RdbError {
+        self.switch_now = true;
+        RdbError::Corrupt {
+            offset: self.position(),
+            what: String::new(),
+        }
+    }
+
+    /// Ends the capture and goes back to the value's start (`value_at`), the captured bytes
+    /// put back in front of the unread ones. The CRC has seen them: `crc_from` points past
+    /// them.
+    fn replay_value(&mut self, value_at: u64) {
+        self.crc_to_pos();
+        let from = self.cap_from.take().expect("a value is being captured");
+        if self.captured.is_empty() {
+            // All of it is still in the buffer.
+            self.pos = from;
+            return;
+        }
+        let mut prefix = std::mem::take(&mut self.captured);
+        let plen = prefix.len() + (self.pos - from);
+        let end = plen + (self.end - self.pos);
+        prefix.reserve_exact(end.max(BUF_SIZE) - prefix.len());
+        prefix.extend_from_slice(&self.buf[from..self.end]);
+        prefix.resize(end.max(BUF_SIZE), 0);
+        self.buf = prefix.into_boxed_slice();
+        self.base = value_at;
+        self.pos = 0;
+        self.end = end;
+        self.crc_from = plen;
     }
 
     /// Ends a capture started at `cap_from`, returning the value's bytes.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::load::{encode_rdb, LoadMsg};
-use crate::rdb::decode::{Consumer, Group, PendingEntry, StreamEntry};
+use crate::rdb::decode::{Consumer, Group, PendingEntry, StreamEntry, ValuePart};
 use std::sync::atomic::AtomicU64;
 
 const OLD: TargetCaps = TargetCaps {
@@ -696,5 +696,245 @@ fn module_values_name_the_key_or_go_by_restore() {
     assert_eq!(
         (&last[0][..], &last[1][..]),
         (&b"RESTORE"[..], &b"mod:key"[..])
+    );
+}
+
+// ----- values that arrive in parts (the reader's streaming mode) -----
+
+/// Runs a [`PartWriter`] over `parts`: its commands as words.
+fn run_parts(e: &KeyEntry, parts: Vec<ValuePart>, caps: TargetCaps) -> Vec<Vec<String>> {
+    let mut sink = VecSink::default();
+    let mut w = PartWriter::start(e.clone(), caps, &mut sink).unwrap();
+    for p in parts {
+        w.part(p, &mut sink).unwrap();
+    }
+    w.finish(&mut sink).unwrap();
+    let cmds = parse(&sink.buf);
+    assert_eq!(cmds.len(), sink.names.len());
+    cmds.iter()
+        .map(|c| {
+            c.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn stream_in_parts_keeps_deleted_pending_entries() {
+    use crate::rdb::decode::StreamMeta;
+    let s = sample_stream();
+    let pending = |i: usize| s.groups[0].pending[i].clone();
+    let parts = vec![
+        ValuePart::StreamEntries {
+            entries: vec![s.entries[0].clone()],
+            deleted: vec![id(3, 0)],
+        },
+        ValuePart::StreamEntries {
+            entries: vec![s.entries[1].clone()],
+            deleted: vec![id(6, 0)],
+        },
+        ValuePart::StreamMeta(StreamMeta {
+            length: 2,
+            last_id: id(9, 0),
+            first_id: Some(id(1, 1)),
+            max_deleted_id: Some(id(8, 0)),
+            entries_added: Some(5),
+        }),
+        ValuePart::StreamGroup {
+            name: b("g1"),
+            last_id: id(5, 0),
+            entries_read: Some(3),
+        },
+        ValuePart::StreamConsumer {
+            name: b("alice"),
+            seen_time_ms: 1,
+            active_time_ms: None,
+            pending: 2,
+        },
+        ValuePart::StreamPending(vec![pending(0)]),
+        ValuePart::StreamPending(vec![PendingEntry {
+            id: id(8, 0), // trimmed away, above every ID: a placeholder at the end
+            ..pending(0)
+        }]),
+        ValuePart::StreamConsumer {
+            name: b("bob"),
+            seen_time_ms: 1,
+            active_time_ms: None,
+            pending: 2,
+        },
+        ValuePart::StreamPending(vec![
+            pending(1), // flagged deleted, still in the file: its placeholder is there
+            PendingEntry {
+                id: id(7, 0), // below the top now: not re-created
+                consumer: b("bob"),
+                delivery_time_ms: 5,
+                delivery_count: 1,
+            },
+        ]),
+        ValuePart::StreamConsumer {
+            name: b("idle"),
+            seen_time_ms: 1,
+            active_time_ms: None,
+            pending: 0,
+        },
+        ValuePart::StreamGroup {
+            name: b("g2"),
+            last_id: id(0, 0),
+            entries_read: None,
+        },
+    ];
+    let got = run_parts(&entry("s", Some(77)), parts.clone(), TargetCaps::ALL);
+    let want = [
+        "DEL s",
+        "XADD s 1-1 f v",
+        "XADD s 3-0 cutover placeholder",
+        "XADD s 5-0 f w x y",
+        "XADD s 6-0 cutover placeholder",
+        "XGROUP CREATE s g1 5-0 ENTRIESREAD 3",
+        "XGROUP CREATECONSUMER s g1 alice",
+        "XCLAIM s g1 alice 0 1-1 TIME 1700000000000 RETRYCOUNT 2 FORCE JUSTID",
+        "XADD s 8-0 cutover placeholder",
+        "XCLAIM s g1 alice 0 8-0 TIME 1700000000000 RETRYCOUNT 2 FORCE JUSTID",
+        "XGROUP CREATECONSUMER s g1 bob",
+        "XCLAIM s g1 bob 0 3-0 TIME 1700000000001 RETRYCOUNT 1 FORCE JUSTID",
+        "XCLAIM s g1 bob 0 7-0 TIME 5 RETRYCOUNT 1 FORCE JUSTID",
+        "XGROUP CREATECONSUMER s g1 idle",
+        "XGROUP CREATE s g2 0-0",
+        "XDEL s 3-0 6-0 8-0",
+        "XSETID s 9-0 ENTRIESADDED 5 MAXDELETEDID 8-0",
+        "PEXPIREAT s 77",
+    ];
+    assert_eq!(got, want.iter().map(|c| words(c)).collect::<Vec<_>>());
+
+    // Before 6.2: no CREATECONSUMER; a consumer without pending entries reads its history.
+    let pre62 = TargetCaps {
+        create_consumer: false,
+        ..OLD
+    };
+    let got = run_parts(&entry("s", None), parts, pre62);
+    assert!(!got.iter().any(|c| c[1] == "CREATECONSUMER"));
+    assert!(got.contains(&words("XREADGROUP GROUP g1 idle COUNT 1 STREAMS s 0-0")));
+    assert!(got.contains(&words("XSETID s 9-0")));
+
+    // No entries at all: made with MKSTREAM at the metadata.
+    let got = run_parts(
+        &entry("e", None),
+        vec![ValuePart::StreamMeta(StreamMeta {
+            length: 0,
+            last_id: id(7, 3),
+            first_id: None,
+            max_deleted_id: None,
+            entries_added: None,
+        })],
+        TargetCaps::ALL,
+    );
+    let want = [
+        "DEL e",
+        "XGROUP CREATE e __cutover:mkstream 0 MKSTREAM",
+        "XGROUP DESTROY e __cutover:mkstream",
+        "XSETID e 7-3",
+    ];
+    assert_eq!(got, want.iter().map(|c| words(c)).collect::<Vec<_>>());
+}
+
+#[test]
+fn parts_of_strings_and_hashes() {
+    let got = run_parts(
+        &entry("k", None),
+        vec![
+            ValuePart::String(b("abc")),
+            ValuePart::String(b("def")),
+            ValuePart::String(b("g")),
+        ],
+        OLD,
+    );
+    let want = ["DEL k", "SET k abc", "APPEND k def", "APPEND k g"];
+    assert_eq!(got, want.iter().map(|c| words(c)).collect::<Vec<_>>());
+
+    // Field TTLs per part; refused (naming the key) where the target has none.
+    let parts = vec![
+        ValuePart::Hash(vec![(b("a"), b("1"), None), (b("b"), b("2"), Some(9))]),
+        ValuePart::Hash(vec![(b("c"), b("3"), Some(9))]),
+    ];
+    let got = run_parts(&entry("h", None), parts.clone(), TargetCaps::ALL);
+    let want = [
+        "DEL h",
+        "HSET h a 1 b 2",
+        "HPEXPIREAT h 9 FIELDS 1 b",
+        "HSET h c 3",
+        "HPEXPIREAT h 9 FIELDS 1 c",
+    ];
+    assert_eq!(got, want.iter().map(|c| words(c)).collect::<Vec<_>>());
+    let mut sink = VecSink::default();
+    let mut w = PartWriter::start(entry("h", None), OLD, &mut sink).unwrap();
+    let err = w.part(parts[0].clone(), &mut sink).unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Apply { key, .. } if key == "h"),
+        "{err:?}"
+    );
+}
+
+/// An RDB value of type 1 (plain list), 2, 5 or 4 with `n` elements.
+fn plain_collection(t: u8, n: usize, elem: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+    let mut v = Vec::new();
+    rdb_len(&mut v, n as u64);
+    for i in 0..n {
+        let e = elem(i);
+        rdb_str(&mut v, &e);
+        match t {
+            5 => v.extend_from_slice(&(i as f64 / 3.0 - 100.0).to_le_bytes()),
+            4 => rdb_str(&mut v, format!("value-{i}").as_bytes()),
+            _ => {}
+        }
+    }
+    v
+}
+
+#[test]
+fn encoder_streams_big_values_with_the_same_commands() {
+    // Values read whole and re-created (an older target), and the same values read in
+    // pieces (big ones): the same commands, chunk for chunk.
+    let elem = |i: usize| -> Vec<u8> {
+        if i % 997 == 5 {
+            vec![b'e'; 300_000] // big elements: chunks split by bytes too
+        } else {
+            format!("element-{i:05}").into_bytes()
+        }
+    };
+    let mut string = Vec::new();
+    rdb_str(&mut string, &vec![b's'; 3 * 1024 * 1024 + 7]);
+    let extra: Vec<(u8, &[u8], Vec<u8>)> = vec![
+        (1, b"list", plain_collection(1, 5000, elem)),
+        (2, b"set", plain_collection(2, 4000, elem)),
+        (5, b"zset", plain_collection(5, 3000, elem)),
+        (4, b"hash", plain_collection(4, 2500, elem)),
+        (0, b"string", string),
+    ];
+    let data = rdb(2500, &extra);
+    let whole = TargetCaps {
+        restore: false,
+        ..TargetCaps::ALL
+    };
+    let (r, buffered, _) = encode(data.clone(), whole, usize::MAX);
+    r.unwrap();
+    let (r, streamed, sizes) = encode(data, whole, 4096);
+    r.unwrap();
+    assert_eq!(buffered.len(), streamed.len());
+    for (i, (a, b)) in buffered.iter().zip(&streamed).enumerate() {
+        assert!(
+            a == b,
+            "command {i} differs: {:?} vs {:?}",
+            String::from_utf8_lossy(&a[0]),
+            String::from_utf8_lossy(&b[0])
+        );
+    }
+    // Shipped in batches of about 256 KiB (a batch ends after the command that fills it).
+    assert!(sizes.len() > 10, "{sizes:?}");
+    assert!(
+        sizes
+            .iter()
+            .all(|&s| s < 256 * 1024 + CHUNK_BYTES + 64 * 1024),
+        "{sizes:?}"
     );
 }

@@ -21,7 +21,7 @@ pub struct StreamId {
 
 impl StreamId {
     /// The 16-byte big-endian form used for listpack node keys and PEL entries.
-    fn from_raw(raw: [u8; 16]) -> Self {
+    pub(crate) fn from_raw(raw: [u8; 16]) -> Self {
         let (ms, seq) = raw.split_at(8);
         StreamId {
             ms: u64::from_be_bytes(ms.try_into().expect("8 bytes")),
@@ -84,6 +84,16 @@ pub struct StreamIdmp {
     pub iids_duplicates: u64,
 }
 
+/// A stream's metadata, after its entries in the RDB (see [`StreamValue`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamMeta {
+    pub length: u64,
+    pub last_id: StreamId,
+    pub first_id: Option<StreamId>,
+    pub max_deleted_id: Option<StreamId>,
+    pub entries_added: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamValue {
     /// Live entries in ID order (entries flagged deleted are left out).
@@ -111,8 +121,12 @@ pub(super) fn decode(t: u8, c: &mut Cur<'_>) -> Result<StreamValue, RdbError> {
         let master = StreamId::from_raw(master);
         let (at, blob) = c.blob()?;
         let items = packed::listpack(&blob).map_err(|e| pack_err(at, "stream listpack", e))?;
-        node_entries(master, &items, &mut entries)
-            .map_err(|what| corrupt_at(at, format!("stream listpack: {what}")))?;
+        node_entries(master, &items, |id, fields| {
+            if let Some(fields) = fields {
+                entries.push(StreamEntry { id, fields });
+            }
+        })
+        .map_err(|what| corrupt_at(at, format!("stream listpack: {what}")))?;
     }
     let length = c.len()?;
     let last_id = StreamId {
@@ -172,13 +186,14 @@ fn int(e: Option<&Elem<'_>>, what: &'static str) -> Result<i64, &'static str> {
     e.and_then(|e| e.as_int()).ok_or(what)
 }
 
-/// Appends the live entries of one listpack node: master entry (count, deleted,
-/// field names, 0), then per entry flags, ms/seq deltas, [field count], fields and/or
-/// values, and the entry's element count.
-fn node_entries(
+/// The entries of one listpack node, in order, to `out`: the fields of a live entry,
+/// `None` for one flagged deleted. The node is a master entry (count, deleted, field
+/// names, 0), then per entry flags, ms/seq deltas, [field count], fields and/or values,
+/// and the entry's element count.
+pub(crate) fn node_entries(
     master: StreamId,
     items: &[Elem<'_>],
-    out: &mut Vec<StreamEntry>,
+    mut out: impl FnMut(StreamId, Option<Vec<(Bytes, Bytes)>>),
 ) -> Result<(), &'static str> {
     let mut it = items.iter();
     let count = int(it.next(), "missing entry count")?;
@@ -207,11 +222,14 @@ fn node_entries(
             ms: master.ms.wrapping_add(ms as u64),
             seq: master.seq.wrapping_add(seq as u64),
         };
+        let live = flags & FLAG_DELETED == 0;
         let mut fields = Vec::new();
         if flags & FLAG_SAMEFIELDS != 0 {
             for f in &master_fields {
                 let v = it.next().ok_or("entry values cut short")?;
-                fields.push((f.clone(), v.to_bytes()));
+                if live {
+                    fields.push((f.clone(), v.to_bytes()));
+                }
             }
         } else {
             let n = int(it.next(), "missing entry field count")?;
@@ -221,13 +239,13 @@ fn node_entries(
             for _ in 0..n {
                 let f = it.next().ok_or("entry fields cut short")?;
                 let v = it.next().ok_or("entry values cut short")?;
-                fields.push((f.to_bytes(), v.to_bytes()));
+                if live {
+                    fields.push((f.to_bytes(), v.to_bytes()));
+                }
             }
         }
         int(it.next(), "missing entry element count")?;
-        if flags & FLAG_DELETED == 0 {
-            out.push(StreamEntry { id, fields });
-        }
+        out(id, live.then_some(fields));
     }
     if it.next().is_some() {
         return Err("elements left after the last entry");
