@@ -388,7 +388,12 @@ pub enum PubSubKind {
 /// (un)subscribe confirmations, whose last element is the remaining subscription count.
 /// Returns the kind and whether that count is 0 (the connection left pub/sub mode).
 pub fn pubsub_frame(frame: &[u8]) -> Option<(PubSubKind, bool)> {
-    if !(frame.starts_with(b"*3\r\n$") || frame.starts_with(b"*4\r\n$")) {
+    // RESP2 arrays, or RESP3 pushes (same layout behind a `>`).
+    let arity = match frame.first() {
+        Some(b'*') | Some(b'>') => frame.get(1..4),
+        _ => None,
+    };
+    if !matches!(arity, Some(b"3\r\n") | Some(b"4\r\n")) || frame.get(4) != Some(&b'$') {
         return None;
     }
     let rest = &frame[4..];

@@ -175,6 +175,7 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
 
     let gate_at = Instant::now();
     sh.cutover.set(State::Gating);
+    sh.router.resubscribed.store(0, Ordering::Relaxed);
     sh.router.close_gate();
     let steps = async {
         sh.cutover.set(State::Draining);
@@ -227,6 +228,19 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 return Err(format!(
                     "the syncer left streaming ({})",
                     sync.state().as_str()
+                ));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        // Subscribers listen on the target too before anything is released there.
+        while sh.router.resubscribed.load(Ordering::Acquire)
+            < sh.router.subscribers.load(Ordering::Acquire)
+        {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "deadline passed while subscribers subscribed on the target ({} of {})",
+                    sh.router.resubscribed.load(Ordering::Relaxed),
+                    sh.router.subscribers.load(Ordering::Relaxed)
                 ));
             }
             tokio::time::sleep(Duration::from_micros(200)).await;

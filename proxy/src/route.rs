@@ -45,6 +45,10 @@ pub struct Router {
     pub inflight: AtomicI64,
     /// Connections holding commands behind the gate now, and commands held.
     pub held_clients: AtomicU64,
+    /// Connections with subscriptions, and how many of them have subscribed again on the
+    /// target during the current cutover (before the flip, so no message is missed).
+    pub subscribers: AtomicI64,
+    pub resubscribed: AtomicI64,
 }
 
 impl Router {
@@ -59,6 +63,8 @@ impl Router {
             changes: watch::channel(0).0,
             inflight: AtomicI64::new(0),
             held_clients: AtomicU64::new(0),
+            subscribers: AtomicI64::new(0),
+            resubscribed: AtomicI64::new(0),
         }
     }
 

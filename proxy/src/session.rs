@@ -118,6 +118,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         closing: false,
         counts: [0; 9],
         held: false,
+        subs: Default::default(),
+        counted_subscriber: false,
+        presub: None,
+        presub_pending: 0,
+        presub_wanted: false,
         epoch: 0,
         changes: tokio::sync::watch::channel(0).1,
         skip_pending: false,
@@ -132,6 +137,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     s.sh.router.add_inflight(-(s.owed as i64));
     if s.held {
         s.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+    if s.counted_subscriber {
+        s.sh.router.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
     if let Err(e) = result {
         tracing::debug!(client = id, %peer, reason = %e, "client connection closed");
@@ -220,8 +228,10 @@ pub(crate) enum Effect {
     Unwatch,
     /// EVAL/SCRIPT LOAD: the body (argument index) is recorded for the target.
     Script(usize),
-    /// (P|S)SUBSCRIBE: RESP2 clients enter pub/sub mode.
-    Subscribe,
+    /// (P|S)SUBSCRIBE (kind 0 channels, 1 patterns, 2 shard channels).
+    Subscribe(u8),
+    /// (P|S)UNSUBSCRIBE on a dedicated connection.
+    Unsubscribe(u8),
 }
 
 /// What to do with one command.
@@ -274,6 +284,15 @@ struct Session {
     skip_pending: bool,
     /// Holding commands behind the cutover's gate (they wait in `inbuf`).
     held: bool,
+    /// Channels, patterns and shard channels subscribed (to subscribe again on the target).
+    subs: [std::collections::BTreeSet<Bytes>; 3],
+    /// Counted in `Router::subscribers`.
+    counted_subscriber: bool,
+    /// During a cutover: the same subscriptions on the target, and how many of their
+    /// confirmations are still to come (swallowed: the client already had its own).
+    presub: Option<PipelineHandle>,
+    presub_pending: u32,
+    presub_wanted: bool,
     /// The route epoch this client's connections belong to.
     epoch: u64,
     changes: tokio::sync::watch::Receiver<u64>,
@@ -372,6 +391,10 @@ impl Session {
 
     /// Parses and dispatches every complete command that may go now.
     async fn process_input(&mut self) -> Result<(), SessionError> {
+        if self.presub_wanted {
+            self.presub_wanted = false;
+            self.subscribe_on_target().await;
+        }
         loop {
             if self.closing && !self.inbuf_has_unsent() {
                 break;
@@ -466,7 +489,14 @@ impl Session {
                     let mut exec_queued = None;
                     match effect {
                         // In RESP2 pub/sub mode the server refuses these: nothing changes.
-                        _ if refused => {}
+                        Effect::SetDb(_)
+                        | Effect::Multi
+                        | Effect::Exec
+                        | Effect::Discard
+                        | Effect::Watch
+                        | Effect::Unwatch
+                        | Effect::Script(_)
+                            if refused => {}
                         Effect::SetDb(db) if self.st.in_multi => {
                             self.queued.push(Queued::Remote { set_db: Some(db) })
                         }
@@ -519,7 +549,31 @@ impl Session {
                             self.st.watch_broken = false;
                             self.queued.clear();
                         }
-                        Effect::Subscribe => self.st.subscribed = !self.st.resp3,
+                        Effect::Subscribe(k) | Effect::Unsubscribe(k) => {
+                            if matches!(effect, Effect::Subscribe(_)) {
+                                self.st.subscribed = !self.st.resp3;
+                            }
+                            let base: &[u8] = if inline {
+                                self.parser.inline_encoded()
+                            } else {
+                                &self.inbuf[self.batch.end..self.batch.end + frame.len]
+                            };
+                            let names: Vec<Bytes> = self.parser.args()[1..]
+                                .iter()
+                                .map(|r| Bytes::copy_from_slice(&base[r.clone()]))
+                                .collect();
+                            let set = &mut self.subs[k as usize];
+                            if matches!(effect, Effect::Subscribe(_)) {
+                                set.extend(names);
+                            } else if names.is_empty() {
+                                set.clear();
+                            } else {
+                                for n in &names {
+                                    set.remove(n);
+                                }
+                            }
+                            self.count_subscriber();
+                        }
                         Effect::Watch => self.st.watching = true,
                         Effect::Unwatch => {
                             self.st.watching = false;
@@ -786,6 +840,17 @@ impl Session {
 
     fn on_reply(&mut self, r: Reply) {
         if r.kind == ReplyKind::Unsolicited {
+            if self.presub_pending > 0 {
+                if let Some((PubSubKind::Confirmation, _)) = pubsub_frame(&r.data) {
+                    // A confirmation of the subscriptions made on the target for the
+                    // cutover: the client has its own already.
+                    self.presub_pending -= 1;
+                    if self.presub_pending == 0 {
+                        self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
+                    }
+                    return;
+                }
+            }
             if self.st.subscribed {
                 if let Some((PubSubKind::Confirmation, true)) = pubsub_frame(&r.data) {
                     self.st.subscribed = false;
@@ -851,13 +916,34 @@ impl Session {
     /// old route that carries no state is dropped (the next one opens on the new route).
     fn route_changed(&mut self) {
         let route = self.sh.router.route();
-        if route.epoch != self.epoch && !self.sh.router.gating() {
+        let gating = self.sh.router.gating();
+        if gating && self.counted_subscriber && self.presub.is_none() && route.epoch == self.epoch {
+            // Subscribe on the target too before anything is released there (opened in
+            // `process_input`, which may wait for the connection).
+            self.presub_wanted = true;
+        }
+        if !gating && route.epoch == self.epoch && self.presub.is_some() {
+            // Aborted: the source connection stays, the target one goes.
+            self.presub = None;
+            self.presub_pending = 0;
+        }
+        if route.epoch != self.epoch && !gating {
             self.epoch = route.epoch;
+            if let Some(p) = self.presub.take() {
+                // Switched: the target connection, already subscribed, takes over.
+                self.dedicated = Some(p);
+                self.presub_pending = 0;
+            }
             if self.st.watching {
                 self.st.watch_broken = true;
             }
-            let stateless =
-                !self.st.subscribed && !self.st.monitoring && !self.st.in_multi && self.owed == 0;
+            // (RESP3 subscribers have `subscribed` false: their pushes need no framing
+            // help, but their subscriptions live on that connection all the same.)
+            let stateless = !self.st.subscribed
+                && !self.counted_subscriber
+                && !self.st.monitoring
+                && !self.st.in_multi
+                && self.owed == 0;
             if self.dedicated.is_some() && stateless {
                 self.dedicated = None;
                 self.st.dedicated = false;
@@ -866,6 +952,66 @@ impl Session {
         if self.held && !self.sh.router.gating() {
             self.held = false;
             self.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps `Router::subscribers` in step with whether this client has subscriptions.
+    fn count_subscriber(&mut self) {
+        let has = self.subs.iter().any(|s| !s.is_empty());
+        if has != self.counted_subscriber {
+            self.counted_subscriber = has;
+            self.sh
+                .router
+                .subscribers
+                .fetch_add(if has { 1 } else { -1 }, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes this client's subscriptions on the target as well (during a cutover).
+    async fn subscribe_on_target(&mut self) {
+        let Some(target) = self.sh.target.clone() else {
+            return;
+        };
+        let h = match target
+            .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(client = self.st.id, error = %e, "cannot subscribe on the target");
+                return;
+            }
+        };
+        let mut out = BytesMut::new();
+        let mut n = 0u32;
+        for (k, cmd) in [&b"SUBSCRIBE"[..], b"PSUBSCRIBE", b"SSUBSCRIBE"]
+            .iter()
+            .enumerate()
+        {
+            if self.subs[k].is_empty() {
+                continue;
+            }
+            n += self.subs[k].len() as u32;
+            resp::encode::command(
+                &mut out,
+                std::iter::once(*cmd)
+                    .chain(self.subs[k].iter().map(|b| &b[..]))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+        }
+        let batch = Batch {
+            data: out.freeze(),
+            count: 0,
+            flags: BatchFlags(BatchFlags::PUBSUB),
+            reply: self.tx.clone(),
+        };
+        if h.send(batch).is_ok() {
+            self.presub = Some(h);
+            self.presub_pending = n;
+            if n == 0 {
+                self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -972,11 +1118,13 @@ pub(crate) fn classify(
         "exec" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Exec),
         "discard" => forward(1, 0, kind, st.dedicated).with_effect(Effect::Discard),
         "subscribe" | "psubscribe" | "ssubscribe" => {
-            forward(0, BatchFlags::PUBSUB, kind, true).with_effect(Effect::Subscribe)
+            forward(0, BatchFlags::PUBSUB, kind, true)
+                .with_effect(Effect::Subscribe(sub_kind(info.name)))
         }
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => {
             if st.dedicated {
                 forward(0, BatchFlags::PUBSUB, kind, true)
+                    .with_effect(Effect::Unsubscribe(sub_kind(info.name)))
             } else {
                 // Not subscribed: one confirmation per channel, or one when none is named.
                 forward((argc.saturating_sub(1)).max(1) as u32, 0, kind, false)
@@ -998,6 +1146,15 @@ pub(crate) fn classify(
         _ => forward(1, 0, kind, st.dedicated),
     }
     .with_monitor(st.monitoring)
+}
+
+/// Which subscription set a (un)subscribe command touches.
+fn sub_kind(name: &str) -> u8 {
+    match name {
+        "psubscribe" | "punsubscribe" => 1,
+        "ssubscribe" | "sunsubscribe" => 2,
+        _ => 0,
+    }
 }
 
 fn forward(count: u32, flags: u8, kind: Kind, dedicated: bool) -> Action {

@@ -337,3 +337,76 @@ fn ctl_speaks_to_the_admin_port() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already switched"));
 }
+
+#[test]
+fn subscribers_keep_receiving_after_the_switch() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let mut s2 = proxy.wire();
+    assert_bytes(
+        s2.cmd(&["SUBSCRIBE", "news"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    assert_bytes(
+        s2.cmd(&["PSUBSCRIBE", "ev.*"]),
+        b"*3\r\n$10\r\npsubscribe\r\n$4\r\nev.*\r\n:2\r\n",
+    );
+    let mut s3 = proxy.wire();
+    s3.cmd(&["HELLO", "3"]);
+    assert_bytes(
+        s3.cmd(&["SUBSCRIBE", "news"]),
+        b">3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    let mut publisher = proxy.wire();
+    assert_bytes(publisher.cmd(&["PUBLISH", "news", "before"]), int(2));
+    assert_bytes(
+        s2.read_reply(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$6\r\nbefore\r\n",
+    );
+    assert_bytes(
+        s3.read_reply(),
+        b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$6\r\nbefore\r\n",
+    );
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    // Published on the target now: both still hear it, and nothing else (no stray
+    // confirmations of the subscriptions made on the target).
+    assert_bytes(publisher.cmd(&["PUBLISH", "news", "after"]), int(2));
+    assert_bytes(
+        s2.read_reply(),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nafter\r\n",
+    );
+    assert_bytes(
+        s3.read_reply(),
+        b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nafter\r\n",
+    );
+    assert_bytes(publisher.cmd(&["PUBLISH", "ev.x", "pat"]), int(1));
+    assert_bytes(
+        s2.read_reply(),
+        b"*4\r\n$8\r\npmessage\r\n$4\r\nev.*\r\n$4\r\nev.x\r\n$3\r\npat\r\n",
+    );
+    // The subscriptions are really on the target.
+    assert_bytes(
+        target.cmd(&["PUBSUB", "NUMSUB", "news"]),
+        b"*2\r\n$4\r\nnews\r\n:2\r\n",
+    );
+    assert_bytes(
+        source.cmd(&["PUBSUB", "NUMSUB", "news"]),
+        b"*2\r\n$4\r\nnews\r\n:0\r\n",
+    );
+    // And the client can leave pub/sub mode as usual.
+    s2.send(b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\n");
+    assert_bytes(
+        s2.read_reply(),
+        b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    assert_bytes(
+        s2.read_reply(),
+        b"*3\r\n$12\r\npunsubscribe\r\n$4\r\nev.*\r\n:0\r\n",
+    );
+    assert_bytes(s2.cmd(&["SET", "x", "1"]), b"+OK\r\n");
+}

@@ -433,6 +433,11 @@ impl Session {
         self.st.dedicated = false;
         self.st.monitoring = false;
         self.st.subscribed = false;
+        for set in self.subs.iter_mut() {
+            set.clear();
+        }
+        self.count_subscriber();
+        self.presub = None;
         self.st.in_multi = false;
         self.st.watching = false;
         self.st.watch_broken = false;

@@ -209,3 +209,13 @@ fn replication_commands_are_refused() {
         assert!(reply(&decide(&st, &[w])).starts_with("-ERR cutover: SYNC, PSYNC and REPLCONF"));
     }
 }
+
+#[test]
+fn subscription_kinds() {
+    assert_eq!(sub_kind("subscribe"), 0);
+    assert_eq!(sub_kind("unsubscribe"), 0);
+    assert_eq!(sub_kind("psubscribe"), 1);
+    assert_eq!(sub_kind("punsubscribe"), 1);
+    assert_eq!(sub_kind("ssubscribe"), 2);
+    assert_eq!(sub_kind("sunsubscribe"), 2);
+}
