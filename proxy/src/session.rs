@@ -123,6 +123,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         presub: None,
         presub_pending: 0,
         presub_wanted: false,
+        presub_id: -1,
+        reissue_wanted: false,
+        backend_id: -1,
+        block: None,
+        unblocking: false,
+        reissue_pending: false,
         epoch: 0,
         changes: tokio::sync::watch::channel(0).1,
         skip_pending: false,
@@ -198,6 +204,24 @@ enum Pending {
     Exec { queued: Vec<Queued>, discard: bool },
 }
 
+/// A blocking command in flight, as sent, with when it was sent.
+pub(crate) struct Blocked {
+    raw: Bytes,
+    at: Instant,
+    timeout: TimeoutArg,
+}
+
+/// Where a blocking command's timeout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeoutArg {
+    /// Seconds, last argument (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN/MAX).
+    LastSecs,
+    /// Seconds, first argument (BLMPOP, BZMPOP).
+    FirstSecs,
+    /// Milliseconds after BLOCK (XREAD, XREADGROUP).
+    BlockMs,
+}
+
 /// A command queued inside MULTI, in order.
 pub(crate) enum Queued {
     /// Queued on the server. `set_db`: a SELECT, which takes effect at EXEC.
@@ -228,6 +252,8 @@ pub(crate) enum Effect {
     Unwatch,
     /// EVAL/SCRIPT LOAD: the body (argument index) is recorded for the target.
     Script(usize),
+    /// A blocking command that a cutover can move (unblock here, re-issue there).
+    Blocking(TimeoutArg),
     /// (P|S)SUBSCRIBE (kind 0 channels, 1 patterns, 2 shard channels).
     Subscribe(u8),
     /// (P|S)UNSUBSCRIBE on a dedicated connection.
@@ -293,6 +319,17 @@ struct Session {
     presub: Option<PipelineHandle>,
     presub_pending: u32,
     presub_wanted: bool,
+    presub_id: i64,
+    reissue_wanted: bool,
+    /// The server's id of the dedicated connection.
+    backend_id: i64,
+    /// The blocking command waiting on the dedicated connection, if any.
+    block: Option<Blocked>,
+    /// During a cutover it was unblocked on the source (CLIENT UNBLOCK); its nil reply is
+    /// swallowed and the command re-issued with its remaining timeout where the route
+    /// settles.
+    unblocking: bool,
+    reissue_pending: bool,
     /// The route epoch this client's connections belong to.
     epoch: u64,
     changes: tokio::sync::watch::Receiver<u64>,
@@ -394,6 +431,10 @@ impl Session {
         if self.presub_wanted {
             self.presub_wanted = false;
             self.subscribe_on_target().await;
+        }
+        if self.reissue_wanted && !self.sh.router.gating() {
+            self.reissue_wanted = false;
+            self.reissue_blocked().await;
         }
         loop {
             if self.closing && !self.inbuf_has_unsent() {
@@ -581,6 +622,22 @@ impl Session {
                             if self.st.in_multi {
                                 self.queued.push(Queued::Remote { set_db: None })
                             }
+                        }
+                        // Inside MULTI it does not block: just queued.
+                        Effect::Blocking(_) if self.st.in_multi => {
+                            self.queued.push(Queued::Remote { set_db: None })
+                        }
+                        Effect::Blocking(t) => {
+                            let raw: &[u8] = if inline {
+                                self.parser.inline_encoded()
+                            } else {
+                                &self.inbuf[self.batch.end..self.batch.end + frame.len]
+                            };
+                            self.block = Some(Blocked {
+                                raw: Bytes::copy_from_slice(raw),
+                                at: Instant::now(),
+                                timeout: t,
+                            });
                         }
                         Effect::Script(i) => {
                             let base: &[u8] = if inline {
@@ -889,8 +946,22 @@ impl Session {
             self.closing = true;
             return;
         };
-        if !*discard {
+        let swallowed = self.unblocking
+            && self.owed == r.count
+            && r.kind == ReplyKind::Data
+            && matches!(&r.data[..], b"*-1\r\n" | b"$-1\r\n" | b"_\r\n");
+        if swallowed {
+            // The nil CLIENT UNBLOCK produced on the source: the command runs again where
+            // the route settles, with what is left of its timeout.
+            self.reissue_pending = true;
+        } else if !*discard {
             self.out.extend_from_slice(&r.data);
+        }
+        if self.owed == r.count && !swallowed {
+            self.block = None;
+        }
+        if self.owed == r.count {
+            self.unblocking = false;
         }
         let n = r.count.min(*remaining);
         *remaining -= n;
@@ -917,6 +988,26 @@ impl Session {
     fn route_changed(&mut self) {
         let route = self.sh.router.route();
         let gating = self.sh.router.gating();
+        if gating
+            && self.block.is_some()
+            && self.owed == 1
+            && !self.unblocking
+            && self.backend_id >= 0
+        {
+            // Blocked on the source: unblock it there so the drain completes.
+            self.unblocking = true;
+            let up = route.upstream.clone();
+            let id = self.backend_id.to_string();
+            tokio::spawn(async move {
+                if let Ok(mut c) = up
+                    .connector()
+                    .connect(&cluster::SessionSetup::default())
+                    .await
+                {
+                    let _ = c.request(&[&[b"CLIENT", b"UNBLOCK", id.as_bytes()]]).await;
+                }
+            });
+        }
         if gating && self.counted_subscriber && self.presub.is_none() && route.epoch == self.epoch {
             // Subscribe on the target too before anything is released there (opened in
             // `process_input`, which may wait for the connection).
@@ -932,6 +1023,7 @@ impl Session {
             if let Some(p) = self.presub.take() {
                 // Switched: the target connection, already subscribed, takes over.
                 self.dedicated = Some(p);
+                self.backend_id = self.presub_id;
                 self.presub_pending = 0;
             }
             if self.st.watching {
@@ -949,10 +1041,39 @@ impl Session {
                 self.st.dedicated = false;
             }
         }
+        if !gating && self.reissue_pending {
+            self.reissue_pending = false;
+            self.reissue_wanted = true;
+        }
         if self.held && !self.sh.router.gating() {
             self.held = false;
             self.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends the blocking command again (after a cutover moved it) with the time it has
+    /// left; before anything the client sent after it.
+    async fn reissue_blocked(&mut self) {
+        let Some(b) = self.block.take() else { return };
+        let Some(cmd) = with_remaining_timeout(&b) else {
+            tracing::warn!(
+                client = self.st.id,
+                "cannot re-issue a blocking command after the cutover"
+            );
+            return;
+        };
+        if self.dedicated.is_none() {
+            if let Err(reply) = self.open_dedicated().await {
+                self.reply_local(reply);
+                return;
+            }
+        }
+        self.block = Some(Blocked {
+            raw: cmd.clone(),
+            at: Instant::now(),
+            timeout: b.timeout,
+        });
+        self.send(cmd, 1, 0);
     }
 
     /// Keeps `Router::subscribers` in step with whether this client has subscriptions.
@@ -976,7 +1097,10 @@ impl Session {
             .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
             .await
         {
-            Ok(h) => h,
+            Ok((h, id)) => {
+                self.presub_id = id;
+                h
+            }
             Err(e) => {
                 tracing::warn!(client = self.st.id, error = %e, "cannot subscribe on the target");
                 return;
@@ -1030,8 +1154,9 @@ impl Session {
             .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
             .await
         {
-            Ok(h) => {
+            Ok((h, id)) => {
                 self.dedicated = Some(h);
+                self.backend_id = id;
                 self.st.dedicated = true;
                 self.sh.metrics.dedicated_connections.increment(1);
                 Stats::add(&self.sh.stats.dedicated_connections, 1);
@@ -1133,16 +1258,23 @@ pub(crate) fn classify(
         "monitor" => forward(1, BatchFlags::MONITOR, kind, true),
         "xread" | "xreadgroup" => {
             let blocks = (1..argc).any(|i| arg(i).eq_ignore_ascii_case(b"block"));
-            forward(1, 0, kind, blocks)
+            let a = forward(1, 0, kind, blocks);
+            if blocks {
+                a.with_effect(Effect::Blocking(TimeoutArg::BlockMs))
+            } else {
+                a
+            }
         }
         "client" if arg(1).eq_ignore_ascii_case(b"tracking") => forward(1, 0, kind, true),
         // A KILL must not queue behind the script it is meant to stop.
         "script" | "function" if arg(1).eq_ignore_ascii_case(b"kill") => {
             forward(1, 0, kind, true)
         }
-        _ if info.has(flags::BLOCKING) || matches!(info.name, "wait" | "waitaof") => {
-            forward(1, 0, Kind::Blocking, true)
-        }
+        "wait" | "waitaof" => forward(1, 0, Kind::Blocking, true),
+        "blmpop" | "bzmpop" => forward(1, 0, Kind::Blocking, true)
+            .with_effect(Effect::Blocking(TimeoutArg::FirstSecs)),
+        _ if info.has(flags::BLOCKING) => forward(1, 0, Kind::Blocking, true)
+            .with_effect(Effect::Blocking(TimeoutArg::LastSecs)),
         _ => forward(1, 0, kind, st.dedicated),
     }
     .with_monitor(st.monitoring)
@@ -1229,4 +1361,51 @@ impl Action {
 /// For tests and the admin view: the command table entry of a name.
 pub fn command_info(name: &[u8]) -> Option<&'static CommandInfo> {
     command::lookup(name)
+}
+
+/// The blocking command `b` re-encoded with what is left of its timeout (0 stays 0:
+/// forever). None if it cannot be parsed back.
+pub(crate) fn with_remaining_timeout(b: &Blocked) -> Option<Bytes> {
+    let mut parser = RequestParser::new(Limits::default());
+    let frame = parser.parse(&b.raw).ok()??;
+    let base: &[u8] = match frame.kind {
+        FrameKind::Inline => parser.inline_encoded(),
+        _ => &b.raw,
+    };
+    let mut args: Vec<Vec<u8>> = parser
+        .args()
+        .iter()
+        .map(|r| base[r.clone()].to_vec())
+        .collect();
+    let elapsed = b.at.elapsed();
+    let idx = match b.timeout {
+        TimeoutArg::LastSecs => args.len().checked_sub(1)?,
+        TimeoutArg::FirstSecs => 1,
+        TimeoutArg::BlockMs => args.iter().position(|a| a.eq_ignore_ascii_case(b"block"))? + 1,
+    };
+    let old = std::str::from_utf8(args.get(idx)?).ok()?.to_string();
+    let new = match b.timeout {
+        TimeoutArg::BlockMs => {
+            let ms: u64 = old.parse().ok()?;
+            if ms == 0 {
+                "0".to_string()
+            } else {
+                ms.saturating_sub(elapsed.as_millis() as u64)
+                    .max(1)
+                    .to_string()
+            }
+        }
+        _ => {
+            let secs: f64 = old.parse().ok()?;
+            if secs == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{:.3}", (secs - elapsed.as_secs_f64()).max(0.001))
+            }
+        }
+    };
+    args[idx] = new.into_bytes();
+    let mut out = BytesMut::new();
+    resp::encode::command(&mut out, args.iter().map(|a| &a[..]));
+    Some(out.freeze())
 }

@@ -99,20 +99,29 @@ impl Upstream {
     }
 
     /// Opens a connection of the client's own, set up with its db, protocol and name.
+    /// Also returns the server's id for it (to `CLIENT UNBLOCK` it during a cutover).
     pub async fn dedicated(
         &self,
         db: u32,
         resp3: bool,
         name: Option<Bytes>,
-    ) -> Result<PipelineHandle, ConnectError> {
+    ) -> Result<(PipelineHandle, i64), ConnectError> {
         let setup = SessionSetup { db, resp3, name };
-        let stream = self.connector.connect(&setup).await?;
-        Ok(PipelineHandle::spawn_dedicated(
-            stream,
-            resp3,
-            self.label,
-            self.connector.addr(),
-        ))
+        let mut stream = self.connector.connect(&setup).await?;
+        let id = stream
+            .request(&[&[b"CLIENT", b"ID"]])
+            .await
+            .ok()
+            .and_then(|r| {
+                std::str::from_utf8(r.first()?.strip_prefix(b":")?)
+                    .ok()?
+                    .trim_end()
+                    .parse::<i64>()
+                    .ok()
+            })
+            .unwrap_or(-1);
+        let h = PipelineHandle::spawn_dedicated(stream, resp3, self.label, self.connector.addr());
+        Ok((h, id))
     }
 }
 

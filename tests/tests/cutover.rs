@@ -410,3 +410,42 @@ fn subscribers_keep_receiving_after_the_switch() {
     );
     assert_bytes(s2.cmd(&["SET", "x", "1"]), b"+OK\r\n");
 }
+
+#[test]
+fn a_blocked_client_is_moved_and_gets_the_element_pushed_after_the_switch() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    let mut blocked = proxy.wire();
+    blocked.set_timeout(Duration::from_secs(20));
+    assert_bytes(blocked.cmd(&["SET", "marker", "m"]), b"+OK\r\n");
+    // BLPOP forever. (A command pipelined behind a blocked one would have to overtake it
+    // to move: such a connection keeps the drain from completing and the cutover aborts.)
+    blocked.send_cmd(&["BLPOP", "jobs", "0"]);
+    let mut timed = proxy.wire();
+    timed.set_timeout(Duration::from_secs(20));
+    timed.send_cmd(&["BRPOP", "other", "30"]);
+    poll_until(WAIT, || {
+        source.info_field("clients", "blocked_clients").as_deref() == Some("2")
+    });
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    // Both now wait on the target, with what was left of their timeouts.
+    poll_until(WAIT, || {
+        target.info_field("clients", "blocked_clients").as_deref() == Some("2")
+    });
+    assert_eq!(
+        source.info_field("clients", "blocked_clients").as_deref(),
+        Some("0")
+    );
+    let mut pusher = proxy.wire();
+    assert_bytes(pusher.cmd(&["RPUSH", "jobs", "j1"]), int(1));
+    assert_bytes(blocked.read_reply(), b"*2\r\n$4\r\njobs\r\n$2\r\nj1\r\n");
+    assert_bytes(blocked.cmd(&["GET", "marker"]), bulk("m"));
+    assert_bytes(pusher.cmd(&["LPUSH", "other", "o1"]), int(1));
+    assert_bytes(timed.read_reply(), b"*2\r\n$5\r\nother\r\n$2\r\no1\r\n");
+}

@@ -271,7 +271,11 @@ fn big_values_are_streamed_with_bounded_memory() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cutover.toml");
-    std::fs::write(&config, "[sync]\nbig_value_bytes = 1048576\n").unwrap();
+    std::fs::write(
+        &config,
+        "[sync]\nbig_value_bytes = 1048576\nmax_inflight_bytes = 4194304\n",
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let proxy = Cutover::start(
         &source,

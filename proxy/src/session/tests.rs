@@ -219,3 +219,64 @@ fn subscription_kinds() {
     assert_eq!(sub_kind("ssubscribe"), 2);
     assert_eq!(sub_kind("sunsubscribe"), 2);
 }
+
+#[test]
+fn blocking_commands_are_reissued_with_what_is_left_of_their_timeout() {
+    let b = |raw: &'static [u8], timeout, ago_ms: u64| Blocked {
+        raw: Bytes::from_static(raw),
+        at: Instant::now() - std::time::Duration::from_millis(ago_ms),
+        timeout,
+    };
+    let r = with_remaining_timeout(&b(
+        b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n",
+        TimeoutArg::LastSecs,
+        500,
+    ))
+    .unwrap();
+    assert_eq!(
+        &r[..],
+        b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n",
+        "0 stays forever"
+    );
+    let r = with_remaining_timeout(&b(
+        b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n5\r\n",
+        TimeoutArg::LastSecs,
+        2000,
+    ))
+    .unwrap();
+    let t: f64 = std::str::from_utf8(&r[r.len() - 7..r.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2.9..3.01).contains(&t), "{t}");
+    let r = with_remaining_timeout(&b(
+        b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n1\r\n",
+        TimeoutArg::LastSecs,
+        5000,
+    ))
+    .unwrap();
+    assert!(
+        r.ends_with(b"$5\r\n0.001\r\n"),
+        "expired: the smallest timeout"
+    );
+    let r = with_remaining_timeout(&b(
+        b"*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$4\r\n1000\r\n$7\r\nSTREAMS\r\n$1\r\ns\r\n$1\r\n$\r\n",
+        TimeoutArg::BlockMs,
+        400,
+    ))
+    .unwrap();
+    let s = String::from_utf8_lossy(&r);
+    let ms: u64 = s.split("\r\n").nth(6).unwrap().parse().unwrap();
+    assert!((590..=600).contains(&ms), "{s}");
+    let r = with_remaining_timeout(&b(
+        b"*5\r\n$6\r\nBLMPOP\r\n$2\r\n10\r\n$1\r\n1\r\n$1\r\nq\r\n$4\r\nLEFT\r\n",
+        TimeoutArg::FirstSecs,
+        1000,
+    ))
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&r).contains("\r\n9.0"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+}
