@@ -14,8 +14,11 @@ use crate::session::Shared;
 use crate::stats::Stats;
 
 /// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>]`.
-fn parse_cutover(args: &[Vec<u8>]) -> Result<crate::cutover::Options, String> {
-    let mut o = crate::cutover::Options::default();
+fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Options, String> {
+    let mut o = crate::cutover::Options {
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        ..Default::default()
+    };
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_ascii_uppercase();
@@ -121,7 +124,7 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                 b"QUIT" => encode::simple(&mut out, b"OK"),
                 _ if !authed => encode::error(&mut out, b"NOAUTH Authentication required."),
                 b"PING" => encode::simple(&mut out, b"PONG"),
-                b"CUTOVER" => match parse_cutover(&args[1..]) {
+                b"CUTOVER" => match parse_cutover(&args[1..], sh.settings.cutover.timeout_ms) {
                     Err(e) => encode::error(&mut out, e.as_bytes()),
                     Ok(opts) => {
                         // Flush what is owed first: this can take up to its TIMEOUT.

@@ -16,6 +16,7 @@ pub struct Config {
     pub source: Option<EndpointConfig>,
     pub target: Option<EndpointConfig>,
     pub sync: SyncSection,
+    pub cutover: CutoverSection,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -49,6 +50,29 @@ pub struct SyncSection {
     /// Source db -> target db (`[sync.db_map]` with `"3" = 0`); unlisted dbs keep their
     /// number.
     pub db_map: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CutoverSection {
+    /// Switch by itself once the lag has stayed at or below `auto_max_lag` for
+    /// `auto_hold_ms`.
+    pub auto: bool,
+    pub auto_max_lag: u64,
+    pub auto_hold_ms: u64,
+    /// Deadline of the whole switch (CUTOVER without TIMEOUT, and the automatic one).
+    pub timeout_ms: u64,
+}
+
+impl Default for CutoverSection {
+    fn default() -> Self {
+        CutoverSection {
+            auto: false,
+            auto_max_lag: 0,
+            auto_hold_ms: 5_000,
+            timeout_ms: 2_000,
+        }
+    }
 }
 
 impl Default for SyncSection {
@@ -218,6 +242,7 @@ pub struct Settings {
     pub shutdown_timeout: std::time::Duration,
     pub log_level: String,
     pub sync: SyncSettings,
+    pub cutover: CutoverSection,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +450,19 @@ impl Config {
             shutdown_timeout: std::time::Duration::from_millis(p.shutdown_timeout_ms),
             log_level: self.log.level.clone(),
             sync,
+            cutover: {
+                let c = self.cutover.clone();
+                if c.auto && self.target.is_none() {
+                    return Err(err("cutover.auto", "needs a target".into()));
+                }
+                if c.timeout_ms == 0 || c.timeout_ms > 600_000 {
+                    return Err(err(
+                        "cutover.timeout_ms",
+                        "must be between 1 and 600000".into(),
+                    ));
+                }
+                c
+            },
         })
     }
 }

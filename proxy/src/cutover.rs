@@ -141,6 +141,53 @@ fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The automatic cutover: once the lag has stayed at or below the threshold for the hold
+/// time, CUTOVER runs by itself (again after a failed attempt, once the lag has held again).
+pub fn spawn_auto(sh: Arc<Shared>) {
+    let c = sh.settings.cutover.clone();
+    if !c.auto {
+        return;
+    }
+    tokio::spawn(async move {
+        let hold = Duration::from_millis(c.auto_hold_ms);
+        let mut since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if sh.shutdown.is_cancelled() || sh.router.route().side == Side::Target {
+                return;
+            }
+            let ok = sh.sync.as_ref().is_some_and(|s| {
+                s.state() == sync::SyncState::Streaming && s.lag_bytes() as u64 <= c.auto_max_lag
+            });
+            if !ok {
+                since = None;
+                continue;
+            }
+            let start = *since.get_or_insert_with(Instant::now);
+            if start.elapsed() < hold {
+                continue;
+            }
+            let opts = Options {
+                timeout: Duration::from_millis(c.timeout_ms),
+                max_lag: c.auto_max_lag.max(1),
+                check_only: false,
+            };
+            tracing::info!(
+                max_lag = c.auto_max_lag,
+                hold_ms = c.auto_hold_ms,
+                "automatic CUTOVER: the lag held"
+            );
+            match run(&sh, opts).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "automatic CUTOVER failed; trying again once the lag holds");
+                    since = None;
+                }
+            }
+        }
+    });
+}
+
 /// Runs CUTOVER (or only its checks).
 pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, String> {
     let _one_at_a_time = sh.cutover.lock.lock().await;

@@ -141,6 +141,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         tracing::info!(%addr, "admin listening");
         tokio::spawn(crate::admin::serve(admin, sh.clone()));
     }
+    crate::cutover::spawn_auto(sh.clone());
     tracing::info!(listen = %sh.settings.listen, source = %sh.settings.source.url, "cutover proxy listening");
     let tracker = TaskTracker::new();
     loop {

@@ -449,3 +449,32 @@ fn a_blocked_client_is_moved_and_gets_the_element_pushed_after_the_switch() {
     assert_bytes(pusher.cmd(&["LPUSH", "other", "o1"]), int(1));
     assert_bytes(timed.read_reply(), b"*2\r\n$5\r\nother\r\n$2\r\no1\r\n");
 }
+
+#[test]
+fn automatic_cutover_once_the_lag_holds() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[cutover]\nauto = true\nauto_max_lag = 0\nauto_hold_ms = 300\n",
+    )
+    .unwrap();
+    let proxy = Cutover::start(
+        &source,
+        &["--target", &target.url(), "--config", cfg.to_str().unwrap()],
+    );
+    let mut w = proxy.wire();
+    assert_bytes(w.cmd(&["SET", "k", "v"]), b"+OK\r\n");
+    poll_until(WAIT, || proxy.status()["route"] == "target");
+    assert_eq!(proxy.status()["cutover_state"], "switched");
+    assert_bytes(w.cmd(&["SET", "k2", "v2"]), b"+OK\r\n");
+    assert_bytes(
+        target.cmd(&["MGET", "k", "k2"]),
+        b"*2\r\n$1\r\nv\r\n$2\r\nv2\r\n",
+    );
+}
