@@ -6,9 +6,11 @@
 # "target"), puts cutover in front of the source with --target, and shows: the
 # application's view (redis-cli, a transaction, RESP3, a pipeline), the syncer copying the
 # source into the target (full load, then live writes, with exact offsets), a resume after
-# the replication link is cut (no second full sync), the operator's view (admin STATUS,
-# Prometheus metrics) and a quick redis-benchmark: direct vs through the proxy. Everything
-# it starts is stopped on exit; it never touches port 6379.
+# the replication link is cut (no second full sync), the cutover under load (CUTOVER on the
+# admin port: the pause it cost, every acknowledged write on the target, no client error),
+# the operator's view (admin STATUS, Prometheus metrics) and a quick redis-benchmark:
+# directly vs through the proxy. Everything it starts is stopped on exit; it never touches
+# port 6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -123,6 +125,27 @@ for i in $(seq 1 50); do redis-cli -p "$PROXY" INCR after-cut >/dev/null; done
 caught_up
 echo "source sync_full=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_full://p') sync_partial_ok=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_partial_ok://p')   target after-cut=$(redis-cli -p "$TGT" GET after-cut)"
 
+say "the cutover: under load, one admin command moves every client to the target"
+# Load through the proxy while it switches: redis-benchmark, and a client counting its
+# acknowledged INCRs.
+redis-benchmark -p "$PROXY" -c 20 -n 100000000 -t set,get -r 100000 -q >/dev/null 2>&1 &
+BENCH=$!; PIDS+=($BENCH)
+( n=0; while [ ! -e "$WORK/stop" ]; do
+    r=$(redis-cli -p "$PROXY" INCR acked-writes) || { echo "client error" >&2; exit 1; }
+    n=$((n+1)); [ "$r" = "$n" ] || { echo "client saw $r, expected $n" >&2; exit 1; }
+  done; echo "$n" > "$WORK/acked" ) &
+COUNTER=$!
+sleep 1
+echo "\$ redis-cli -p $ADMIN CUTOVER      # while ~$(redis-cli -p "$ADMIN" STATUS | tr -d '\r' | sed -n 's/^clients://p') clients are busy"
+redis-cli -p "$ADMIN" CUTOVER
+sleep 0.5
+touch "$WORK/stop"; wait "$COUNTER"; kill "$BENCH" 2>/dev/null || true
+redis-cli -p "$ADMIN" STATUS | tr -d '\r' | grep -E '^(route|route_epoch|cutover_state|last_pause_ms|held_commands_max|source_writes_after_fence):'
+echo "acknowledged INCRs: $(cat "$WORK/acked")   on the target: $(redis-cli -p "$TGT" GET acked-writes)   (no error seen by any client)"
+echo "\$ redis-cli -p $PROXY SET where-am-i target   # new writes go to the target"
+redis-cli -p "$PROXY" SET where-am-i target
+echo "target: $(redis-cli -p "$TGT" GET where-am-i)   source: '$(redis-cli -p "$SRC" GET where-am-i)' (and the source stays paused for writes)"
+
 say "the operator's view"
 run redis-cli -p "$ADMIN" STATUS
 echo "\$ curl -s http://127.0.0.1:$METRICS/metrics | grep cutover_commands_total"
@@ -135,10 +158,10 @@ else
   exec 3>&-
 fi
 
-say "redis-benchmark -c 50 -n 100000 -t set,get (-P 1 and -P 16): direct vs through cutover"
+say "redis-benchmark -c 50 -n 100000 -t set,get (-P 1 and -P 16): the target directly vs through cutover"
 for P in 1 16; do
   for target in direct cutover; do
-    port=$SRC; [ "$target" = cutover ] && port=$PROXY
+    port=$TGT; [ "$target" = cutover ] && port=$PROXY
     printf '%-8s -P %-2s ' "$target" "$P"
     redis-benchmark -p "$port" -c 50 -n 100000 -P "$P" -t set,get --csv 2>/dev/null \
       | awk -F, 'NR>1 {gsub(/"/,""); printf "%s %s req/s   ", $1, $2} END {print ""}'
