@@ -322,6 +322,8 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 .held_clients_max
                 .fetch_max(held, Ordering::Relaxed);
             metrics::gauge!("cutover_last_pause_ms").set(pause.as_secs_f64() * 1000.0);
+            metrics::gauge!("cutover_route_epoch").set(epoch as f64);
+            metrics::gauge!("cutover_held_commands_max").set(held as f64);
             tracing::info!(
                 epoch,
                 fence,

@@ -24,6 +24,7 @@ pub fn spawn_gauges(status: Arc<SyncStatus>) {
         let full = gauge!("cutover_sync_full_syncs");
         let partial = gauge!("cutover_sync_partial_syncs");
         let spool = gauge!("cutover_sync_spool_bytes");
+        let after_fence = gauge!("cutover_source_writes_after_fence");
         loop {
             state.set(status.state() as u8 as f64);
             source.set(status.source_offset() as f64);
@@ -36,6 +37,7 @@ pub fn spawn_gauges(status: Arc<SyncStatus>) {
             full.set(SyncStatus::get(&status.full_syncs) as f64);
             partial.set(SyncStatus::get(&status.partial_syncs) as f64);
             spool.set(SyncStatus::get(&status.spool_bytes) as f64);
+            after_fence.set(SyncStatus::get(&status.writes_after_fence) as f64);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

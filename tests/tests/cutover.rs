@@ -478,3 +478,30 @@ fn automatic_cutover_once_the_lag_holds() {
         b"*2\r\n$1\r\nv\r\n$2\r\nv2\r\n",
     );
 }
+
+#[test]
+fn a_write_to_the_source_after_the_fence_is_reported_not_applied() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    assert_bytes(proxy.wire().cmd(&["SET", "k", "before"]), b"+OK\r\n");
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    // The source stays paused for writes, but a writer that lifts the pause and bypasses the proxy must not reach the
+    // target over its new writes.
+    assert_bytes(
+        proxy.wire().cmd(&["SET", "k", "after-on-target"]),
+        b"+OK\r\n",
+    );
+    let mut s = source.wire();
+    s.send(b"CLIENT UNPAUSE\r\nSET k sneaky\r\n");
+    assert_bytes(s.read_reply(), b"+OK\r\n");
+    assert_bytes(s.read_reply(), b"+OK\r\n");
+    poll_until(WAIT, || proxy.status_u64("source_writes_after_fence") >= 1);
+    assert_bytes(target.cmd(&["GET", "k"]), bulk("after-on-target"));
+    assert!(proxy.log_tail().contains("after the cutover's fence"));
+}
