@@ -199,7 +199,7 @@ pub fn encode_rdb<R: Read>(
             }
             Event::BigValueChunk(part) => {
                 let w = big.as_mut().ok_or_else(out_of_order)?;
-                w.part(part, &mut Flushing { b: &mut b, out })?;
+                w.part(*part, &mut Flushing { b: &mut b, out })?;
             }
             Event::BigValueEnd => {
                 let w = big.take().ok_or_else(out_of_order)?;
@@ -231,9 +231,9 @@ pub fn encode_rdb<R: Read>(
     Ok(())
 }
 
-/// A key re-created with commands (older target, or a big value). A big value that
-/// commands can't re-create exactly (a module value, a Redis 8.6 stream) goes by RESTORE
-/// when the target takes it.
+/// A key re-created with commands (older target, or a big value of a type the reader
+/// hands out whole: a single-blob encoding or a module value). A big value that commands
+/// can't re-create exactly (a module value) goes by RESTORE when the target takes it.
 fn rebuild(
     k: &KeyEntry,
     caps: TargetCaps,

@@ -41,8 +41,9 @@ pub enum Event {
         /// RDB value type byte.
         value_type: u8,
     },
-    /// The next piece of the value started by [`Event::BigValueStart`].
-    BigValueChunk(decode::ValuePart),
+    /// The next piece of the value started by [`Event::BigValueStart`] (boxed: pieces are
+    /// few and big, keys many and small; this keeps `Event` as small as a key).
+    BigValueChunk(Box<decode::ValuePart>),
     /// The value started by [`Event::BigValueStart`] is complete.
     BigValueEnd,
     /// A function library (FUNCTION2 opcode): its source code, for `FUNCTION LOAD REPLACE`.

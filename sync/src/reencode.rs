@@ -139,7 +139,9 @@ pub fn write_commands(
 /// comes ([`PartWriter::part`]), then at [`PartWriter::finish`] what only the end settles
 /// (a stream's placeholders deleted again, its last ID and counters) and `PEXPIREAT`.
 /// Same commands and chunking as [`write_commands`], so the target ends up with the same
-/// value, with one difference for streams, which are rebuilt before their groups are read:
+/// value (a Redis 8.6 stream's IDMP settings by `XCFGSET` when the target is that new; its
+/// IDMP counters not), with one difference for streams, which are rebuilt before their
+/// groups are read:
 /// - entries flagged deleted but still in the RDB are added as placeholders in their place
 ///   and deleted at the end (their IDs are kept until then: 16 bytes each), so pending
 ///   entries that refer to them are re-created exactly;
@@ -312,12 +314,31 @@ impl PartWriter {
                 }
             }
             ValuePart::StreamIdmp(i) => {
-                tracing::warn!(
-                    key = %crate::syncer::show_key(&key),
-                    duration_secs = i.duration_secs,
-                    max_size = i.max_size,
-                    "a stream rebuilt in chunks loses its IDMP settings (Redis 8.6)"
-                );
+                // A target that takes the source's (RDB 13) payloads is Redis 8.6+: XCFGSET
+                // (its valid ranges: 1..=86400 s, 1..=10000). The counters can't be set.
+                let valid =
+                    (1..=86_400).contains(&i.duration_secs) && (1..=10_000).contains(&i.max_size);
+                if self.caps.restore && valid {
+                    let (d, m) = (i.duration_secs.to_string(), i.max_size.to_string());
+                    w.cmd(
+                        "XCFGSET",
+                        &[
+                            b"XCFGSET",
+                            &key,
+                            b"IDMP-DURATION",
+                            d.as_bytes(),
+                            b"IDMP-MAXSIZE",
+                            m.as_bytes(),
+                        ],
+                    )?;
+                } else {
+                    tracing::warn!(
+                        key = %crate::syncer::show_key(&key),
+                        duration_secs = i.duration_secs,
+                        max_size = i.max_size,
+                        "the stream's IDMP settings (Redis 8.6) are not carried to this target"
+                    );
+                }
             }
         }
         Ok(())

@@ -1026,7 +1026,7 @@ fn big_values_of_every_streamed_type_in_pieces() {
                 let name = format!("{p:?}");
                 let name = name.split([' ', '(', '{']).next().unwrap().to_owned();
                 *kinds.entry(name).or_default() += 1;
-                if let ValuePart::StreamEntries { deleted, .. } = &p {
+                if let ValuePart::StreamEntries { deleted, .. } = &*p {
                     assert!(!deleted.is_empty());
                 }
             }

@@ -118,9 +118,10 @@ impl<R: Read> RdbReader<R> {
     /// lists (1, 14, 18), sets (2), sorted sets (3, 5), hashes (4, 22, 24) and streams (15,
     /// 19, 21, 26). Such a value gives [`Event::BigValueStart`], its contents in bounded
     /// pieces ([`Event::BigValueChunk`]) and [`Event::BigValueEnd`] instead of one
-    /// [`Event::Key`], so the reader holds at most about `bytes` of it (plus, in streaming
-    /// mode, one element, one packed node, or a stream group's pending entries list at 32
-    /// bytes per entry). Values of the single-blob encodings (listpack, ziplist, intset,
+    /// [`Event::Key`], so the reader holds at most about `bytes` of it (what it captured
+    /// before seeing the value pass the limit, read again from memory), then, in streaming
+    /// mode, one piece, plus one element or packed node, or a stream group's pending
+    /// entries list (about 33 bytes per pending entry). Values of the single-blob encodings (listpack, ziplist, intset,
     /// zipmap, types 9-13, 16, 17, 20, 23, 25: bounded by the source's `*-max-listpack-*`
     /// settings) and module values always come whole.
     pub fn set_value_limit(&mut self, bytes: u64) {
@@ -343,19 +344,11 @@ impl<R: Read> RdbReader<R> {
         if self.valkey && t >= T_HASH_METADATA_PRE_GA {
             return Err(unsupported("Valkey-specific value type"));
         }
-        let value_at = self.position();
         self.cap_from = Some(self.pos);
         self.switchable = self.value_limit != NO_LIMIT && big::streamable(t);
         let r = self.skip_value(t);
-        if self.switchable {
-            self.switchable = false;
-            let over =
-                self.switch_now || (r.is_ok() && self.capture_len() as u64 > self.value_limit);
-            if over {
-                self.switch_now = false;
-                self.replay_value(value_at);
-                return Ok(self.big_start(t, key));
-            }
+        if self.switchable && self.passed_limit(r.is_ok()) {
+            return Ok(self.stream_value(t, key));
         }
         let value = self.take_capture();
         match r {
@@ -773,6 +766,24 @@ impl<R: Read> RdbReader<R> {
             }
             LenOrEnc::Enc(_) => return Err(self.corrupt_at(at, "unknown string encoding")),
         }))
+    }
+
+    /// After the walk of a switchable value: whether it passed the limit.
+    #[inline]
+    fn passed_limit(&mut self, walked: bool) -> bool {
+        self.switchable = false;
+        self.switch_now || (walked && self.capture_len() as u64 > self.value_limit)
+    }
+
+    /// The value being captured goes to streaming mode: back to its start, and its first
+    /// event.
+    #[cold]
+    #[inline(never)]
+    fn stream_value(&mut self, t: u8, key: Bytes) -> Event {
+        self.switch_now = false;
+        let value_at = self.position() - self.capture_len() as u64;
+        self.replay_value(value_at);
+        self.big_start(t, key)
     }
 
     /// Bytes captured so far.

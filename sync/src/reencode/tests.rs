@@ -817,6 +817,19 @@ fn stream_in_parts_keeps_deleted_pending_entries() {
     assert!(got.contains(&words("XREADGROUP GROUP g1 idle COUNT 1 STREAMS s 0-0")));
     assert!(got.contains(&words("XSETID s 9-0")));
 
+    // Redis 8.6's IDMP settings: XCFGSET on a target as new, else not carried.
+    use crate::rdb::decode::StreamIdmp;
+    let idmp = ValuePart::StreamIdmp(StreamIdmp {
+        duration_secs: 300,
+        max_size: 50,
+        iids_added: 7,
+        iids_duplicates: 1,
+    });
+    let got = run_parts(&entry("s", None), vec![idmp.clone()], TargetCaps::ALL);
+    assert_eq!(got[1], words("XCFGSET s IDMP-DURATION 300 IDMP-MAXSIZE 50"));
+    let got = run_parts(&entry("s", None), vec![idmp], OLD);
+    assert_eq!(got, vec![words("DEL s")]);
+
     // No entries at all: made with MKSTREAM at the metadata.
     let got = run_parts(
         &entry("e", None),
