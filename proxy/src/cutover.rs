@@ -226,11 +226,12 @@ pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     sh.router.close_gate();
     let steps = async {
         sh.cutover.set(State::Draining);
-        while sh.router.inflight() > 0 {
+        while sh.router.inflight() > 0 || sh.router.in_multi.load(Ordering::Acquire) > 0 {
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "deadline passed while draining: {} commands still in flight to the source (a client blocked in BLPOP/WAIT or a long MULTI keeps it from draining)",
-                    sh.router.inflight()
+                    "deadline passed while draining: {} commands in flight to the source, {} transactions open (a client blocked behind a pipelined command, or a MULTI left open, keeps it from draining)",
+                    sh.router.inflight(),
+                    sh.router.in_multi.load(Ordering::Relaxed)
                 ));
             }
             tokio::time::sleep(Duration::from_micros(200)).await;

@@ -49,6 +49,9 @@ pub struct Router {
     /// target during the current cutover (before the flip, so no message is missed).
     pub subscribers: AtomicI64,
     pub resubscribed: AtomicI64,
+    /// Connections between MULTI and EXEC/DISCARD: the drain waits for them, so no
+    /// transaction straddles the fence.
+    pub in_multi: AtomicI64,
 }
 
 impl Router {
@@ -65,6 +68,7 @@ impl Router {
             held_clients: AtomicU64::new(0),
             subscribers: AtomicI64::new(0),
             resubscribed: AtomicI64::new(0),
+            in_multi: AtomicI64::new(0),
         }
     }
 

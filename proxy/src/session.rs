@@ -125,6 +125,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         presub_wanted: false,
         presub_id: -1,
         reissue_wanted: false,
+        stale_dedicated: false,
         backend_id: -1,
         block: None,
         unblocking: false,
@@ -146,6 +147,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     }
     if s.counted_subscriber {
         s.sh.router.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+    if s.st.in_multi {
+        s.sh.router.in_multi.fetch_sub(1, Ordering::Relaxed);
     }
     if let Err(e) = result {
         tracing::debug!(client = id, %peer, reason = %e, "client connection closed");
@@ -321,6 +325,8 @@ struct Session {
     presub_wanted: bool,
     presub_id: i64,
     reissue_wanted: bool,
+    /// The dedicated connection belongs to the previous route: drop it once `owed` is 0.
+    stale_dedicated: bool,
     /// The server's id of the dedicated connection.
     backend_id: i64,
     /// The blocking command waiting on the dedicated connection, if any.
@@ -445,6 +451,11 @@ impl Session {
                     break;
                 }
                 self.wait_drain = false;
+                if self.stale_dedicated {
+                    self.stale_dedicated = false;
+                    self.dedicated = None;
+                    self.st.dedicated = false;
+                }
             }
             if self.owed + self.batch.count >= self.sh.settings.max_inflight_per_client {
                 break;
@@ -543,14 +554,14 @@ impl Session {
                         }
                         Effect::SetDb(db) => self.st.db = db,
                         Effect::Multi if !self.st.in_multi => {
-                            self.st.in_multi = true;
+                            self.set_in_multi(true);
                             self.queued.clear();
                         }
                         Effect::Exec if self.st.in_multi && self.st.watch_broken => {
                             // The WATCH was made on the source; the keys it guarded may have
                             // changed before the switch: answer EXEC as Redis does when a
                             // watched key changed, and drop the transaction.
-                            self.st.in_multi = false;
+                            self.set_in_multi(false);
                             self.st.watching = false;
                             self.st.watch_broken = false;
                             self.queued.clear();
@@ -574,7 +585,7 @@ impl Session {
                             continue;
                         }
                         Effect::Exec if self.st.in_multi => {
-                            self.st.in_multi = false;
+                            self.set_in_multi(false);
                             self.st.watching = false;
                             let queued = std::mem::take(&mut self.queued);
                             let special = queued
@@ -585,7 +596,7 @@ impl Session {
                             }
                         }
                         Effect::Discard => {
-                            self.st.in_multi = false;
+                            self.set_in_multi(false);
                             self.st.watching = false;
                             self.st.watch_broken = false;
                             self.queued.clear();
@@ -1039,6 +1050,17 @@ impl Session {
             if self.dedicated.is_some() && stateless {
                 self.dedicated = None;
                 self.st.dedicated = false;
+            } else if self.dedicated.is_some()
+                && self.owed > 0
+                && !self.st.subscribed
+                && !self.counted_subscriber
+                && !self.st.monitoring
+                && !self.st.in_multi
+            {
+                // Replies (reads sent during the gate) still owed by the old route's
+                // connection: let them come, then leave it before sending anything else.
+                self.stale_dedicated = true;
+                self.wait_drain = true;
             }
         }
         if !gating && self.reissue_pending {
@@ -1074,6 +1096,17 @@ impl Session {
             timeout: b.timeout,
         });
         self.send(cmd, 1, 0);
+    }
+
+    /// Enters or leaves a transaction, keeping `Router::in_multi` in step.
+    pub(super) fn set_in_multi(&mut self, on: bool) {
+        if on != self.st.in_multi {
+            self.st.in_multi = on;
+            self.sh
+                .router
+                .in_multi
+                .fetch_add(if on { 1 } else { -1 }, Ordering::AcqRel);
+        }
     }
 
     /// Keeps `Router::subscribers` in step with whether this client has subscriptions.

@@ -438,7 +438,7 @@ impl Session {
         }
         self.count_subscriber();
         self.presub = None;
-        self.st.in_multi = false;
+        self.set_in_multi(false);
         self.st.watching = false;
         self.st.watch_broken = false;
         self.queued.clear();
