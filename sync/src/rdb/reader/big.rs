@@ -145,7 +145,9 @@ impl<R: Read> RdbReader<R> {
     /// The next event of the value being streamed.
     #[inline(never)]
     pub(super) fn big_next(&mut self) -> Result<Event, RdbError> {
-        let mut b = self.big.take().expect("a value is being streamed");
+        let Some(mut b) = self.big.take() else {
+            return Err(self.corrupt_at(self.position(), "internal: no value is being streamed"));
+        };
         match self.big_step(&mut b) {
             Ok(Event::BigValueEnd) => {
                 self.state = State::Body;
@@ -350,7 +352,12 @@ impl<R: Read> RdbReader<R> {
                 left: self.len()?,
                 carry: Vec::new().into_iter(),
             },
-            _ => unreachable!("type {t} is not streamed"),
+            _ => {
+                return Err(self.corrupt_at(
+                    self.position(),
+                    format!("internal: value type {t} is not streamed"),
+                ))
+            }
         })
     }
 
