@@ -66,8 +66,8 @@ pub struct CutoverStatus {
     pub last_pause_us: AtomicU64,
     pub held_clients_max: AtomicU64,
     pub fence_offset: AtomicI64,
-    /// Serializes CUTOVER commands.
-    lock: tokio::sync::Mutex<()>,
+    /// A CUTOVER is under way (a second one is refused, not queued).
+    running: std::sync::atomic::AtomicBool,
 }
 
 impl CutoverStatus {
@@ -190,7 +190,20 @@ pub fn spawn_auto(sh: Arc<Shared>) {
 
 /// Runs CUTOVER (or only its checks).
 pub async fn run(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, String> {
-    let _one_at_a_time = sh.cutover.lock.lock().await;
+    if sh
+        .cutover
+        .running
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err("a CUTOVER is already under way".into());
+    }
+    let r = run_one(sh, opts).await;
+    sh.cutover.running.store(false, Ordering::Release);
+    r
+}
+
+async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, String> {
     preconditions(sh, &opts)?;
     if opts.check_only {
         return Ok(None);
