@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::rdb::decode::{StreamId, StreamMeta, StreamValue, Value, ValuePart};
+use crate::rdb::decode::{PendingEntry, StreamId, StreamMeta, StreamValue, Value, ValuePart};
 use crate::rdb::KeyEntry;
 use crate::SyncError;
 
@@ -262,28 +262,7 @@ impl PartWriter {
             }
             ValuePart::StreamConsumer { name, pending, .. } => {
                 let g = st.group.clone();
-                if self.caps.create_consumer {
-                    w.cmd(
-                        "XGROUP CREATECONSUMER",
-                        &[b"XGROUP", b"CREATECONSUMER", &key, &g, &name],
-                    )?;
-                } else if pending == 0 {
-                    // Before 6.2: reading the consumer's own (empty) history creates it.
-                    w.cmd(
-                        "XREADGROUP",
-                        &[
-                            b"XREADGROUP",
-                            b"GROUP",
-                            &g,
-                            &name,
-                            b"COUNT",
-                            b"1",
-                            b"STREAMS",
-                            &key,
-                            b"0-0",
-                        ],
-                    )?;
-                }
+                w.create_consumer(&key, &g, &name, pending == 0, self.caps)?;
             }
             ValuePart::StreamPending(pending) => {
                 let g = st.group.clone();
@@ -291,26 +270,7 @@ impl PartWriter {
                     if !matches!(st.top, Some(top) if p.id <= top) {
                         st.placeholder(&mut w, p.id)?;
                     }
-                    let id = id_text(p.id);
-                    let time = p.delivery_time_ms.to_string();
-                    let count = p.delivery_count.to_string();
-                    w.cmd(
-                        "XCLAIM",
-                        &[
-                            b"XCLAIM",
-                            &key,
-                            &g,
-                            &p.consumer,
-                            b"0",
-                            id.as_bytes(),
-                            b"TIME",
-                            time.as_bytes(),
-                            b"RETRYCOUNT",
-                            count.as_bytes(),
-                            b"FORCE",
-                            b"JUSTID",
-                        ],
-                    )?;
+                    w.xclaim(&key, &g, p)?;
                 }
             }
             ValuePart::StreamIdmp(i) => {
@@ -453,6 +413,65 @@ impl Writer<'_, '_> {
         self.sink.done(name, self.key)
     }
 
+    /// A consumer of `group`: XGROUP CREATECONSUMER (6.2+); before 6.2 reading its own
+    /// (empty) history creates it, and one with pending entries is created by its XCLAIMs.
+    fn create_consumer(
+        &mut self,
+        key: &[u8],
+        group: &[u8],
+        name: &[u8],
+        no_pending: bool,
+        caps: TargetCaps,
+    ) -> Result<(), SyncError> {
+        if caps.create_consumer {
+            self.cmd(
+                "XGROUP CREATECONSUMER",
+                &[b"XGROUP", b"CREATECONSUMER", key, group, name],
+            )
+        } else if no_pending {
+            self.cmd(
+                "XREADGROUP",
+                &[
+                    b"XREADGROUP",
+                    b"GROUP",
+                    group,
+                    name,
+                    b"COUNT",
+                    b"1",
+                    b"STREAMS",
+                    key,
+                    b"0-0",
+                ],
+            )
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A pending entry, owned by its consumer, with its delivery time and count.
+    fn xclaim(&mut self, key: &[u8], group: &[u8], p: &PendingEntry) -> Result<(), SyncError> {
+        let id = id_text(p.id);
+        let time = p.delivery_time_ms.to_string();
+        let count = p.delivery_count.to_string();
+        self.cmd(
+            "XCLAIM",
+            &[
+                b"XCLAIM",
+                key,
+                group,
+                &p.consumer,
+                b"0",
+                id.as_bytes(),
+                b"TIME",
+                time.as_bytes(),
+                b"RETRYCOUNT",
+                count.as_bytes(),
+                b"FORCE",
+                b"JUSTID",
+            ],
+        )
+    }
+
     /// `SET` of the first [`CHUNK_BYTES`], `APPEND` of the rest.
     fn string(&mut self, s: &[u8]) -> Result<(), SyncError> {
         let key = self.key.clone();
@@ -593,50 +612,10 @@ impl Writer<'_, '_> {
             }
             self.cmd("XGROUP CREATE", &args)?;
             for c in &g.consumers {
-                if caps.create_consumer {
-                    self.cmd(
-                        "XGROUP CREATECONSUMER",
-                        &[b"XGROUP", b"CREATECONSUMER", &key, &g.name, &c.name],
-                    )?;
-                } else if c.pending.is_empty() {
-                    // Before 6.2: reading the consumer's own (empty) history creates it.
-                    self.cmd(
-                        "XREADGROUP",
-                        &[
-                            b"XREADGROUP",
-                            b"GROUP",
-                            &g.name,
-                            &c.name,
-                            b"COUNT",
-                            b"1",
-                            b"STREAMS",
-                            &key,
-                            b"0-0",
-                        ],
-                    )?;
-                }
+                self.create_consumer(&key, &g.name, &c.name, c.pending.is_empty(), caps)?;
             }
             for p in &g.pending {
-                let id = id_text(p.id);
-                let time = p.delivery_time_ms.to_string();
-                let count = p.delivery_count.to_string();
-                self.cmd(
-                    "XCLAIM",
-                    &[
-                        b"XCLAIM",
-                        &key,
-                        &g.name,
-                        &p.consumer,
-                        b"0",
-                        id.as_bytes(),
-                        b"TIME",
-                        time.as_bytes(),
-                        b"RETRYCOUNT",
-                        count.as_bytes(),
-                        b"FORCE",
-                        b"JUSTID",
-                    ],
-                )?;
+                self.xclaim(&key, &g.name, p)?;
             }
         }
         let ghosts: Vec<String> = ghosts.into_iter().map(id_text).collect();
