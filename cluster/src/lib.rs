@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod error;
 pub mod pipeline;
+pub mod slots;
 pub mod url;
 
 pub use connect::{Connector, NodeStream, SessionSetup};
