@@ -1466,6 +1466,51 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, body.to_string())
 }
 
+// ---------------------------------------------------------------------------------------
+// Syncing
+// ---------------------------------------------------------------------------------------
+
+/// How long a sync may take to catch up in a test.
+pub const SYNC_WAIT: Duration = Duration::from_secs(60);
+
+/// A server to sync from: it starts a diskless transfer at once (Redis otherwise waits
+/// 5 s for more replicas to join).
+pub fn sync_source() -> RedisServer {
+    RedisServer::builder()
+        .args(&["--repl-diskless-sync-delay", "0"])
+        .start()
+}
+
+/// The server's `master_repl_offset`.
+pub fn master_offset(server: &RedisServer) -> u64 {
+    server
+        .info_field("replication", "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// cutover in front of `source`, syncing into `target`, with extra arguments.
+pub fn cutover_with_target(source: &RedisServer, target: &RedisServer, extra: &[&str]) -> Cutover {
+    let mut args = vec!["--target".to_string(), target.url()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Cutover::start(source, &args)
+}
+
+/// Waits until the syncer streams and has applied exactly what the source has (use it
+/// once writers have stopped: with writers running the source's offset keeps moving).
+#[track_caller]
+pub fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
+    let ok = try_poll_until(SYNC_WAIT, || {
+        let st = proxy.status();
+        st.get("sync_state").map(String::as_str) == Some("streaming")
+            && st
+                .get("applied_offset")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|a| a == master_offset(source))
+    });
+    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,31 +11,18 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn source() -> RedisServer {
-    RedisServer::builder()
-        .args(&["--repl-diskless-sync-delay", "0"])
-        .start()
-}
-
-fn source_offset(source: &RedisServer) -> u64 {
-    source
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[track_caller]
 fn wait_streaming(source: &RedisServer, proxy: &Cutover) {
     let ok = try_poll_until(WAIT, || {
         let st = proxy.status();
         st["sync_state"] == "streaming"
-            && st["applied_offset"].parse::<u64>().unwrap_or(0) >= source_offset(source)
+            && st["applied_offset"].parse::<u64>().unwrap_or(0) >= master_offset(source)
     });
     assert!(
         ok,
         "syncer not caught up: {:?}; source offset {}",
         proxy.status(),
-        source_offset(source)
+        master_offset(source)
     );
 }
 
@@ -94,7 +81,7 @@ fn cutover_under_load_loses_nothing_and_shows_no_errors() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -166,7 +153,7 @@ fn a_stalled_target_aborts_the_cutover_and_clients_continue_on_the_source() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -219,7 +206,7 @@ fn session_state_crosses_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -263,7 +250,7 @@ fn a_second_cutover_is_refused_and_a_restart_keeps_the_target() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -288,7 +275,7 @@ fn cutover_check_explains_what_is_missing() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let proxy = Cutover::start(&source, &[] as &[&str]);
     let r = String::from_utf8_lossy(&cutover(&proxy, &["CHECK"])).into_owned();
     assert!(r.contains("no target configured"), "{r}");
@@ -301,7 +288,7 @@ fn ctl_speaks_to_the_admin_port() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -343,7 +330,7 @@ fn subscribers_keep_receiving_after_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -416,7 +403,7 @@ fn a_blocked_client_is_moved_and_gets_the_element_pushed_after_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);
@@ -455,7 +442,7 @@ fn automatic_cutover_once_the_lag_holds() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
@@ -484,7 +471,7 @@ fn a_write_to_the_source_after_the_fence_is_reported_not_applied() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let proxy = Cutover::start(&source, &["--target", &target.url()]);
     wait_streaming(&source, &proxy);

@@ -6,43 +6,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const SYNC_WAIT: Duration = Duration::from_secs(30);
-
-/// A source that starts a diskless transfer at once (Redis waits 5 s for more replicas
-/// by default).
-fn source() -> RedisServer {
-    RedisServer::builder()
-        .args(&["--repl-diskless-sync-delay", "0"])
-        .start()
-}
-
-fn proxy_with_target(source: &RedisServer, target: &RedisServer, extra: &[&str]) -> Cutover {
-    let mut args = vec!["--target".to_string(), target.url()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Cutover::start(source, &args)
-}
-
-fn source_offset(source: &RedisServer) -> u64 {
-    source
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until the syncer streams and has applied everything the source has.
-#[track_caller]
-fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
-    let ok = try_poll_until(SYNC_WAIT, || {
-        let st = proxy.status();
-        st.get("sync_state").map(String::as_str) == Some("streaming")
-            && st
-                .get("applied_offset")
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|a| a == source_offset(source))
-    });
-    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
-}
-
 fn keys_of(server: &RedisServer, db: u32) -> Vec<Vec<u8>> {
     let mut w = server.wire();
     w.cmd(&["SELECT", &db.to_string()]);
@@ -238,7 +201,7 @@ fn full_sync_then_live_stream_every_type() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
     fill_every_type(&mut s, "before");
@@ -247,7 +210,7 @@ fn full_sync_then_live_stream_every_type() {
     s.cmd(&["SELECT", "0"]);
     let lib = "#!lua name=cutoverlib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
     assert_bytes(s.cmd(&["FUNCTION", "LOAD", lib]), bulk("cutoverlib"));
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
     assert_bytes(target.cmd(&["FCALL", "echo1", "0", "x"]), bulk("x"));
@@ -284,9 +247,9 @@ fn source_link_killed_while_streaming_resumes_without_full_sync() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..3)
@@ -330,9 +293,9 @@ fn cutover_killed_and_restarted_applies_nothing_twice() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
-    let mut proxy = proxy_with_target(&source, &target, &[]);
+    let mut proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Writers straight to the source, so they keep going while cutover is down.
@@ -357,7 +320,7 @@ fn cutover_killed_and_restarted_applies_nothing_twice() {
         thread::sleep(Duration::from_millis(100));
         proxy.kill();
         thread::sleep(Duration::from_millis(50));
-        proxy = proxy_with_target(&source, &target, &[]);
+        proxy = cutover_with_target(&source, &target, &[]);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
@@ -376,12 +339,12 @@ fn target_restarted_while_streaming_resumes_from_its_checkpoint() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     // The target must keep its data (and the checkpoint) across the restart.
     let mut target = RedisServer::builder()
         .args(&["--appendonly", "yes", "--appendfsync", "always"])
         .start();
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = counter_writer(proxy.addr(), "tcounter", stop.clone());
@@ -410,7 +373,7 @@ fn backlog_overrun_forces_a_full_resync_that_is_reported() {
         ])
         .start();
     let target = RedisServer::start();
-    let mut proxy = proxy_with_target(&source, &target, &[]);
+    let mut proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     proxy.kill();
     let mut s = source.wire();
@@ -418,7 +381,7 @@ fn backlog_overrun_forces_a_full_resync_that_is_reported() {
     for i in 0..200 {
         s.cmd(&["SET", &format!("k{i}"), &big]);
     }
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     assert_eq!(source.info_field("stats", "sync_full").unwrap(), "2");
     assert_eq!(proxy.status()["full_syncs"], "1");
@@ -432,10 +395,10 @@ fn a_target_with_data_is_refused_with_a_clear_message() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     target.cmd(&["SET", "precious", "1"]);
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
     let err = &proxy.status()["last_error"];
     assert!(err.contains("not empty") && err.contains("db0"), "{err}");
@@ -453,7 +416,7 @@ fn a_source_that_forbids_psync_says_to_use_a_scan_based_copy() {
         .args(&["--rename-command", "PSYNC", ""])
         .start();
     let target = RedisServer::start();
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
     let err = &proxy.status()["last_error"];
     assert!(err.contains("SCAN-based copy"), "{err}");
@@ -464,7 +427,7 @@ fn big_values_and_expiring_keys() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
     let eight_mb = "v".repeat(8 * 1024 * 1024);
@@ -479,7 +442,7 @@ fn big_values_and_expiring_keys() {
         s.cmd(&["SET", &format!("short:{i}"), "x", "PX", "300"]);
     }
     let started = Instant::now();
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     // Keys that expired during the transfer are gone on the target too (or go within
     // their TTL), never left without one.
@@ -506,7 +469,7 @@ fn from_redis_6_2_to_7_0() {
     let sha = s
         .value(&["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"])
         .text();
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
     let mut p = proxy.wire();
@@ -529,14 +492,14 @@ fn source_link_killed_during_the_rdb_transfer_loads_again_exactly() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     assert_bytes(
         source.cmd(&["DEBUG", "POPULATE", "500000", "bulk", "100"]),
         b"+OK\r\n",
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     let writer = counter_writer(proxy.addr(), "rdb-counter", stop.clone());
     // Cut the link while the RDB is streaming.
     let mut admin = proxy.admin();
@@ -567,7 +530,7 @@ fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cutover.toml");
@@ -579,7 +542,7 @@ fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
         ),
     )
     .unwrap();
-    let proxy = proxy_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
     // A frozen target: it accepts bytes into its socket buffer, then nothing.
     let signal = |sig: &str| {
@@ -702,7 +665,7 @@ fn db_map_renumbers_dbs_in_the_load_and_the_stream() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
     s.cmd(&["SET", "in0", "a"]);
@@ -711,7 +674,7 @@ fn db_map_renumbers_dbs_in_the_load_and_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[sync.db_map]\n\"3\" = 5\n").unwrap();
-    let proxy = proxy_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
     let mut t = target.wire();
     assert_bytes(t.cmd(&["GET", "in0"]), bulk("a"));

@@ -11,39 +11,12 @@ use std::time::Duration;
 
 use support::*;
 
-const SYNC_WAIT: Duration = Duration::from_secs(90);
 /// Bytes per big value.
 const VALUE_BYTES: usize = 20 << 20;
 /// Elements of the big collections (about 100 bytes each).
 const ELEMS: usize = VALUE_BYTES / 100;
 /// Bound on cutover's peak RSS while it moves about 120 MB of big values.
 const MAX_RSS_KB: u64 = 40 * 1024;
-
-fn source() -> RedisServer {
-    RedisServer::builder()
-        .args(&["--repl-diskless-sync-delay", "0"])
-        .start()
-}
-
-fn source_offset(source: &RedisServer) -> u64 {
-    source
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-#[track_caller]
-fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
-    let ok = try_poll_until(SYNC_WAIT, || {
-        let st = proxy.status();
-        st.get("sync_state").map(String::as_str) == Some("streaming")
-            && st
-                .get("applied_offset")
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|a| a == source_offset(source))
-    });
-    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
-}
 
 /// Deterministic text from a small alphabet (LZF finds back references in it).
 fn text(seed: u64, len: usize) -> Vec<u8> {
@@ -259,7 +232,7 @@ fn big_values_are_streamed_with_bounded_memory() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
     s.set_timeout(Duration::from_secs(60));

@@ -6,43 +6,7 @@
 //! pending entries with their delivery times and counts; 7.0's counters when both sides
 //! have them; seen/active times are not carried).
 
-use std::time::Duration;
-
 use support::*;
-
-const SYNC_WAIT: Duration = Duration::from_secs(60);
-
-fn source() -> RedisServer {
-    RedisServer::builder()
-        .args(&["--repl-diskless-sync-delay", "0"])
-        .start()
-}
-
-fn proxy_with_target(source: &RedisServer, target: &RedisServer, extra: &[&str]) -> Cutover {
-    let mut args = vec!["--target".to_string(), target.url()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Cutover::start(source, &args)
-}
-
-fn source_offset(source: &RedisServer) -> u64 {
-    source
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-#[track_caller]
-fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
-    let ok = try_poll_until(SYNC_WAIT, || {
-        let st = proxy.status();
-        st.get("sync_state").map(String::as_str) == Some("streaming")
-            && st
-                .get("applied_offset")
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|a| a == source_offset(source))
-    });
-    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
-}
 
 fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
@@ -350,7 +314,7 @@ fn from_redis_7_0_to_6_2_re_creates_every_value() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::builder().redis62().start();
     let mut s = source.wire();
     fill_every_type(&mut s, "before", 100);
@@ -359,7 +323,7 @@ fn from_redis_7_0_to_6_2_re_creates_every_value() {
     s.cmd(&["SELECT", "7"]);
     fill_every_type(&mut s, "db7", 0);
     s.cmd(&["SELECT", "0"]);
-    let proxy = proxy_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
     let n = assert_same_data(&source, &target, false);
     assert_eq!(n, 72, "keys compared");
@@ -386,7 +350,7 @@ fn big_values_are_rebuilt_in_chunks() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = source();
+    let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
     // Values past 1 KiB go by commands (7.0 into 7.0: read counters and stream counters
@@ -413,7 +377,7 @@ fn big_values_are_rebuilt_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cutover.toml");
     std::fs::write(&config, "[sync]\nbig_value_bytes = 1024\n").unwrap();
-    let proxy = proxy_with_target(&source, &target, &["--config", config.to_str().unwrap()]);
+    let proxy = cutover_with_target(&source, &target, &["--config", config.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
     let n = assert_same_data(&source, &target, true);
     assert_eq!(n, 51, "keys compared");
