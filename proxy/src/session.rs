@@ -422,6 +422,7 @@ impl Session {
                 }
                 changed = self.changes.changed() => {
                     if changed.is_ok() {
+                        self.changes.borrow_and_update();
                         self.route_changed();
                     }
                 }
@@ -443,6 +444,12 @@ impl Session {
             self.reissue_blocked().await;
         }
         loop {
+            // A gate or route change not yet seen is applied before any further command
+            // goes anywhere (the reply branch of `run` may have won the race to wake us).
+            if self.changes.has_changed().unwrap_or(false) {
+                self.changes.borrow_and_update();
+                self.route_changed();
+            }
             if self.closing && !self.inbuf_has_unsent() {
                 break;
             }
@@ -1050,16 +1057,16 @@ impl Session {
             if self.dedicated.is_some() && stateless {
                 self.dedicated = None;
                 self.st.dedicated = false;
-            } else if self.dedicated.is_some()
-                && self.owed > 0
+            } else if self.owed > 0
                 && !self.st.subscribed
                 && !self.counted_subscriber
                 && !self.st.monitoring
                 && !self.st.in_multi
             {
-                // Replies (reads sent during the gate) still owed by the old route's
-                // connection: let them come, then leave it before sending anything else.
-                self.stale_dedicated = true;
+                // Replies (reads sent during the gate) still owed by the old route: let them
+                // come before anything goes to the new one, or replies from two servers
+                // could arrive out of order; then leave a dedicated connection behind.
+                self.stale_dedicated = self.dedicated.is_some();
                 self.wait_drain = true;
             }
         }
