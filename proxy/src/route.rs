@@ -41,7 +41,8 @@ pub struct Router {
     gating: AtomicBool,
     /// Bumped on every gate or route change, to wake connections holding commands.
     changes: watch::Sender<u64>,
-    /// Commands sent to a backend and not yet answered (all connections).
+    /// Writes (commands that are not plain reads) counted from before the gate check until
+    /// their replies arrive: the drain waits for 0. Reads are not counted.
     pub inflight: AtomicI64,
     /// Connections holding commands behind the gate now, and commands held.
     pub held_clients: AtomicU64,
@@ -82,7 +83,8 @@ impl Router {
     }
 
     pub fn gating(&self) -> bool {
-        self.gating.load(Ordering::Acquire)
+        // SeqCst, with `add_inflight`: see the gate check in the session.
+        self.gating.load(Ordering::SeqCst)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -94,12 +96,12 @@ impl Router {
     }
 
     pub fn close_gate(&self) {
-        self.gating.store(true, Ordering::Release);
+        self.gating.store(true, Ordering::SeqCst);
         self.bump();
     }
 
     pub fn open_gate(&self) {
-        self.gating.store(false, Ordering::Release);
+        self.gating.store(false, Ordering::SeqCst);
         self.bump();
     }
 
@@ -116,10 +118,10 @@ impl Router {
     }
 
     pub fn add_inflight(&self, n: i64) {
-        self.inflight.fetch_add(n, Ordering::AcqRel);
+        self.inflight.fetch_add(n, Ordering::SeqCst);
     }
 
     pub fn inflight(&self) -> i64 {
-        self.inflight.load(Ordering::Acquire)
+        self.inflight.load(Ordering::SeqCst)
     }
 }

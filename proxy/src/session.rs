@@ -126,6 +126,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         presub_id: -1,
         reissue_wanted: false,
         stale_dedicated: false,
+        next_writes: 0,
         backend_id: -1,
         block: None,
         unblocking: false,
@@ -141,7 +142,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     let result = s.run(stream).await;
     // Replies this client will never read still count as in flight until they come; the
     // cutover's drain must not wait for them forever.
-    s.sh.router.add_inflight(-(s.owed as i64));
+    let counted: u32 = s
+        .pending
+        .iter()
+        .map(|p| match p {
+            Pending::Backend { writes, .. } | Pending::Exec { writes, .. } => *writes,
+            Pending::Local(_) => 0,
+        })
+        .sum::<u32>()
+        + s.batch.writes
+        + s.next_writes;
+    s.sh.router.add_inflight(-(counted as i64));
     if s.held {
         s.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
     }
@@ -200,12 +211,18 @@ enum Pending {
         discard: bool,
         /// Set on the batches sampled for the latency histogram.
         sent: Option<Instant>,
+        /// Writes among these commands, counted in `Router::inflight` until all replied.
+        writes: u32,
     },
     /// The proxy's own reply, waiting for earlier backend replies.
     Local(Bytes),
     /// EXEC of a transaction that queued commands the proxy answers itself: their
     /// results are spliced into the server's EXEC reply at their positions.
-    Exec { queued: Vec<Queued>, discard: bool },
+    Exec {
+        queued: Vec<Queued>,
+        discard: bool,
+        writes: u32,
+    },
 }
 
 /// A blocking command in flight, as sent, with when it was sent.
@@ -240,6 +257,8 @@ struct BatchAcc {
     end: usize,
     count: u32,
     flags: u8,
+    /// Writes in it, already counted in `Router::inflight`.
+    writes: u32,
 }
 
 /// Client state a forwarded command changes.
@@ -327,6 +346,8 @@ struct Session {
     reissue_wanted: bool,
     /// The dedicated connection belongs to the previous route: drop it once `owed` is 0.
     stale_dedicated: bool,
+    /// Writes already counted in `Router::inflight` for the next `send`.
+    next_writes: u32,
     /// The server's id of the dedicated connection.
     backend_id: i64,
     /// The blocking command waiting on the dedicated connection, if any.
@@ -512,9 +533,20 @@ impl Session {
             };
             // The cutover's gate: hold the first command that may write, and everything
             // after it. A transaction in progress runs to its end first.
+            //
+            // A write is counted in flight BEFORE the gate is read (both SeqCst; the cutover
+            // closes the gate before reading the count): either this sees the gate and
+            // holds, or the drain sees the write and waits for it. Reads are not counted:
+            // heavy read traffic cannot keep the drain from reaching zero.
+            let is_write = matches!(&action, Action::Forward { kind, count, .. } if *kind != Kind::Read && *count > 0);
+            if is_write {
+                self.sh.router.add_inflight(1);
+            }
             if self.sh.router.gating() && !self.st.in_multi {
-                let hold = self.held
-                    || matches!(&action, Action::Forward { kind, .. } if *kind != Kind::Read);
+                let hold = self.held || is_write;
+                if is_write {
+                    self.sh.router.add_inflight(-1);
+                }
                 if hold {
                     self.flush_batch();
                     if !self.held {
@@ -532,13 +564,17 @@ impl Session {
                     dedicated,
                     effect,
                 } => {
+                    let w = is_write as u32;
                     if dedicated && self.dedicated.is_none() {
                         self.flush_batch();
                         if self.owed > 0 {
+                            // Parsed again (and counted again) once the replies are in.
+                            self.sh.router.add_inflight(-(w as i64));
                             self.wait_drain = true;
                             break;
                         }
                         if let Err(reply) = self.open_dedicated().await {
+                            self.sh.router.add_inflight(-(w as i64));
                             self.inbuf.advance(frame.len);
                             self.reply_local(reply);
                             continue;
@@ -578,6 +614,7 @@ impl Session {
                             resp::encode::command(&mut d, [&b"DISCARD"[..]].into_iter());
                             let mode = self.st.reply_mode;
                             self.st.reply_mode = ReplyMode::Off;
+                            self.next_writes += w;
                             self.send(d.freeze(), 1, 0);
                             self.st.reply_mode = mode;
                             let mut nil = BytesMut::new();
@@ -686,16 +723,19 @@ impl Session {
                         if inline {
                             self.inbuf.advance(frame.len);
                         }
+                        self.next_writes += w;
                         self.send_exec(data, queued);
                     } else if inline {
                         self.flush_batch();
                         let data = Bytes::copy_from_slice(self.parser.inline_encoded());
                         self.inbuf.advance(frame.len);
+                        self.next_writes += w;
                         self.send(data, count, flags);
                     } else {
                         self.batch.end += frame.len;
                         self.batch.count += count;
                         self.batch.flags |= flags;
+                        self.batch.writes += w;
                         // SKIP applies to this one command only: keep it a batch of its own.
                         if self.st.reply_mode == ReplyMode::Skip {
                             self.flush_batch();
@@ -773,6 +813,7 @@ impl Session {
         }
         let data = self.inbuf.split_to(self.batch.end).freeze();
         let (count, flags) = (self.batch.count, self.batch.flags);
+        self.next_writes += self.batch.writes;
         self.batch = BatchAcc::default();
         self.send(data, count, flags);
     }
@@ -817,8 +858,17 @@ impl Session {
         self.send(data, 1, 0);
         // `send` recorded an ordinary entry for it; make it the EXEC entry.
         if let Some(last) = self.pending.back_mut() {
-            if matches!(last, Pending::Backend { remaining: 1, .. }) {
-                *last = Pending::Exec { queued, discard };
+            if let Pending::Backend {
+                remaining: 1,
+                writes,
+                ..
+            } = *last
+            {
+                *last = Pending::Exec {
+                    queued,
+                    discard,
+                    writes,
+                };
             }
         }
     }
@@ -880,6 +930,9 @@ impl Session {
 
     fn push_pending(&mut self, count: u32) {
         if count == 0 {
+            // Nothing will answer: the writes counted for it are not in flight.
+            let w = std::mem::take(&mut self.next_writes);
+            self.sh.router.add_inflight(-(w as i64));
             return;
         }
         let discard = self.st.reply_mode != ReplyMode::On;
@@ -888,13 +941,14 @@ impl Session {
         // the distribution stays representative.
         self.batches_sent = self.batches_sent.wrapping_add(1);
         let sent = (self.batches_sent & (LATENCY_SAMPLE - 1) == 0).then(Instant::now);
+        let writes = std::mem::take(&mut self.next_writes);
         self.pending.push_back(Pending::Backend {
             remaining: count,
             discard,
             sent,
+            writes,
         });
         self.owed += count;
-        self.sh.router.add_inflight(count as i64);
     }
 
     /// A reply the proxy makes, placed after every reply owed so far.
@@ -935,7 +989,13 @@ impl Session {
             return;
         }
         if let Some(Pending::Exec { .. }) = self.pending.front() {
-            if let Some(Pending::Exec { queued, discard }) = self.pending.pop_front() {
+            if let Some(Pending::Exec {
+                queued,
+                discard,
+                writes,
+            }) = self.pending.pop_front()
+            {
+                self.sh.router.add_inflight(-(writes as i64));
                 let data = if r.kind == ReplyKind::Data {
                     self.splice_exec(r.data, queued)
                 } else {
@@ -945,7 +1005,6 @@ impl Session {
                     self.out.extend_from_slice(&data);
                 }
                 self.owed -= r.count.min(1);
-                self.sh.router.add_inflight(-(r.count.min(1) as i64));
                 self.flush_locals();
             }
             return;
@@ -954,6 +1013,7 @@ impl Session {
             remaining,
             discard,
             sent,
+            writes,
         }) = self.pending.front_mut()
         else {
             // Cannot happen: replies only come for batches we recorded.
@@ -970,8 +1030,13 @@ impl Session {
             && matches!(&r.data[..], b"*-1\r\n" | b"$-1\r\n" | b"_\r\n");
         if swallowed {
             // The nil CLIENT UNBLOCK produced on the source: the command runs again where
-            // the route settles, with what is left of its timeout.
-            self.reissue_pending = true;
+            // the route settles, with what is left of its timeout (at once if the gate has
+            // already reopened, e.g. after an abort the UNBLOCK arrived late for).
+            if self.sh.router.gating() {
+                self.reissue_pending = true;
+            } else {
+                self.reissue_wanted = true;
+            }
         } else if !*discard {
             self.out.extend_from_slice(&r.data);
         }
@@ -984,8 +1049,8 @@ impl Session {
         let n = r.count.min(*remaining);
         *remaining -= n;
         self.owed -= n;
-        self.sh.router.add_inflight(-(n as i64));
         if *remaining == 0 {
+            self.sh.router.add_inflight(-(*writes as i64));
             if let Some(sent) = sent {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());
             }
@@ -1102,6 +1167,9 @@ impl Session {
             at: Instant::now(),
             timeout: b.timeout,
         });
+        // Counted like any write, so a later cutover's drain accounts for it.
+        self.sh.router.add_inflight(1);
+        self.next_writes += 1;
         self.send(cmd, 1, 0);
     }
 
