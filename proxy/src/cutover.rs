@@ -354,9 +354,11 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             }))
         }
         Err(why) => {
-            // Abort: lift the pause and release the held commands to the source.
-            let _ = request(&mut src, &[b"CLIENT", b"UNPAUSE"], "source").await;
+            // Abort: release the held commands to the source at once, then lift the pause
+            // (bounded, retried in the background: a stalled source must not keep the
+            // gate closed past the deadline).
             sh.router.open_gate();
+            unpause(sh.clone(), src);
             sh.cutover.set(State::Aborted);
             sh.cutover
                 .last_pause_us
@@ -411,6 +413,40 @@ fn record_switch(
                 tgt = c;
             }
         }
+    });
+}
+
+/// Lifts the source's write pause after an abort: on the connection that paused it if it
+/// answers within 500 ms, else on fresh connections, retried until it works (the pause
+/// would otherwise only end when it expires).
+fn unpause(sh: Arc<Shared>, mut src: NodeStream) {
+    tokio::spawn(async move {
+        let mut fresh = false;
+        for attempt in 0..20u32 {
+            let r = tokio::time::timeout(
+                Duration::from_millis(500),
+                request(&mut src, &[b"CLIENT", b"UNPAUSE"], "source"),
+            )
+            .await;
+            // A reply left over from a cancelled step may come first on the old connection:
+            // only a fresh connection's +OK is trusted.
+            if matches!(&r, Ok(Ok(b)) if b.first() == Some(&b'+')) && fresh {
+                return;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            match connect(&sh.source, "source").await {
+                Ok(c) => {
+                    src = c;
+                    fresh = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the source to lift its write pause; retrying")
+                }
+            }
+        }
+        tracing::error!("could not lift the source's write pause; it ends when it expires");
     });
 }
 
@@ -483,13 +519,15 @@ async fn load_scripts(sh: &Shared, tgt: &mut NodeStream, from: usize) -> Result<
     Ok(from + bodies.len())
 }
 
-/// Reads the switch record on the target: Some(epoch) when a cutover already happened.
-pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Option<u64> {
+/// Reads the switch record on the target: Some(epoch) when a cutover already happened,
+/// None when the target answers that none did. Failing to read it is an error, not a
+/// "no": routing back to the source after a switch would split the writes.
+pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Result<Option<u64>, String> {
     let mut c = target
         .connector()
         .connect(&SessionSetup::default())
         .await
-        .ok()?;
+        .map_err(|e| format!("target: {e}"))?;
     let db = checkpoint_db.to_string();
     let r = c
         .request(&[
@@ -497,10 +535,18 @@ pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Option<u6
             &[b"HMGET", RECORD_KEY, b"route", b"route_epoch"],
         ])
         .await
-        .ok()?;
+        .map_err(|e| format!("target: {e}"))?;
+    if let Some(e) = r.iter().find(|f| f.first() == Some(&b'-')) {
+        return Err(format!("target: {}", text(e)));
+    }
     let t = String::from_utf8_lossy(&r[1]).into_owned();
     if !t.contains("\r\ntarget\r\n") {
-        return None;
+        return Ok(None);
     }
-    t.trim_end().rsplit("\r\n").next()?.parse().ok()
+    t.trim_end()
+        .rsplit("\r\n")
+        .next()
+        .and_then(|e| e.parse().ok())
+        .map(Some)
+        .ok_or_else(|| "the target's switch record has no epoch".to_string())
 }

@@ -63,8 +63,23 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     };
     // A cutover already done (recorded on the target) holds across restarts.
     let switched = match &target {
-        Some(t) => crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await,
         None => None,
+        Some(t) => {
+            let mut tries = 0;
+            loop {
+                match crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await {
+                    Ok(v) => break v,
+                    Err(e) if tries < 30 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, "cannot read the target's switch record yet; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(e) => anyhow::bail!(
+                        "cannot tell whether a cutover already happened ({e}): refusing to start, as routing to the source after a switch would split the writes"
+                    ),
+                }
+            }
+        }
     };
     let router = Arc::new(match (&switched, &target) {
         (Some(epoch), Some(t)) => {

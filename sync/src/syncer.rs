@@ -156,6 +156,13 @@ async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError
     let mut target = Target::connect(&cfg.target).await?;
     let (replid, offset, db) = match reply {
         PsyncReply::Full { replid, offset } => {
+            if status.fence().is_some() {
+                // After the cutover the target is live: loading (and first emptying) it
+                // would destroy the writes it took since.
+                return Err(SyncError::Config(
+                    "the source offered a full resync after the cutover; the target is live and nothing is loaded into it".into(),
+                ));
+            }
             if resume.is_some() {
                 tracing::error!(
                     "the source answered FULLRESYNC to a resume (backlog overrun or a new replication id): the whole dataset is loaded again"
@@ -217,6 +224,20 @@ async fn prepare_for_full_load(
     resuming: bool,
 ) -> Result<(), SyncError> {
     let ours = cp.is_some();
+    // Never over a target that took the clients: a cutover recorded there means it is live.
+    let ckdb = cfg.checkpoint_db.to_string();
+    let rec = control
+        .request(&[
+            &[b"SELECT", ckdb.as_bytes()],
+            &[b"HGET", checkpoint::KEY, b"route"],
+        ])
+        .await
+        .map_err(|e| SyncError::Target(e.to_string()))?;
+    if rec.get(1).is_some_and(|r| &r[..] == b"$6\r\ntarget\r\n") {
+        return Err(SyncError::Config(
+            "the target records a completed cutover (it is live): refusing to load the source into it".into(),
+        ));
+    }
     let r = control
         .request(&[&[b"INFO", b"keyspace"]])
         .await

@@ -492,3 +492,29 @@ fn a_write_to_the_source_after_the_fence_is_reported_not_applied() {
     assert_bytes(target.cmd(&["GET", "k"]), bulk("after-on-target"));
     assert!(proxy.log_tail().contains("after the cutover's fence"));
 }
+
+#[test]
+fn a_full_resync_offered_after_the_switch_never_touches_the_live_target() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let mut source = sync_source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    assert_bytes(proxy.wire().cmd(&["SET", "before", "1"]), b"+OK\r\n");
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    assert_bytes(proxy.wire().cmd(&["SET", "after", "2"]), b"+OK\r\n");
+    // The old source comes back empty, with a new replication id: the syncer's resume is
+    // answered with a full resync, which must not empty the target that now serves.
+    source.restart();
+    poll_until(WAIT, || {
+        proxy.status()["last_error"].contains("full resync after the cutover")
+    });
+    assert_bytes(
+        target.cmd(&["MGET", "before", "after"]),
+        b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n",
+    );
+    assert_bytes(proxy.wire().cmd(&["GET", "after"]), bulk("2"));
+}
