@@ -127,6 +127,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         reissue_wanted: false,
         stale_dedicated: false,
         next_writes: 0,
+        presub_counted: false,
+        swap_after_drain: None,
         backend_id: -1,
         block: None,
         unblocking: false,
@@ -158,6 +160,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     }
     if s.counted_subscriber {
         s.sh.router.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+    if s.presub_counted {
+        s.sh.router.resubscribed.fetch_sub(1, Ordering::Relaxed);
     }
     if s.st.in_multi {
         s.sh.router.in_multi.fetch_sub(1, Ordering::Relaxed);
@@ -348,6 +353,11 @@ struct Session {
     stale_dedicated: bool,
     /// Writes already counted in `Router::inflight` for the next `send`.
     next_writes: u32,
+    /// This client's target subscriptions are confirmed and counted in
+    /// `Router::resubscribed`.
+    presub_counted: bool,
+    /// The target connection that takes over once the old one's replies are in.
+    swap_after_drain: Option<PipelineHandle>,
     /// The server's id of the dedicated connection.
     backend_id: i64,
     /// The blocking command waiting on the dedicated connection, if any.
@@ -479,6 +489,10 @@ impl Session {
                     break;
                 }
                 self.wait_drain = false;
+                if let Some(p) = self.swap_after_drain.take() {
+                    self.dedicated = Some(p);
+                    self.backend_id = self.presub_id;
+                }
                 if self.stale_dedicated {
                     self.stale_dedicated = false;
                     self.dedicated = None;
@@ -826,9 +840,10 @@ impl Session {
             reply: self.tx.clone(),
         };
         let route = self.sh.router.route();
+        let db = self.db_on(route.side);
         let handle = match &self.dedicated {
             Some(h) => h,
-            None => route.upstream.shared(self.st.db, self.st.resp3, self.st.id),
+            None => route.upstream.shared(db, self.st.resp3, self.st.id),
         };
         if let Err(b) = handle.send(batch) {
             // The connection's task is gone (dedicated connection lost): fail these
@@ -975,6 +990,7 @@ impl Session {
                     // cutover: the client has its own already.
                     self.presub_pending -= 1;
                     if self.presub_pending == 0 {
+                        self.presub_counted = true;
                         self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
                     }
                     return;
@@ -1098,16 +1114,27 @@ impl Session {
         }
         if !gating && route.epoch == self.epoch && self.presub.is_some() {
             // Aborted: the source connection stays, the target one goes.
-            self.presub = None;
-            self.presub_pending = 0;
+            drop(route);
+            self.drop_presub();
+            return self.route_changed();
         }
         if route.epoch != self.epoch && !gating {
             self.epoch = route.epoch;
             if let Some(p) = self.presub.take() {
-                // Switched: the target connection, already subscribed, takes over.
-                self.dedicated = Some(p);
-                self.backend_id = self.presub_id;
+                // Switched: the target connection, already subscribed, takes over (once
+                // replies still owed by the old one, e.g. a RESP3 subscriber's read, are in).
                 self.presub_pending = 0;
+                if self.presub_counted {
+                    self.presub_counted = false;
+                    self.sh.router.resubscribed.fetch_sub(1, Ordering::AcqRel);
+                }
+                if self.owed > 0 {
+                    self.swap_after_drain = Some(p);
+                    self.wait_drain = true;
+                } else {
+                    self.dedicated = Some(p);
+                    self.backend_id = self.presub_id;
+                }
             }
             if self.st.watching {
                 self.st.watch_broken = true;
@@ -1173,6 +1200,15 @@ impl Session {
         self.send(cmd, 1, 0);
     }
 
+    /// The client's db as numbered on `side`: the syncer put source db N into target db
+    /// `sync.db_map(N)`, so after the switch the client must find its keys there.
+    fn db_on(&self, side: crate::route::Side) -> u32 {
+        match side {
+            crate::route::Side::Source => self.st.db,
+            crate::route::Side::Target => self.sh.settings.sync.db_map.target(self.st.db),
+        }
+    }
+
     /// Enters or leaves a transaction, keeping `Router::in_multi` in step.
     pub(super) fn set_in_multi(&mut self, on: bool) {
         if on != self.st.in_multi {
@@ -1202,7 +1238,11 @@ impl Session {
             return;
         };
         let h = match target
-            .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
+            .dedicated(
+                self.db_on(crate::route::Side::Target),
+                self.st.resp3,
+                self.st.name.clone(),
+            )
             .await
         {
             Ok((h, id)) => {
@@ -1238,12 +1278,25 @@ impl Session {
             flags: BatchFlags(BatchFlags::PUBSUB),
             reply: self.tx.clone(),
         };
-        if h.send(batch).is_ok() {
+        // The gate may have reopened (abort) while the connection was opening.
+        let still = self.sh.router.gating() && self.sh.router.route().epoch == self.epoch;
+        if still && h.send(batch).is_ok() {
             self.presub = Some(h);
             self.presub_pending = n;
             if n == 0 {
+                self.presub_counted = true;
                 self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
             }
+        }
+    }
+
+    /// Drops the target subscriptions made for a cutover, undoing their count.
+    pub(super) fn drop_presub(&mut self) {
+        self.presub = None;
+        self.presub_pending = 0;
+        if self.presub_counted {
+            self.presub_counted = false;
+            self.sh.router.resubscribed.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -1257,9 +1310,12 @@ impl Session {
     }
 
     async fn open_dedicated(&mut self) -> Result<(), Bytes> {
-        let up = self.sh.router.upstream();
+        let (up, side) = {
+            let r = self.sh.router.route();
+            (r.upstream.clone(), r.side)
+        };
         match up
-            .dedicated(self.st.db, self.st.resp3, self.st.name.clone())
+            .dedicated(self.db_on(side), self.st.resp3, self.st.name.clone())
             .await
         {
             Ok((h, id)) => {

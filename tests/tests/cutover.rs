@@ -518,3 +518,32 @@ fn a_full_resync_offered_after_the_switch_never_touches_the_live_target() {
     );
     assert_bytes(proxy.wire().cmd(&["GET", "after"]), bulk("2"));
 }
+
+#[test]
+fn db_map_applies_to_clients_after_the_switch() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = sync_source();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync.db_map]\n\"3\" = 5\n").unwrap();
+    let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    wait_streaming(&source, &proxy);
+    let mut c = proxy.wire();
+    assert_bytes(c.cmd(&["SELECT", "3"]), b"+OK\r\n");
+    assert_bytes(c.cmd(&["SET", "k", "v"]), b"+OK\r\n");
+    wait_streaming(&source, &proxy);
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    // Still "db 3" for the client: its keys are where the syncer put them (target db 5).
+    assert_bytes(c.cmd(&["GET", "k"]), bulk("v"));
+    assert_bytes(c.cmd(&["SET", "k2", "w"]), b"+OK\r\n");
+    let mut t = target.wire();
+    t.cmd(&["SELECT", "5"]);
+    assert_bytes(t.cmd(&["MGET", "k", "k2"]), b"*2\r\n$1\r\nv\r\n$1\r\nw\r\n");
+    // A new client selecting db 3 finds them too.
+    let mut d = proxy.wire();
+    d.cmd(&["SELECT", "3"]);
+    assert_bytes(d.cmd(&["GET", "k2"]), bulk("w"));
+}

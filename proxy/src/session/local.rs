@@ -437,7 +437,7 @@ impl Session {
             set.clear();
         }
         self.count_subscriber();
-        self.presub = None;
+        self.drop_presub();
         self.set_in_multi(false);
         self.st.watching = false;
         self.st.watch_broken = false;
