@@ -160,15 +160,16 @@ impl Link {
         Ok(Payload::Len(len))
     }
 
-    /// Streams the RDB payload to `tx` in chunks; on return `rbuf` holds whatever followed
-    /// the payload (the start of the command stream). `progress` is told each chunk's size.
+    /// Reads the RDB payload at network speed, handing each chunk to `sink` (which must
+    /// not wait: the source is never kept waiting on the target); on return `rbuf` holds
+    /// whatever followed the payload (the start of the command stream). `progress` is told
+    /// each chunk's size.
     pub async fn stream_payload(
         &mut self,
         payload: &Payload,
-        tx: &mpsc::Sender<Bytes>,
+        mut sink: impl FnMut(Bytes) -> Result<(), SyncError>,
         mut progress: impl FnMut(u64),
     ) -> Result<(), SyncError> {
-        let gone = |_| SyncError::Source("RDB reader stopped".into());
         match payload {
             Payload::Len(len) => {
                 let mut left = *len;
@@ -180,7 +181,7 @@ impl Link {
                     let chunk = self.rbuf.split_to(n).freeze();
                     left -= n as u64;
                     progress(n as u64);
-                    tx.send(chunk).await.map_err(gone)?;
+                    sink(chunk)?;
                 }
                 Ok(())
             }
@@ -194,7 +195,7 @@ impl Link {
                         if n > 0 {
                             let chunk = self.rbuf.split_to(n).freeze();
                             progress(n as u64);
-                            tx.send(chunk).await.map_err(gone)?;
+                            sink(chunk)?;
                         }
                         self.rbuf.clear();
                         return Ok(());
@@ -203,7 +204,7 @@ impl Link {
                         let n = self.rbuf.len() - 40;
                         let chunk = self.rbuf.split_to(n).freeze();
                         progress(n as u64);
-                        tx.send(chunk).await.map_err(gone)?;
+                        sink(chunk)?;
                     }
                     self.fill().await?;
                 }

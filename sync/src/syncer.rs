@@ -350,17 +350,74 @@ async fn full_load(
     });
 
     let loaded = &status.rdb_bytes_loaded;
+    // The payload is read at network speed into the spool (memory, then a bounded file);
+    // the pump hands it to the reader as fast as the target takes it. A slow target never
+    // makes the source wait (its replica output buffer fills meanwhile with the writes it
+    // takes, and past its limit it would drop us).
+    // (A mutex only to be Send; it is never held across an await.)
+    let spool = std::sync::Mutex::new(Spool::new(
+        cfg.spool_dir.clone(),
+        PAYLOAD_SPOOL_MEMORY,
+        cfg.spool_max_bytes,
+    ));
+    let arrived = tokio::sync::Notify::new();
+    let fed_all = std::sync::atomic::AtomicBool::new(false);
     let feed = async {
         let r = link
-            .stream_payload(&payload, &chunk_tx, |n| SyncStatus::add(loaded, n))
+            .stream_payload(
+                &payload,
+                |c| {
+                    let mut sp = spool
+                        .lock()
+                        .map_err(|_| SyncError::Config("spool lock poisoned".into()))?;
+                    if sp.is_full() {
+                        return Err(SyncError::Config(
+                            "the spool is full (sync.spool_max_bytes) while loading the RDB".into(),
+                        ));
+                    }
+                    sp.push(c).map_err(spool_err)?;
+                    status
+                        .spool_bytes
+                        .store(sp.file_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    arrived.notify_one();
+                    Ok(())
+                },
+                |n| SyncStatus::add(loaded, n),
+            )
             .await;
-        drop(chunk_tx);
+        fed_all.store(true, std::sync::atomic::Ordering::Release);
+        arrived.notify_one();
         r
     };
+    let pump = async {
+        let gone = |_| SyncError::Source("RDB reader stopped".into());
+        loop {
+            // "All fed" is read BEFORE popping: if it was set, nothing can arrive after the
+            // pop, so an empty pop then means the payload is done.
+            let all = fed_all.load(std::sync::atomic::Ordering::Acquire);
+            let next = spool
+                .lock()
+                .map_err(|_| SyncError::Config("spool lock poisoned".into()))?
+                // Pieces of a socket read's size: the channel to the reader holds 64.
+                .pop(64 * 1024)
+                .map_err(spool_err)?;
+            match next {
+                Some(c) => chunk_tx.send(c).await.map_err(gone)?,
+                None if all => break,
+                None => arrived.notified().await,
+            }
+        }
+        status
+            .spool_bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        drop(chunk_tx);
+        Ok::<(), SyncError>(())
+    };
     let apply = apply_batches(cfg, status, target, &mut batch_rx);
-    let (fed, applied) = tokio::join!(feed, apply);
+    let (fed, pumped, applied) = tokio::join!(feed, pump, apply);
     let _ = reader.await;
     fed?;
+    pumped?;
     let stream_db = applied?;
     if matches!(payload, Payload::Eof(_)) {
         // A diskless master sends no stream until the replica's first ACK.
@@ -661,6 +718,9 @@ async fn stream(
 
 /// Stream bytes kept in memory before the spool goes to disk.
 const SPOOL_MEMORY: usize = 16 * 1024 * 1024;
+/// RDB payload kept in memory during the full load before the spool goes to disk (small:
+/// the load's own windows already hold up to 16 MB).
+const PAYLOAD_SPOOL_MEMORY: usize = 4 * 1024 * 1024;
 
 fn spool_err(e: std::io::Error) -> SyncError {
     SyncError::Config(format!("spooling the stream to disk: {e}"))

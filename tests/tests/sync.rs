@@ -701,3 +701,68 @@ fn db_map_renumbers_dbs_in_the_load_and_the_stream() {
     t.cmd(&["SELECT", "3"]);
     assert_bytes(t.cmd(&["DBSIZE"]), int(0));
 }
+
+#[test]
+fn during_the_full_load_a_frozen_target_does_not_slow_the_source_link() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    // Disk-based transfer: the payload's size is announced, so "all of it arrived" shows.
+    let source = RedisServer::builder()
+        .args(&[
+            "--repl-diskless-sync",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--rdbcompression",
+            "no",
+        ])
+        .start();
+    let target = RedisServer::start();
+    assert_bytes(
+        source.cmd(&["DEBUG", "POPULATE", "300000", "pk", "100"]),
+        b"+OK\r\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sync]\nspool_dir = \"{}\"\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &target.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "full_sync");
+    signal("-STOP");
+    // The whole payload arrives although the target applies nothing: it waits on disk.
+    let all = try_poll_until(SYNC_WAIT, || {
+        let st = proxy.status();
+        let total: u64 = st["rdb_bytes"].parse().unwrap_or(0);
+        total > 0 && st["rdb_bytes_loaded"].parse::<u64>().unwrap_or(0) == total
+    });
+    let st = proxy.status();
+    signal("-CONT");
+    assert!(
+        all,
+        "the payload did not all arrive while the target was frozen: {st:?}"
+    );
+    assert!(st["spool_bytes"].parse::<u64>().unwrap() > 0, "{st:?}");
+    wait_caught_up(&source, &proxy);
+    assert_eq!(
+        target.wire().value(&["DBSIZE"]).int(),
+        source.wire().value(&["DBSIZE"]).int() + 1
+    );
+    assert_bytes(
+        target.cmd(&["DEBUG", "DIGEST-VALUE", "pk:299999"]),
+        source.cmd(&["DEBUG", "DIGEST-VALUE", "pk:299999"]),
+    );
+}
