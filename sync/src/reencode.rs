@@ -249,15 +249,7 @@ impl PartWriter {
                 last_id,
                 entries_read,
             } => {
-                let last = id_text(last_id);
-                let read = entries_read
-                    .filter(|_| self.caps.stream_meta)
-                    .map(|n| n.to_string());
-                let mut args: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", &key, &name, last.as_bytes()];
-                if let Some(n) = &read {
-                    args.extend([&b"ENTRIESREAD"[..], n.as_bytes()]);
-                }
-                w.cmd("XGROUP CREATE", &args)?;
+                w.xgroup_create(&key, &name, last_id, entries_read, self.caps)?;
                 st.group = name;
             }
             ValuePart::StreamConsumer { name, pending, .. } => {
@@ -318,21 +310,13 @@ impl PartWriter {
             w.cmd("XDEL", &args)?;
         }
         if let Some(m) = &st.meta {
-            let last = id_text(m.last_id);
-            let mut args: Vec<&[u8]> = vec![b"XSETID", &key, last.as_bytes()];
-            let meta = match (self.caps.stream_meta, m.entries_added, m.max_deleted_id) {
-                (true, Some(added), Some(maxdel)) => Some((added.to_string(), id_text(maxdel))),
-                _ => None,
-            };
-            if let Some((added, maxdel)) = &meta {
-                args.extend([
-                    &b"ENTRIESADDED"[..],
-                    added.as_bytes(),
-                    b"MAXDELETEDID",
-                    maxdel.as_bytes(),
-                ]);
-            }
-            w.cmd("XSETID", &args)?;
+            w.xsetid(
+                &key,
+                m.last_id,
+                m.entries_added,
+                m.max_deleted_id,
+                self.caps,
+            )?;
         }
         if let Some(ms) = self.entry.expire_ms {
             let ms = ms.to_string();
@@ -411,6 +395,52 @@ impl Writer<'_, '_> {
     fn cmd(&mut self, name: &'static str, args: &[&[u8]]) -> Result<(), SyncError> {
         resp::encode::command(self.sink.buf(), args.iter().copied());
         self.sink.done(name, self.key)
+    }
+
+    /// A consumer group at its last delivered id (ENTRIESREAD only where the target has it).
+    fn xgroup_create(
+        &mut self,
+        key: &[u8],
+        group: &[u8],
+        last_id: StreamId,
+        entries_read: Option<u64>,
+        caps: TargetCaps,
+    ) -> Result<(), SyncError> {
+        let last = id_text(last_id);
+        let read = entries_read
+            .filter(|_| caps.stream_meta)
+            .map(|n| n.to_string());
+        let mut args: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", key, group, last.as_bytes()];
+        if let Some(n) = &read {
+            args.extend([&b"ENTRIESREAD"[..], n.as_bytes()]);
+        }
+        self.cmd("XGROUP CREATE", &args)
+    }
+
+    /// The stream's last id (and its counters where the target has them: 7.0+).
+    fn xsetid(
+        &mut self,
+        key: &[u8],
+        last_id: StreamId,
+        entries_added: Option<u64>,
+        max_deleted_id: Option<StreamId>,
+        caps: TargetCaps,
+    ) -> Result<(), SyncError> {
+        let last = id_text(last_id);
+        let mut args: Vec<&[u8]> = vec![b"XSETID", key, last.as_bytes()];
+        let meta = match (caps.stream_meta, entries_added, max_deleted_id) {
+            (true, Some(added), Some(maxdel)) => Some((added.to_string(), id_text(maxdel))),
+            _ => None,
+        };
+        if let Some((added, maxdel)) = &meta {
+            args.extend([
+                &b"ENTRIESADDED"[..],
+                added.as_bytes(),
+                b"MAXDELETEDID",
+                maxdel.as_bytes(),
+            ]);
+        }
+        self.cmd("XSETID", &args)
     }
 
     /// A consumer of `group`: XGROUP CREATECONSUMER (6.2+); before 6.2 reading its own
@@ -601,16 +631,7 @@ impl Writer<'_, '_> {
             self.cmd("XGROUP DESTROY", &[b"XGROUP", b"DESTROY", &key, tmp])?;
         }
         for g in &s.groups {
-            let last = id_text(g.last_id);
-            let read = g
-                .entries_read
-                .filter(|_| caps.stream_meta)
-                .map(|n| n.to_string());
-            let mut args: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", &key, &g.name, last.as_bytes()];
-            if let Some(n) = &read {
-                args.extend([&b"ENTRIESREAD"[..], n.as_bytes()]);
-            }
-            self.cmd("XGROUP CREATE", &args)?;
+            self.xgroup_create(&key, &g.name, g.last_id, g.entries_read, caps)?;
             for c in &g.consumers {
                 self.create_consumer(&key, &g.name, &c.name, c.pending.is_empty(), caps)?;
             }
@@ -625,21 +646,7 @@ impl Writer<'_, '_> {
             args.extend(chunk.iter().map(|id| id.as_bytes()));
             self.cmd("XDEL", &args)?;
         }
-        let last = id_text(s.last_id);
-        let mut args: Vec<&[u8]> = vec![b"XSETID", &key, last.as_bytes()];
-        let meta = match (caps.stream_meta, s.entries_added, s.max_deleted_id) {
-            (true, Some(added), Some(maxdel)) => Some((added.to_string(), id_text(maxdel))),
-            _ => None,
-        };
-        if let Some((added, maxdel)) = &meta {
-            args.extend([
-                &b"ENTRIESADDED"[..],
-                added.as_bytes(),
-                b"MAXDELETEDID",
-                maxdel.as_bytes(),
-            ]);
-        }
-        self.cmd("XSETID", &args)
+        self.xsetid(&key, s.last_id, s.entries_added, s.max_deleted_id, caps)
     }
 }
 
