@@ -978,6 +978,16 @@ impl RedisServer {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// Sends a signal to the server process (`"-STOP"` freezes it, `"-CONT"` resumes it:
+    /// a node that accepts bytes and answers nothing).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
     /// The server's data directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -26,6 +26,15 @@ fn wait_streaming(source: &RedisServer, proxy: &Cutover) {
     );
 }
 
+/// A source, an empty target, and cutover in front syncing it, caught up.
+fn synced() -> (RedisServer, RedisServer, Cutover) {
+    let source = sync_source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(&source, &["--target", &target.url()]);
+    wait_streaming(&source, &proxy);
+    (source, target, proxy)
+}
+
 fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
     let mut a = proxy.admin();
     a.set_timeout(Duration::from_secs(20));
@@ -81,10 +90,7 @@ fn cutover_under_load_loses_nothing_and_shows_no_errors() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..6)
         .map(|i| app_client(proxy.addr(), i, stop.clone()))
@@ -153,25 +159,15 @@ fn a_stalled_target_aborts_the_cutover_and_clients_continue_on_the_source() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
         .map(|i| app_client(proxy.addr(), i, stop.clone()))
         .collect();
     poll_until(WAIT, || target.cmd(&["EXISTS", "c:2"]) == int(1));
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &target.pid().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    signal("-STOP");
+    target.signal("-STOP");
     let r = cutover(&proxy, &["TIMEOUT", "300"]);
-    signal("-CONT");
+    target.signal("-CONT");
     let text = String::from_utf8_lossy(&r).into_owned();
     assert!(
         text.starts_with("-ERR aborted") && text.contains("deadline"),
@@ -206,10 +202,7 @@ fn session_state_crosses_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     let mut a = proxy.wire();
     // db, name and protocol.
     assert_bytes(a.cmd(&["SELECT", "4"]), b"+OK\r\n");
@@ -288,10 +281,7 @@ fn ctl_speaks_to_the_admin_port() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (_source, _target, proxy) = synced();
     let admin = proxy.admin_addr().to_string();
     let ctl = |args: &[&str]| {
         std::process::Command::new(cutover_bin())
@@ -330,10 +320,7 @@ fn subscribers_keep_receiving_after_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     let mut s2 = proxy.wire();
     assert_bytes(
         s2.cmd(&["SUBSCRIBE", "news"]),
@@ -403,10 +390,7 @@ fn a_blocked_client_is_moved_and_gets_the_element_pushed_after_the_switch() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     let mut blocked = proxy.wire();
     blocked.set_timeout(Duration::from_secs(20));
     assert_bytes(blocked.cmd(&["SET", "marker", "m"]), b"+OK\r\n");
@@ -471,10 +455,7 @@ fn a_write_to_the_source_after_the_fence_is_reported_not_applied() {
     if skip_direct("the cutover") {
         return;
     }
-    let source = sync_source();
-    let target = RedisServer::start();
-    let proxy = Cutover::start(&source, &["--target", &target.url()]);
-    wait_streaming(&source, &proxy);
+    let (source, target, proxy) = synced();
     assert_bytes(proxy.wire().cmd(&["SET", "k", "before"]), b"+OK\r\n");
     wait_streaming(&source, &proxy);
     assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");

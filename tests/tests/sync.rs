@@ -544,16 +544,7 @@ fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
     .unwrap();
     let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
-    // A frozen target: it accepts bytes into its socket buffer, then nothing.
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &target.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
-    signal("-STOP");
+    target.signal("-STOP");
     let value = "v".repeat(10_000);
     let mut s = source.wire();
     for i in 0..3000 {
@@ -570,7 +561,7 @@ fn a_stalled_target_makes_the_stream_wait_in_the_spool_not_the_source() {
     );
     // The source never dropped us.
     assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
-    signal("-CONT");
+    target.signal("-CONT");
     wait_caught_up(&source, &proxy);
     assert_eq!(proxy.status_u64("spool_bytes"), 0);
     assert_eq!(source.info_field("stats", "sync_partial_ok").unwrap(), "0");
@@ -734,15 +725,8 @@ fn during_the_full_load_a_frozen_target_does_not_slow_the_source_link() {
     )
     .unwrap();
     let proxy = cutover_with_target(&source, &target, &["--config", cfg.to_str().unwrap()]);
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &target.pid().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "full_sync");
-    signal("-STOP");
+    target.signal("-STOP");
     // The whole payload arrives although the target applies nothing: it waits on disk.
     let all = try_poll_until(SYNC_WAIT, || {
         let st = proxy.status();
@@ -750,7 +734,7 @@ fn during_the_full_load_a_frozen_target_does_not_slow_the_source_link() {
         total > 0 && st["rdb_bytes_loaded"].parse::<u64>().unwrap_or(0) == total
     });
     let st = proxy.status();
-    signal("-CONT");
+    target.signal("-CONT");
     assert!(
         all,
         "the payload did not all arrive while the target was frozen: {st:?}"
