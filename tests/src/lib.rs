@@ -1480,6 +1480,32 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 // Syncing
 // ---------------------------------------------------------------------------------------
 
+/// Writes `<tag>:list-big`, `set-big`, `intset-big`, `zset-big` (plus `extra_zset`
+/// score/member pairs) and `hash-big`: 700 elements each, past every listpack and intset
+/// threshold, so the big encodings are exercised.
+pub fn fill_big_encodings(w: &mut Wire, tag: &str, extra_zset: &[&str]) {
+    let k = |s: &str| format!("{tag}:{s}");
+    let mut big_list = vec!["RPUSH".to_string(), k("list-big")];
+    let mut big_set = vec!["SADD".to_string(), k("set-big")];
+    let mut big_int = vec!["SADD".to_string(), k("intset-big")];
+    let mut big_zset = vec!["ZADD".to_string(), k("zset-big")];
+    let mut big_hash = vec!["HSET".to_string(), k("hash-big")];
+    for i in 0..700 {
+        big_list.push(format!("element-{i}"));
+        big_set.push(format!("member-{i}"));
+        big_int.push(i.to_string());
+        big_zset.push(format!("{}", i as f64 / 7.0));
+        big_zset.push(format!("m{i}"));
+        big_hash.push(format!("field-{i}"));
+        big_hash.push(format!("value-{i}"));
+    }
+    big_zset.extend(extra_zset.iter().map(|s| s.to_string()));
+    for c in [big_list, big_set, big_int, big_zset, big_hash] {
+        let r = w.cmd(&c);
+        assert!(!r.starts_with(b"-"), "{}", show(&r));
+    }
+}
+
 /// How long a sync may take to catch up in a test.
 pub const SYNC_WAIT: Duration = Duration::from_secs(60);
 

@@ -152,25 +152,7 @@ fn fill_every_type(w: &mut Wire, tag: &str) {
         let r = w.cmd(c);
         assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
     }
-    // Large encodings: past every listpack/intset threshold.
-    let mut big_list = vec!["RPUSH".to_string(), k("list-big")];
-    let mut big_set = vec!["SADD".to_string(), k("set-big")];
-    let mut big_int = vec!["SADD".to_string(), k("intset-big")];
-    let mut big_zset = vec!["ZADD".to_string(), k("zset-big")];
-    let mut big_hash = vec!["HSET".to_string(), k("hash-big")];
-    for i in 0..700 {
-        big_list.push(format!("element-{i}"));
-        big_set.push(format!("member-{i}"));
-        big_int.push(i.to_string());
-        big_zset.push(format!("{}", i as f64 / 7.0));
-        big_zset.push(format!("m{i}"));
-        big_hash.push(format!("field-{i}"));
-        big_hash.push(format!("value-{i}"));
-    }
-    for c in [big_list, big_set, big_int, big_zset, big_hash] {
-        let r = w.cmd(&c);
-        assert!(!r.starts_with(b"-"), "{}", show(&r));
-    }
+    fill_big_encodings(w, tag, &[]);
     let bin: &[u8] = b"bin\x00\r\n\xff";
     let mut key = tag.as_bytes().to_vec();
     key.extend_from_slice(bin);
