@@ -61,6 +61,34 @@ impl Connector {
         &self.url
     }
 
+    /// A connector for another node of the same deployment (a cluster node named by a slot
+    /// map or a redirection): same credentials, TLS roots and timeout; the TLS server name
+    /// becomes the node's host, and the db is 0 (a cluster has only db 0).
+    pub fn for_node(&self, host: &str, port: u16) -> Result<Connector, ConnectError> {
+        let mut url = self.url.clone();
+        url.host = host.to_string();
+        url.port = port;
+        url.db = 0;
+        let tls = match &self.tls {
+            None => None,
+            Some((connector, _)) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| {
+                        ConnectError::Tls {
+                            addr: url.addr(),
+                            reason: format!("invalid TLS server name: {e}"),
+                        }
+                    })?;
+                Some((connector.clone(), name))
+            }
+        };
+        Ok(Connector {
+            url,
+            tls,
+            timeout: self.timeout,
+        })
+    }
+
     /// `host:port` of the node (never credentials).
     pub fn addr(&self) -> String {
         self.url.addr()

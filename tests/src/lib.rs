@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod cluster;
+pub use cluster::RedisCluster;
+
 /// How long a [`Wire`] waits for a reply before failing the test.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -6,57 +6,11 @@
 //! built from CLUSTER SLOTS as well: all three must agree.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use cluster::slots::{key_slot, NodeAddr, Redirect, RedirectKind, SlotMap};
 use cluster::{Connector, RedisUrl, SessionSetup};
-use support::{poll_until, show, RedisServer, Wire};
-
-/// Starts three cluster-enabled servers and joins them into one cluster of three masters.
-fn start_cluster() -> Vec<RedisServer> {
-    // Each server has its own directory, so a relative config file name never collides.
-    // The builder picks free ports below 55536 (the bus listens on port + 10000) and retries
-    // when one is taken.
-    let servers: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::builder()
-                .args(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
-                .start()
-        })
-        .collect();
-    let nodes: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port()))
-        .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&nodes)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("run redis-cli --cluster create");
-    assert!(
-        out.status.success(),
-        "redis-cli --cluster create failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for s in &servers {
-        let mut w = s.wire();
-        poll_until(Duration::from_secs(10), || {
-            let info = w.cmd(&["CLUSTER", "INFO"]);
-            info.windows(16).any(|l| l == b"cluster_state:ok")
-        });
-    }
-    servers
-}
+use support::{poll_until, show, RedisCluster, Wire};
 
 async fn fetch(url: &str, resp3: bool) -> SlotMap {
     let url = RedisUrl::parse(url).expect("url");
@@ -93,7 +47,8 @@ fn keys() -> Vec<Vec<u8>> {
 
 #[test]
 fn slot_map_matches_a_real_cluster() {
-    let servers = start_cluster();
+    let cluster = RedisCluster::start(3);
+    let servers = cluster.masters();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
