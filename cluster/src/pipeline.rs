@@ -41,6 +41,10 @@ pub struct Batch {
     pub count: u32,
     pub flags: BatchFlags,
     pub reply: ReplySender,
+    /// Copied into every [`Reply`] for this batch: lets one receiver that is owed replies by
+    /// several connections (a client routed over cluster nodes) tell them apart. 0 when
+    /// there is only one connection.
+    pub tag: u32,
 }
 
 /// What a batch changes about the connection's framing (dedicated connections only).
@@ -70,6 +74,8 @@ pub struct Reply {
     pub data: Bytes,
     pub count: u32,
     pub kind: ReplyKind,
+    /// The [`Batch::tag`] of the batch these replies answer.
+    pub tag: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,40 @@ impl PipelineHandle {
     }
 }
 
+impl PipelineHandle {
+    /// Starts a dedicated connection that is still to be opened: batches handed over
+    /// meanwhile wait in the channel and go out once it is set up. If it cannot be opened,
+    /// they (and any later ones) fail with an error saying the command did not run. For
+    /// callers that must not wait for the connect (a client routed to a cluster node).
+    pub fn spawn_dedicated_lazy(
+        connector: Arc<Connector>,
+        setup: SessionSetup,
+        label: &'static str,
+    ) -> PipelineHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let addr = connector.addr();
+            let msg = match connector.connect(&setup).await {
+                Ok(stream) => {
+                    let mut state = ConnState::new(true, setup.resp3);
+                    if let Err(e) = drive(stream, &mut rx, &mut state).await {
+                        tracing::debug!(side = label, %addr, error = %e, "dedicated backend connection ended");
+                    }
+                    let msg = lost_message(label, &addr);
+                    state.fail_all(&msg);
+                    msg
+                }
+                Err(e) => unavailable_message(label, &addr, &e.to_string()),
+            };
+            rx.close();
+            while let Some(b) = rx.recv().await {
+                fail_batch(&b, &msg);
+            }
+        });
+        PipelineHandle { tx }
+    }
+}
+
 fn lost_message(label: &str, addr: &str) -> Bytes {
     Bytes::from(format!(
         "-ERR cutover: lost connection to {label} {addr}; the command may or may not have run\r\n"
@@ -146,7 +186,7 @@ fn unavailable_message(label: &str, addr: &str, why: &str) -> Bytes {
 }
 
 /// Sends `count` copies of the error frame `msg` to the batch's owner.
-fn fail_owed(reply: &ReplySender, count: u32, msg: &Bytes) {
+fn fail_owed(reply: &ReplySender, tag: u32, count: u32, msg: &Bytes) {
     if count == 0 {
         return;
     }
@@ -158,11 +198,12 @@ fn fail_owed(reply: &ReplySender, count: u32, msg: &Bytes) {
         data: data.freeze(),
         count,
         kind: ReplyKind::Failed,
+        tag,
     });
 }
 
 fn fail_batch(b: &Batch, msg: &Bytes) {
-    fail_owed(&b.reply, b.count, msg);
+    fail_owed(&b.reply, b.tag, b.count, msg);
 }
 
 async fn run_shared(
@@ -226,7 +267,7 @@ struct ConnState {
     inflight: VecDeque<Owed>,
     scanner: ReplyScanner,
     /// A dedicated connection's one client: receives the unsolicited frames.
-    owner: Option<ReplySender>,
+    owner: Option<(ReplySender, u32)>,
     dedicated: bool,
     resp3: bool,
     /// RESP2 pub/sub frames are unsolicited while subscribed.
@@ -237,6 +278,7 @@ struct ConnState {
 
 struct Owed {
     reply: ReplySender,
+    tag: u32,
     remaining: u32,
     monitor: bool,
 }
@@ -258,7 +300,7 @@ impl ConnState {
     fn owe(&mut self, b: &Batch) {
         if self.dedicated {
             if self.owner.is_none() {
-                self.owner = Some(b.reply.clone());
+                self.owner = Some((b.reply.clone(), b.tag));
             }
             if b.flags.has(BatchFlags::PUBSUB) {
                 self.subscribed = true;
@@ -273,6 +315,7 @@ impl ConnState {
         if b.count > 0 {
             self.inflight.push_back(Owed {
                 reply: b.reply.clone(),
+                tag: b.tag,
                 remaining: b.count,
                 monitor: b.flags.has(BatchFlags::MONITOR),
             });
@@ -281,7 +324,7 @@ impl ConnState {
 
     fn fail_all(&mut self, msg: &Bytes) {
         for o in self.inflight.drain(..) {
-            fail_owed(&o.reply, o.remaining, msg);
+            fail_owed(&o.reply, o.tag, o.remaining, msg);
         }
         self.scanner.reset();
     }
@@ -319,8 +362,8 @@ impl ConnState {
             if self.unsolicited(&rbuf[pos..pos + frame_len]) {
                 self.flush_run(rbuf, &mut pos, &mut run);
                 let data = rbuf.split_to(frame_len).freeze();
-                if let Some(owner) = &self.owner {
-                    let _ = owner.reply_unsolicited(data);
+                if let Some((owner, tag)) = &self.owner {
+                    let _ = owner.reply_unsolicited(data, *tag);
                 }
                 continue;
             }
@@ -349,6 +392,7 @@ impl ConnState {
                 data,
                 count: *run,
                 kind: ReplyKind::Data,
+                tag: front.tag,
             });
             front.remaining -= *run;
             if front.remaining == 0 {
@@ -364,15 +408,16 @@ impl ConnState {
 }
 
 trait SendUnsolicited {
-    fn reply_unsolicited(&self, data: Bytes) -> Result<(), ()>;
+    fn reply_unsolicited(&self, data: Bytes, tag: u32) -> Result<(), ()>;
 }
 
 impl SendUnsolicited for ReplySender {
-    fn reply_unsolicited(&self, data: Bytes) -> Result<(), ()> {
+    fn reply_unsolicited(&self, data: Bytes, tag: u32) -> Result<(), ()> {
         self.send(Reply {
             data,
             count: 0,
             kind: ReplyKind::Unsolicited,
+            tag,
         })
         .map_err(|_| ())
     }

@@ -838,6 +838,7 @@ impl Session {
             count,
             flags: BatchFlags(flags),
             reply: self.tx.clone(),
+            tag: 0,
         };
         let route = self.sh.router.route();
         let db = self.db_on(route.side);
@@ -861,6 +862,7 @@ impl Session {
                 data: err.freeze(),
                 count: b.count,
                 kind: ReplyKind::Failed,
+                tag: 0,
             });
             return;
         }
@@ -1277,6 +1279,7 @@ impl Session {
             count: 0,
             flags: BatchFlags(BatchFlags::PUBSUB),
             reply: self.tx.clone(),
+            tag: 0,
         };
         // The gate may have reopened (abort) while the connection was opening.
         let still = self.sh.router.gating() && self.sh.router.route().epoch == self.epoch;

@@ -77,6 +77,7 @@ impl Target {
                 count,
                 flags: BatchFlags::default(),
                 reply: self.tx.clone(),
+                tag: 0,
             })
             .map_err(|_| tgt("connection lost"))?;
         self.inflight_bytes += size;

@@ -11,6 +11,7 @@ fn batch(count: u32, flags: u8) -> (Batch, mpsc::UnboundedReceiver<Reply>) {
             count,
             flags: BatchFlags(flags),
             reply: tx,
+            tag: 0,
         },
         rx,
     )
