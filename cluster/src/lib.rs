@@ -5,13 +5,16 @@
 //! A standalone server is treated as a cluster of one node; slot maps and redirections join
 //! this crate with cluster support.
 
+pub mod client;
 pub mod connect;
 pub mod error;
 pub mod pipeline;
 pub mod slots;
+pub mod topology;
 pub mod url;
 
 pub use connect::{Connector, NodeStream, SessionSetup};
 pub use error::{ConnectError, UrlError};
 pub use pipeline::{Batch, BatchFlags, PipelineHandle, Reply};
+pub use topology::{Topology, TopologyError};
 pub use url::RedisUrl;

@@ -101,6 +101,12 @@ impl PipelineHandle {
         self.tx.send(batch).map_err(|e| e.0)
     }
 
+    /// A handle over a channel whose receiving side some other task serves like a
+    /// connection (a client's cluster router).
+    pub fn from_sender(tx: mpsc::UnboundedSender<Batch>) -> PipelineHandle {
+        PipelineHandle { tx }
+    }
+
     /// Starts a shared, reconnecting connection. `label` names the side in errors
     /// (`source`, `target`).
     pub fn spawn_shared(

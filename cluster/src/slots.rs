@@ -217,6 +217,12 @@ impl SlotMap {
         self.shards.get(usize::from(index))
     }
 
+    /// The index in [`SlotMap::shards`] of the shard serving `slot`.
+    pub fn shard_index(&self, slot: u16) -> Option<usize> {
+        let index = usize::from(*self.owner.get(usize::from(slot))?);
+        (index < self.shards.len()).then_some(index)
+    }
+
     /// The master serving `slot`.
     pub fn master_for(&self, slot: u16) -> Option<&NodeAddr> {
         self.shard_for(slot).map(|s| &s.master)

@@ -1,0 +1,1096 @@
+//! One client's commands routed over a Redis Cluster, looking to the client like a single
+//! server: a task per client that takes the same [`Batch`]es a node connection takes,
+//! sends each command to the node serving its slot, and gives the replies back in the
+//! client's order.
+//!
+//! Why a task per client: routing, redirections and merging are per-client state (the
+//! order of its commands, a transaction pinned to one slot), and a task keeps that state
+//! out of the session, which then treats a cluster exactly as one node.
+//!
+//! - Keyed commands go to the master of their slot, over the node's shared connection
+//!   (or the client's own connection to that node, for a dedicated client).
+//! - `-MOVED`: the map is refreshed and the command resent to the named node. `-ASK`:
+//!   `ASKING` + the command, once, to the named node. `-TRYAGAIN`/`-CLUSTERDOWN`: resent
+//!   after a backoff. Replies still leave in the client's order.
+//! - Order across a map change: commands routed with an older map may still be in flight
+//!   (and be redirected); commands routed with the new map could overtake them. So a new
+//!   map is adopted only when nothing is in flight: until then new batches wait.
+//! - MGET, MSET, DEL, UNLINK, EXISTS, TOUCH spanning slots are split per slot and merged;
+//!   other commands spanning slots get Redis's `-CROSSSLOT`.
+//! - Keyless commands: DBSIZE, KEYS, RANDOMKEY, SCAN, FLUSHALL/FLUSHDB, SCRIPT
+//!   LOAD/FLUSH, FUNCTION LOAD/DELETE/FLUSH/RESTORE and CONFIG SET go to every master and
+//!   are merged; SCAN's cursor carries the master it is on. The rest go to one master.
+//! - A dedicated client (MULTI, WATCH, blocking commands, pub/sub) has its own
+//!   connection per node it touches. A transaction is pinned to the slot of its first key
+//!   (MULTI is held back until that key is known); a key of another slot gets
+//!   `-CROSSSLOT` and makes EXEC fail with `-EXECABORT`, as Redis does.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use resp::command;
+use resp::{FrameKind, Limits, ReplyScanner, RequestParser};
+use tokio::sync::mpsc;
+
+use crate::connect::SessionSetup;
+use crate::pipeline::{Batch, BatchFlags, PipelineHandle, Reply, ReplyKind, ReplySender};
+use crate::slots::{key_slot, NodeAddr, Redirect, RedirectKind};
+use crate::topology::{MapState, Topology};
+
+const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+/// Bits of a SCAN cursor that name the master (so up to 1024 masters).
+const SCAN_NODE_BITS: u32 = 10;
+/// Redirections or retries of one command before its last error is given to the client.
+const MAX_ATTEMPTS: u32 = 16;
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// How a client is served.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub resp3: bool,
+    /// Connections of its own (transactions, blocking commands, pub/sub).
+    pub dedicated: bool,
+    /// Its name, for its own connections.
+    pub name: Option<Bytes>,
+}
+
+/// Starts the routing task of one client; its handle takes batches like a node connection.
+pub fn spawn_client(topo: Arc<Topology>, opts: ClientOptions) -> PipelineHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (node_tx, node_rx) = mpsc::unbounded_channel();
+    let router = Router::new(topo, opts, node_tx);
+    tokio::spawn(router.run(rx, node_rx));
+    PipelineHandle::from_sender(tx)
+}
+
+/// How the replies of an entry's parts become the client's one reply.
+#[derive(Debug, Clone)]
+enum Merge {
+    /// One part: its reply as is.
+    One,
+    /// MGET split per slot: `positions[p]` are the indexes of part p's keys in the request.
+    Mget {
+        positions: Vec<Vec<usize>>,
+        keys: usize,
+    },
+    /// MSET: `+OK` unless a part failed.
+    AllOk,
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the sum.
+    Sum,
+    /// KEYS: the arrays concatenated.
+    Concat,
+    /// RANDOMKEY: the first part that found a key.
+    FirstNonNil,
+    /// Broadcasts: the first error, else the first part's reply.
+    First,
+    /// SCAN on master `node` of `masters`: the cursor is rewritten to carry the master.
+    Scan { node: usize, masters: usize },
+    /// A reply the proxy decided: the parts' replies are dropped.
+    Replace(Bytes),
+}
+
+#[derive(Debug)]
+struct Part {
+    cmd: Bytes,
+    /// Where it goes: a slot, or a node (keyless or redirected).
+    slot: Option<u16>,
+    node: Option<NodeAddr>,
+    result: Option<Bytes>,
+    attempts: u32,
+    /// Replies received, for a part that gets several (UNSUBSCRIBE outside pub/sub).
+    got: u32,
+    failed: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    parts: Vec<Part>,
+    pending: usize,
+    merge: Merge,
+    /// Replies the client expects (0 for subscribe-family commands: their confirmations
+    /// come as unsolicited frames).
+    replies: u32,
+    /// A reply already known (local answers, CROSSSLOT).
+    local: Option<Bytes>,
+}
+
+/// One reply owed by a node connection.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    seq: u64,
+    part: usize,
+    /// The `+OK` of an ASKING sent before a redirected command: dropped.
+    asking: bool,
+}
+
+struct Conn {
+    addr: NodeAddr,
+    handle: PipelineHandle,
+    owed: VecDeque<Owed>,
+}
+
+/// The transaction of a dedicated client.
+#[derive(Debug, Default)]
+struct Multi {
+    /// The slot (and so the node) the transaction runs on, once a key named it.
+    slot: Option<u16>,
+    node: Option<NodeAddr>,
+    /// Commands before the first key (MULTI and keyless ones), sent once the node is known:
+    /// (seq, raw command).
+    held: Vec<(u64, Bytes)>,
+    /// A command was refused (CROSSSLOT): EXEC becomes DISCARD and answers EXECABORT.
+    dirty: bool,
+}
+
+struct Router {
+    topo: Arc<Topology>,
+    opts: ClientOptions,
+    node_tx: ReplySender,
+    client: Option<ReplySender>,
+    /// Index + 1 = the tag of its replies.
+    conns: Vec<Option<Conn>>,
+    /// Entries in the client's order; `entries[0]` has sequence number `base`.
+    entries: VecDeque<Entry>,
+    base: u64,
+    /// The map commands in flight were routed with.
+    map: Arc<MapState>,
+    /// Per shard of `map`: the tag of our connection to its master (0 = none yet).
+    shard_tag: Vec<u32>,
+    parser: RequestParser,
+    scanner: ReplyScanner,
+    keybuf: Vec<usize>,
+    multi: Option<Multi>,
+    /// WATCH pins the slot of a transaction to come.
+    watch: Option<(u16, NodeAddr)>,
+    /// Parts waiting to be resent: (when, seq, part).
+    retries: Vec<(Instant, u64, usize)>,
+}
+
+impl Router {
+    fn new(topo: Arc<Topology>, opts: ClientOptions, node_tx: ReplySender) -> Router {
+        let map = topo.map().clone();
+        let mut parser = RequestParser::new(Limits::default());
+        parser.set_authenticated(true);
+        Router {
+            shard_tag: vec![0; map.slots.shards().len()],
+            topo,
+            opts,
+            node_tx,
+            client: None,
+            conns: Vec::new(),
+            entries: VecDeque::new(),
+            base: 0,
+            map,
+            parser,
+            scanner: ReplyScanner::default(),
+            keybuf: Vec::new(),
+            multi: None,
+            watch: None,
+            retries: Vec::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Batch>,
+        mut node_rx: mpsc::UnboundedReceiver<Reply>,
+    ) {
+        loop {
+            let can_take = self.can_take();
+            let next_retry = self.retries.iter().map(|r| r.0).min();
+            tokio::select! {
+                biased;
+                Some(r) = node_rx.recv() => {
+                    self.on_node_reply(r);
+                    while let Ok(r) = node_rx.try_recv() {
+                        self.on_node_reply(r);
+                    }
+                }
+                b = rx.recv(), if can_take => match b {
+                    Some(b) => {
+                        self.on_batch(b);
+                        while self.can_take() {
+                            match rx.try_recv() {
+                                Ok(b) => self.on_batch(b),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // The client is gone: replies still owed are dropped by the nodes'
+                    // connections (sends to a closed channel are ignored).
+                    None => return,
+                },
+                _ = sleep_until(next_retry), if next_retry.is_some() => self.retry_due(),
+            }
+            self.emit();
+        }
+    }
+
+    /// New batches wait while a retry is pending (a later command must not overtake it)
+    /// and while commands routed with an older map are in flight.
+    fn can_take(&mut self) -> bool {
+        if !self.retries.is_empty() {
+            return false;
+        }
+        let epoch = self.topo.map().epoch;
+        if epoch != self.map.epoch {
+            if !self.entries.is_empty() {
+                return false;
+            }
+            self.adopt_map();
+        }
+        true
+    }
+
+    fn adopt_map(&mut self) {
+        self.map = self.topo.map().clone();
+        self.shard_tag = vec![0; self.map.slots.shards().len()];
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = c else { continue };
+            if let Some(s) = self
+                .map
+                .slots
+                .shards()
+                .iter()
+                .position(|s| s.master == conn.addr)
+            {
+                self.shard_tag[s] = i as u32 + 1;
+            } else if conn.owed.is_empty() && !self.opts.dedicated {
+                // A node that left the cluster (or became a replica): let its shared
+                // connection go.
+                *c = None;
+            }
+        }
+    }
+
+    fn seq_end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    fn entry_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let i = seq.checked_sub(self.base)?;
+        self.entries.get_mut(usize::try_from(i).ok()?)
+    }
+
+    fn on_batch(&mut self, b: Batch) {
+        if self.client.is_none() {
+            self.client = Some(b.reply.clone());
+        }
+        let pubsub = b.flags.has(BatchFlags::PUBSUB);
+        let mut pos = 0;
+        let data = b.data;
+        while pos < data.len() {
+            let frame = match self.parser.parse(&data[pos..]) {
+                Ok(Some(f)) => f,
+                // The session hands over whole, valid commands only.
+                _ => break,
+            };
+            let end = pos + frame.len;
+            if frame.kind == FrameKind::Multibulk {
+                let cmd = data.slice(pos..end);
+                self.on_command(cmd, pubsub, b.flags);
+            }
+            pos = end;
+        }
+    }
+
+    /// Routes one command: makes its entry and sends its parts.
+    fn on_command(&mut self, cmd: Bytes, pubsub: bool, flags: BatchFlags) {
+        let args: Vec<std::ops::Range<usize>> = self.parser.args().to_vec();
+        let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &cmd[r.clone()]).unwrap_or(&[]) };
+        let name = arg(0);
+        let info = command::lookup(name);
+        let lname = info.map(|i| i.name).unwrap_or("");
+        let argc = args.len();
+        let replies = match lname {
+            "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+            | "sunsubscribe"
+                if pubsub =>
+            {
+                0
+            }
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => argc.saturating_sub(1).max(1) as u32,
+            _ => 1,
+        };
+        // The key slots.
+        self.keybuf.clear();
+        if let Some(info) = info {
+            let sub_info = if info.has(command::flags::CONTAINER) {
+                command::lookup_sub(info, arg(1))
+            } else {
+                None
+            };
+            let i = sub_info.unwrap_or(info);
+            command::key_positions(i, argc, arg, &mut self.keybuf);
+        }
+        let mut slot = None;
+        let mut cross = false;
+        for &p in &self.keybuf {
+            let s = key_slot(arg(p));
+            match slot {
+                None => slot = Some(s),
+                Some(x) if x != s => cross = true,
+                _ => {}
+            }
+        }
+        let sub = |s: &[u8]| arg(1).eq_ignore_ascii_case(s);
+        let seq = self.seq_end();
+        // A transaction (dedicated clients only).
+        if self.opts.dedicated {
+            if let Some(done) = self.transaction(seq, lname, &cmd, slot, cross) {
+                if let Some(e) = done {
+                    self.entries.push_back(e);
+                }
+                return;
+            }
+        }
+        let entry = match (lname, cross) {
+            ("ping", _) if !self.opts.dedicated && argc <= 2 => local(if argc == 2 {
+                bulk(arg(1))
+            } else {
+                Bytes::from_static(b"+PONG\r\n")
+            }),
+            ("echo", _) if !self.opts.dedicated && argc == 2 => local(bulk(arg(1))),
+            ("mget", true) => self.split(
+                &cmd,
+                &args,
+                1,
+                1,
+                Merge::Mget {
+                    positions: Vec::new(),
+                    keys: argc - 1,
+                },
+            ),
+            ("mset", true) => self.split(&cmd, &args, 1, 2, Merge::AllOk),
+            ("del" | "unlink" | "exists" | "touch", true) => {
+                self.split(&cmd, &args, 1, 1, Merge::Sum)
+            }
+            (_, true) => local(Bytes::from_static(CROSSSLOT)),
+            ("dbsize", _) => self.broadcast(&cmd, Merge::Sum),
+            ("keys", _) => self.broadcast(&cmd, Merge::Concat),
+            ("randomkey", _) => self.broadcast(&cmd, Merge::FirstNonNil),
+            ("flushall" | "flushdb", _) => self.broadcast(&cmd, Merge::First),
+            ("script", _) if sub(b"load") || sub(b"flush") => self.broadcast(&cmd, Merge::First),
+            ("function", _)
+                if sub(b"load") || sub(b"delete") || sub(b"flush") || sub(b"restore") =>
+            {
+                self.broadcast(&cmd, Merge::First)
+            }
+            ("config", _) if sub(b"set") => self.broadcast(&cmd, Merge::First),
+            ("scan", _) => self.scan(&cmd, &args),
+            _ => Entry {
+                parts: vec![Part::new(cmd, slot, None)],
+                pending: 1,
+                merge: Merge::One,
+                replies,
+                local: None,
+            },
+        };
+        let mut entry = entry;
+        if entry.local.is_none() {
+            entry.replies = replies;
+        }
+        self.entries.push_back(entry);
+        let n = self.entries.back().map_or(0, |e| e.parts.len());
+        for p in 0..n {
+            self.send_part(seq, p, false, flags);
+        }
+        if let Some(e) = self.entries.back_mut() {
+            if e.local.is_none() && e.parts.is_empty() {
+                e.local = Some(Bytes::from_static(
+                    b"-ERR cutover: the cluster has no masters\r\n",
+                ));
+            }
+        }
+    }
+
+    /// Handles MULTI/EXEC/DISCARD/WATCH/UNWATCH and commands inside a transaction.
+    /// `None`: not a transaction matter, route normally. `Some(entry)`: handled (the
+    /// entry, if any, is to be recorded; its parts were sent or held).
+    fn transaction(
+        &mut self,
+        seq: u64,
+        lname: &str,
+        cmd: &Bytes,
+        slot: Option<u16>,
+        cross: bool,
+    ) -> Option<Option<Entry>> {
+        let one = |cmd: Bytes, node: Option<NodeAddr>| Entry {
+            parts: vec![Part::new(cmd, None, node)],
+            pending: 1,
+            merge: Merge::One,
+            replies: 1,
+            local: None,
+        };
+        match (lname, self.multi.is_some()) {
+            ("watch", false) => {
+                if cross {
+                    return Some(Some(local(Bytes::from_static(CROSSSLOT))));
+                }
+                // WATCH without keys: the server's arity error.
+                let slot = slot?;
+                if let Some((w, _)) = &self.watch {
+                    if *w != slot {
+                        return Some(Some(local(Bytes::from_static(CROSSSLOT))));
+                    }
+                }
+                let node = self.master_of(slot)?;
+                self.watch = Some((slot, node.clone()));
+                self.push_and_send(seq, one(cmd.clone(), Some(node)));
+                Some(None)
+            }
+            ("unwatch", false) => {
+                let node = self.watch.take().map(|w| w.1);
+                self.push_and_send(seq, one(cmd.clone(), node));
+                Some(None)
+            }
+            ("multi", false) => {
+                let mut m = Multi::default();
+                if let Some((s, n)) = &self.watch {
+                    m.slot = Some(*s);
+                    m.node = Some(n.clone());
+                }
+                let pinned = m.node.clone();
+                self.multi = Some(m);
+                match pinned {
+                    Some(n) => self.push_and_send(seq, one(cmd.clone(), Some(n))),
+                    None => {
+                        self.entries.push_back(one(cmd.clone(), None));
+                        if let Some(m) = &mut self.multi {
+                            m.held.push((seq, cmd.clone()));
+                        }
+                    }
+                }
+                Some(None)
+            }
+            ("exec" | "discard", true) => {
+                let mut m = self.multi.take()?;
+                self.watch = None;
+                if m.node.is_none() {
+                    let n = self.map.default_node().cloned();
+                    self.pin(&mut m, None, n);
+                }
+                let mut e = one(cmd.clone(), m.node.clone());
+                if m.dirty {
+                    e.parts[0].cmd = Bytes::from_static(b"*1\r\n$7\r\nDISCARD\r\n");
+                    if lname == "exec" {
+                        e.merge = Merge::Replace(Bytes::from_static(EXECABORT));
+                    }
+                }
+                self.push_and_send(seq, e);
+                Some(None)
+            }
+            (_, true) => {
+                let mut m = self.multi.take()?;
+                let refused = cross || matches!((slot, m.slot), (Some(s), Some(p)) if s != p);
+                if refused {
+                    m.dirty = true;
+                    self.multi = Some(m);
+                    return Some(Some(local(Bytes::from_static(CROSSSLOT))));
+                }
+                if m.node.is_none() {
+                    if let Some(s) = slot {
+                        let n = self.master_of(s);
+                        self.pin(&mut m, Some(s), n);
+                    }
+                }
+                match m.node.clone() {
+                    Some(n) => self.push_and_send(seq, one(cmd.clone(), Some(n))),
+                    None => {
+                        self.entries.push_back(one(cmd.clone(), None));
+                        m.held.push((seq, cmd.clone()));
+                    }
+                }
+                self.multi = Some(m);
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+
+    /// Pins a transaction to a node and sends what was held for it.
+    fn pin(&mut self, m: &mut Multi, slot: Option<u16>, node: Option<NodeAddr>) {
+        m.slot = slot;
+        m.node = node.clone();
+        for (seq, _) in std::mem::take(&mut m.held) {
+            if let Some(e) = self.entry_mut(seq) {
+                e.parts[0].node = node.clone();
+            }
+            self.send_part(seq, 0, false, BatchFlags::default());
+        }
+    }
+
+    fn push_and_send(&mut self, seq: u64, e: Entry) {
+        self.entries.push_back(e);
+        self.send_part(seq, 0, false, BatchFlags::default());
+    }
+
+    fn master_of(&self, slot: u16) -> Option<NodeAddr> {
+        self.map.slots.master_for(slot).cloned()
+    }
+
+    /// A multi-key command split per slot: `first` = index of the first key, `step` = 1
+    /// (keys) or 2 (key value pairs).
+    fn split(
+        &mut self,
+        cmd: &Bytes,
+        args: &[std::ops::Range<usize>],
+        first: usize,
+        step: usize,
+        merge: Merge,
+    ) -> Entry {
+        let name = &cmd[args[0].clone()];
+        // Slot -> (indexes of its keys in the request, counting from 0).
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        let mut i = first;
+        let mut k = 0;
+        while i + step - 1 < args.len() {
+            let s = key_slot(&cmd[args[i].clone()]);
+            match groups.iter_mut().find(|g| g.0 == s) {
+                Some(g) => g.1.push(k),
+                None => groups.push((s, vec![k])),
+            }
+            i += step;
+            k += 1;
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut positions = Vec::with_capacity(groups.len());
+        for (slot, keys) in groups {
+            let mut b = BytesMut::new();
+            resp::encode::array_header(&mut b, 1 + keys.len() * step);
+            resp::encode::bulk(&mut b, name);
+            for &k in &keys {
+                for j in 0..step {
+                    resp::encode::bulk(&mut b, &cmd[args[first + k * step + j].clone()]);
+                }
+            }
+            parts.push(Part::new(b.freeze(), Some(slot), None));
+            positions.push(keys);
+        }
+        let merge = match merge {
+            Merge::Mget { keys, .. } => Merge::Mget { positions, keys },
+            m => m,
+        };
+        Entry {
+            pending: parts.len(),
+            parts,
+            merge,
+            replies: 1,
+            local: None,
+        }
+    }
+
+    fn broadcast(&mut self, cmd: &Bytes, merge: Merge) -> Entry {
+        let parts: Vec<Part> = self
+            .map
+            .masters
+            .iter()
+            .map(|m| Part::new(cmd.clone(), None, Some(m.clone())))
+            .collect();
+        Entry {
+            pending: parts.len(),
+            parts,
+            merge,
+            replies: 1,
+            local: None,
+        }
+    }
+
+    /// SCAN: the cursor's low bits name the master, the rest is that master's cursor.
+    fn scan(&mut self, cmd: &Bytes, args: &[std::ops::Range<usize>]) -> Entry {
+        let masters = self.map.masters.len();
+        let cursor = args
+            .get(1)
+            .and_then(|r| std::str::from_utf8(&cmd[r.clone()]).ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let Some(cursor) = cursor else {
+            return local(Bytes::from_static(b"-ERR invalid cursor\r\n"));
+        };
+        let node = (cursor & ((1 << SCAN_NODE_BITS) - 1)) as usize;
+        let inner = cursor >> SCAN_NODE_BITS;
+        let Some(addr) = self.map.masters.get(node).cloned() else {
+            // A cursor from before a topology change, or made up: start over is not what
+            // the client asked; Redis answers an invalid cursor this way.
+            return local(Bytes::from_static(b"-ERR invalid cursor\r\n"));
+        };
+        let mut b = BytesMut::new();
+        resp::encode::array_header(&mut b, args.len());
+        for (i, r) in args.iter().enumerate() {
+            if i == 1 {
+                resp::encode::bulk(&mut b, inner.to_string().as_bytes());
+            } else {
+                resp::encode::bulk(&mut b, &cmd[r.clone()]);
+            }
+        }
+        Entry {
+            parts: vec![Part::new(b.freeze(), None, Some(addr))],
+            pending: 1,
+            merge: Merge::Scan { node, masters },
+            replies: 1,
+            local: None,
+        }
+    }
+
+    /// The connection (tag) to `addr`, opened if needed.
+    fn conn_for(&mut self, addr: &NodeAddr) -> Option<u32> {
+        if let Some(i) = self
+            .conns
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| &c.addr == addr))
+        {
+            return Some(i as u32 + 1);
+        }
+        let handle = if self.opts.dedicated {
+            let connector = self.topo.connector(addr).ok()?;
+            PipelineHandle::spawn_dedicated_lazy(
+                connector,
+                SessionSetup {
+                    db: 0,
+                    resp3: self.opts.resp3,
+                    name: self.opts.name.clone(),
+                },
+                self.topo.label,
+            )
+        } else {
+            self.topo.shared(addr, self.opts.resp3).ok()?
+        };
+        let conn = Conn {
+            addr: addr.clone(),
+            handle,
+            owed: VecDeque::new(),
+        };
+        let i = match self.conns.iter().position(Option::is_none) {
+            Some(i) => {
+                self.conns[i] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        let tag = i as u32 + 1;
+        if let Some(s) = self
+            .map
+            .slots
+            .shards()
+            .iter()
+            .position(|s| &s.master == addr)
+        {
+            if let Some(t) = self.shard_tag.get_mut(s) {
+                *t = tag;
+            }
+        }
+        Some(tag)
+    }
+
+    /// The tag a part goes to: its node if it names one, else its slot's master, else the
+    /// default node.
+    fn tag_for(&mut self, slot: Option<u16>, node: Option<&NodeAddr>) -> Option<u32> {
+        if let Some(n) = node {
+            return self.conn_for(&n.clone());
+        }
+        let shard = match slot {
+            Some(s) => self.map.slots.shard_index(s)?,
+            None => 0,
+        };
+        match self.shard_tag.get(shard) {
+            Some(&t) if t != 0 => Some(t),
+            _ => {
+                let addr = self.map.slots.shards().get(shard)?.master.clone();
+                self.conn_for(&addr)
+            }
+        }
+    }
+
+    /// Sends part `p` of entry `seq` (with ASKING first when `asking`).
+    fn send_part(&mut self, seq: u64, p: usize, asking: bool, flags: BatchFlags) {
+        let (cmd, slot, node, replies) = match self.entry_mut(seq) {
+            Some(e) => match e.parts.get(p) {
+                Some(part) => (part.cmd.clone(), part.slot, part.node.clone(), e.replies),
+                None => return,
+            },
+            None => return,
+        };
+        let Some(tag) = self.tag_for(slot, node.as_ref()) else {
+            self.fail_part(seq, p, b"-CLUSTERDOWN Hash slot not served\r\n");
+            return;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
+            return;
+        };
+        let mut count = replies;
+        let data = if asking {
+            let mut b = BytesMut::with_capacity(cmd.len() + 20);
+            b.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+            b.extend_from_slice(&cmd);
+            conn.owed.push_back(Owed {
+                seq,
+                part: p,
+                asking: true,
+            });
+            count += 1;
+            b.freeze()
+        } else {
+            cmd
+        };
+        // One marker per reply (none for subscribe-family commands).
+        for _ in 0..replies {
+            conn.owed.push_back(Owed {
+                seq,
+                part: p,
+                asking: false,
+            });
+        }
+        let batch = Batch {
+            data,
+            count,
+            flags,
+            reply: self.node_tx.clone(),
+            tag,
+        };
+        if conn.handle.send(batch).is_err() {
+            // The connection's task is gone (a dedicated connection was lost).
+            let owed: Vec<Owed> = conn.owed.drain(..).collect();
+            for o in owed {
+                if !o.asking {
+                    self.fail_part(
+                        o.seq,
+                        o.part,
+                        b"-ERR cutover: lost the backend connection of this client\r\n",
+                    );
+                }
+            }
+        }
+        if replies == 0 {
+            if let Some(e) = self.entry_mut(seq) {
+                e.pending = e.pending.saturating_sub(1);
+                if let Some(part) = e.parts.get_mut(p) {
+                    part.result = Some(Bytes::new());
+                }
+            }
+        }
+    }
+
+    fn fail_part(&mut self, seq: u64, p: usize, err: &'static [u8]) {
+        if let Some(e) = self.entry_mut(seq) {
+            if let Some(part) = e.parts.get_mut(p) {
+                if part.result.is_none() {
+                    part.result = Some(Bytes::from_static(err));
+                    part.failed = true;
+                    e.pending = e.pending.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn on_node_reply(&mut self, r: Reply) {
+        let tag = r.tag;
+        if r.kind == ReplyKind::Unsolicited {
+            if let Some(c) = &self.client {
+                let _ = c.send(Reply { tag: 0, ..r });
+            }
+            return;
+        }
+        let failed = r.kind == ReplyKind::Failed;
+        let mut pos = 0;
+        for _ in 0..r.count {
+            let len = match self.scanner.scan(&r.data[pos..]) {
+                Ok(Some(n)) => n,
+                _ => break,
+            };
+            let frame = r.data.slice(pos..pos + len);
+            pos += len;
+            let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
+                continue;
+            };
+            let Some(o) = conn.owed.pop_front() else {
+                continue;
+            };
+            if o.asking {
+                continue;
+            }
+            self.on_part_reply(o.seq, o.part, frame, failed);
+        }
+    }
+
+    fn on_part_reply(&mut self, seq: u64, p: usize, frame: Bytes, failed: bool) {
+        let in_multi = self.multi.is_some();
+        let Some(e) = self.entry_mut(seq) else { return };
+        let replies = e.replies;
+        let Some(part) = e.parts.get_mut(p) else {
+            return;
+        };
+        if replies > 1 {
+            // An UNSUBSCRIBE outside pub/sub: several replies for one part; keep them all.
+            let mut acc = BytesMut::from(part.result.take().unwrap_or_default().as_ref());
+            acc.extend_from_slice(&frame);
+            part.result = Some(acc.freeze());
+            part.got += 1;
+            if part.got >= replies {
+                part.failed |= failed;
+                e.pending = e.pending.saturating_sub(1);
+            }
+            return;
+        }
+        if frame.first() == Some(&b'-') && !failed && !in_multi && part.attempts < MAX_ATTEMPTS {
+            if let Some(rd) = Redirect::parse(&frame) {
+                part.attempts += 1;
+                let addr = rd.node.clone();
+                part.node = Some(addr);
+                let asking = rd.kind == RedirectKind::Ask;
+                if !asking {
+                    self.topo.request_refresh();
+                }
+                self.send_part(seq, p, asking, BatchFlags::default());
+                return;
+            }
+            if frame.starts_with(b"-TRYAGAIN") || frame.starts_with(b"-CLUSTERDOWN") {
+                part.attempts += 1;
+                let backoff = (RETRY_MIN * 2u32.saturating_pow(part.attempts - 1)).min(RETRY_MAX);
+                // Resent to its slot's master as the map then says.
+                if part.slot.is_some() {
+                    part.node = None;
+                }
+                self.topo.request_refresh();
+                self.retries.push((Instant::now() + backoff, seq, p));
+                return;
+            }
+        }
+        part.result = Some(frame);
+        part.failed |= failed;
+        e.pending = e.pending.saturating_sub(1);
+    }
+
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.retries.retain(|&(t, seq, p)| {
+            if t <= now {
+                due.push((seq, p));
+                false
+            } else {
+                true
+            }
+        });
+        for (seq, p) in due {
+            self.send_part(seq, p, false, BatchFlags::default());
+        }
+    }
+
+    /// Sends the client every reply that is complete at the front, in order.
+    fn emit(&mut self) {
+        let mut out = BytesMut::new();
+        let mut count = 0u32;
+        let mut failed = false;
+        while let Some(e) = self.entries.front() {
+            if e.local.is_none() && (e.pending > 0 || e.parts.iter().any(|p| p.result.is_none())) {
+                break;
+            }
+            let Some(e) = self.entries.pop_front() else {
+                break;
+            };
+            self.base += 1;
+            failed |= e.parts.iter().any(|p| p.failed);
+            count += e.replies;
+            merge_into(&mut out, e, self.opts.resp3);
+        }
+        if count > 0 || !out.is_empty() {
+            if let Some(c) = &self.client {
+                let _ = c.send(Reply {
+                    data: out.freeze(),
+                    count,
+                    kind: if failed {
+                        ReplyKind::Failed
+                    } else {
+                        ReplyKind::Data
+                    },
+                    tag: 0,
+                });
+            }
+        }
+    }
+}
+
+impl Part {
+    fn new(cmd: Bytes, slot: Option<u16>, node: Option<NodeAddr>) -> Part {
+        Part {
+            cmd,
+            slot,
+            node,
+            result: None,
+            attempts: 0,
+            got: 0,
+            failed: false,
+        }
+    }
+}
+
+fn local(reply: Bytes) -> Entry {
+    Entry {
+        parts: Vec::new(),
+        pending: 0,
+        merge: Merge::One,
+        replies: 1,
+        local: Some(reply),
+    }
+}
+
+fn bulk(b: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(b.len() + 16);
+    resp::encode::bulk(&mut out, b);
+    out.freeze()
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Appends the client's reply for a finished entry.
+fn merge_into(out: &mut BytesMut, mut e: Entry, resp3: bool) {
+    if let Some(r) = e.local {
+        out.extend_from_slice(&r);
+        return;
+    }
+    let results: Vec<Bytes> = e
+        .parts
+        .iter_mut()
+        .map(|p| p.result.take().unwrap_or_default())
+        .collect();
+    if let Merge::Replace(r) = &e.merge {
+        out.extend_from_slice(r);
+        return;
+    }
+    if !matches!(e.merge, Merge::One | Merge::Scan { .. }) {
+        if let Some(err) = results.iter().find(|r| r.first() == Some(&b'-')) {
+            out.extend_from_slice(err);
+            return;
+        }
+    }
+    match e.merge {
+        Merge::One | Merge::Replace(_) => {
+            for r in &results {
+                out.extend_from_slice(r);
+            }
+        }
+        Merge::First => out.extend_from_slice(results.first().map_or(&b"+OK\r\n"[..], |r| r)),
+        Merge::AllOk => out.extend_from_slice(b"+OK\r\n"),
+        Merge::Sum => {
+            let sum: i64 = results.iter().filter_map(|r| parse_int(r)).sum();
+            out.extend_from_slice(format!(":{sum}\r\n").as_bytes());
+        }
+        Merge::FirstNonNil => {
+            let hit = results
+                .iter()
+                .find(|r| !matches!(&r[..], b"$-1\r\n" | b"_\r\n" | b"*-1\r\n"));
+            match (hit, results.first()) {
+                (Some(r), _) | (None, Some(r)) => out.extend_from_slice(r),
+                (None, None) => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+            }
+        }
+        Merge::Concat => {
+            let mut elems = Vec::new();
+            for r in &results {
+                elems.extend(array_elements(r).unwrap_or_default());
+            }
+            resp::encode::array_header(out, elems.len());
+            for el in elems {
+                out.extend_from_slice(&el);
+            }
+        }
+        Merge::Mget { positions, keys } => {
+            let mut slots: Vec<Option<Bytes>> = vec![None; keys];
+            for (r, pos) in results.iter().zip(positions.iter()) {
+                let elems = array_elements(r).unwrap_or_default();
+                for (el, &k) in elems.into_iter().zip(pos.iter()) {
+                    if let Some(s) = slots.get_mut(k) {
+                        *s = Some(el);
+                    }
+                }
+            }
+            resp::encode::array_header(out, keys);
+            for s in slots {
+                match s {
+                    Some(b) => out.extend_from_slice(&b),
+                    None => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+                }
+            }
+        }
+        Merge::Scan { node, masters } => {
+            let r = results.into_iter().next().unwrap_or_default();
+            out.extend_from_slice(&rewrite_scan(&r, node, masters));
+        }
+    }
+}
+
+fn parse_int(r: &[u8]) -> Option<i64> {
+    let body = r.strip_prefix(b":")?;
+    let end = body.iter().position(|&b| b == b'\r')?;
+    std::str::from_utf8(&body[..end]).ok()?.parse().ok()
+}
+
+/// The elements of an array reply, each as its raw frame. `None` for anything else.
+fn array_elements(r: &Bytes) -> Option<Vec<Bytes>> {
+    if r.first() != Some(&b'*') {
+        return None;
+    }
+    let nl = r.iter().position(|&b| b == b'\n')?;
+    let n: i64 = std::str::from_utf8(r.get(1..nl.checked_sub(1)?)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut pos = nl + 1;
+    let mut scanner = ReplyScanner::default();
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        let len = scanner.scan(r.get(pos..)?).ok()??;
+        out.push(r.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
+}
+
+/// `*2\r\n$N\r\n<cursor>\r\n<keys>`: the cursor becomes (cursor << bits | node), or the
+/// next master's start when this master is done, or 0 after the last master.
+fn rewrite_scan(r: &Bytes, node: usize, masters: usize) -> Bytes {
+    let Some(elems) = array_elements(r) else {
+        return r.clone();
+    };
+    let (Some(cur), Some(keys)) = (elems.first(), elems.get(1)) else {
+        return r.clone();
+    };
+    let cursor = (|| {
+        let nl = cur.iter().position(|&b| b == b'\n')?;
+        let body = cur.get(nl + 1..cur.len().checked_sub(2)?)?;
+        std::str::from_utf8(body).ok()?.parse::<u64>().ok()
+    })();
+    let Some(cursor) = cursor else {
+        return r.clone();
+    };
+    let next = if cursor == 0 {
+        if node + 1 < masters {
+            (node + 1) as u64
+        } else {
+            0
+        }
+    } else if cursor >> (64 - SCAN_NODE_BITS) != 0 {
+        return Bytes::from_static(b"-ERR cutover: SCAN cursor too large to route\r\n");
+    } else {
+        (cursor << SCAN_NODE_BITS) | node as u64
+    };
+    let mut out = BytesMut::with_capacity(r.len() + 16);
+    out.extend_from_slice(b"*2\r\n");
+    resp::encode::bulk(&mut out, next.to_string().as_bytes());
+    out.extend_from_slice(keys);
+    out.freeze()
+}

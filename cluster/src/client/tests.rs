@@ -1,0 +1,2 @@
+//! Unit tests of reply merging.
+use super::*;
