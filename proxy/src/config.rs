@@ -50,6 +50,9 @@ pub struct SyncSection {
     /// Source db -> target db (`[sync.db_map]` with `"3" = 0`); unlisted dbs keep their
     /// number.
     pub db_map: std::collections::BTreeMap<String, u32>,
+    /// Redis Cluster targets: a source transaction whose keys span slots is applied as one
+    /// transaction per slot (`split`, default, counted) or stops the sync (`stop`).
+    pub cross_slot_transactions: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +91,7 @@ impl Default for SyncSection {
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
             big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
             db_map: Default::default(),
+            cross_slot_transactions: "split".into(),
         }
     }
 }
@@ -257,6 +261,7 @@ pub struct SyncSettings {
     pub spool_max_bytes: u64,
     pub big_value_bytes: usize,
     pub db_map: sync::DbMap,
+    pub cross_slot: sync::CrossSlot,
 }
 
 #[derive(Debug, Clone)]
@@ -405,6 +410,16 @@ impl Config {
                     m.push((src, *v));
                 }
                 sync::DbMap(m)
+            },
+            cross_slot: match sy.cross_slot_transactions.as_str() {
+                "split" => sync::CrossSlot::Split,
+                "stop" => sync::CrossSlot::Stop,
+                v => {
+                    return Err(err(
+                        "sync.cross_slot_transactions",
+                        format!("`{v}`: expected \"split\" or \"stop\""),
+                    ))
+                }
             },
         };
         for (i, u) in p.users.iter().enumerate() {

@@ -126,6 +126,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
                 spool_max_bytes: settings.sync.spool_max_bytes,
                 big_value_bytes: settings.sync.big_value_bytes,
                 db_map: settings.sync.db_map.clone(),
+                cross_slot: settings.sync.cross_slot,
             };
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));

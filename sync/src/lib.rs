@@ -23,4 +23,4 @@ pub mod target;
 
 pub use error::SyncError;
 pub use status::{SyncState, SyncStatus};
-pub use syncer::{DbMap, NotEmpty, OnFullResync, SyncConfig};
+pub use syncer::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};

@@ -38,6 +38,18 @@ pub enum OnFullResync {
     Stop,
 }
 
+/// What to do, on a Redis Cluster target, with a transaction of the source whose keys
+/// span several slots (a cluster runs MULTI/EXEC within one slot only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrossSlot {
+    /// Apply it as one transaction per slot (counted and logged): each part is atomic,
+    /// the whole is not.
+    #[default]
+    Split,
+    /// Stop the sync with an error naming the transaction.
+    Stop,
+}
+
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub source: Arc<Connector>,
@@ -61,6 +73,8 @@ pub struct SyncConfig {
     pub spool_max_bytes: u64,
     /// Source db -> target db; dbs not listed keep their number.
     pub db_map: DbMap,
+    /// Cluster targets: the source's transactions whose keys span slots.
+    pub cross_slot: CrossSlot,
 }
 
 /// Default of [`SyncConfig::big_value_bytes`].

@@ -44,3 +44,29 @@ fn a_source_is_required() {
     let msg = Config::default().validate("flags").unwrap_err().to_string();
     assert!(msg.contains("source.url"), "{msg}");
 }
+
+#[test]
+fn cross_slot_transactions_is_split_or_stop() {
+    let base = "[source]\nurl = \"redis://h:1\"\n[sync]\n";
+    let cfg = Config::from_toml(base, "f.toml").unwrap();
+    assert_eq!(
+        cfg.validate("f.toml").unwrap().sync.cross_slot,
+        sync::CrossSlot::Split
+    );
+    let cfg = Config::from_toml(
+        &format!("{base}cross_slot_transactions = \"stop\"\n"),
+        "f.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.validate("f.toml").unwrap().sync.cross_slot,
+        sync::CrossSlot::Stop
+    );
+    let cfg = Config::from_toml(
+        &format!("{base}cross_slot_transactions = \"maybe\"\n"),
+        "f.toml",
+    )
+    .unwrap();
+    let msg = cfg.validate("f.toml").unwrap_err().to_string();
+    assert!(msg.contains("sync.cross_slot_transactions"), "{msg}");
+}
