@@ -138,6 +138,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         skip_pending: false,
         batches_sent: 0,
         queued: Vec::new(),
+        cluster_router: None,
     };
     s.epoch = s.sh.router.route().epoch;
     s.changes = s.sh.router.subscribe();
@@ -374,6 +375,8 @@ struct Session {
     batches_sent: u32,
     /// Commands queued since MULTI (only kept while `st.in_multi`).
     queued: Vec<Queued>,
+    /// On a cluster: this client's router task, with the (route epoch, RESP3) it serves.
+    cluster_router: Option<((u64, bool), PipelineHandle)>,
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -844,6 +847,20 @@ impl Session {
         let db = self.db_on(route.side);
         let handle = match &self.dedicated {
             Some(h) => h,
+            None if route.upstream.cluster().is_some() => {
+                // A cluster: this client's own router, for the route and protocol in use.
+                let key = (route.epoch, self.st.resp3);
+                if self.cluster_router.as_ref().is_none_or(|(k, _)| *k != key) {
+                    self.cluster_router = route
+                        .upstream
+                        .cluster_client(self.st.resp3)
+                        .map(|h| (key, h));
+                }
+                match &self.cluster_router {
+                    Some((_, h)) => h,
+                    None => route.upstream.shared(db, self.st.resp3, self.st.id),
+                }
+            }
             None => route.upstream.shared(db, self.st.resp3, self.st.id),
         };
         if let Err(b) = handle.send(batch) {

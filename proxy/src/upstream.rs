@@ -4,12 +4,18 @@
 //! connection's session state must be: the selected db and the protocol version. A client
 //! is pinned to one connection of its pool, so its commands never race each other.
 //! Clients that need session state of their own get a dedicated connection.
+//!
+//! A Redis Cluster (its node says `cluster_enabled:1`) is reached through its
+//! [`Topology`]: each client gets a router task ([`cluster::client`]) that takes the same
+//! batches a connection takes and spreads them over the nodes' shared connections (or the
+//! client's own connections, for a dedicated one).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cluster::{ConnectError, Connector, PipelineHandle, SessionSetup};
+use cluster::client::{spawn_client, ClientOptions};
+use cluster::{ConnectError, Connector, PipelineHandle, SessionSetup, Topology};
 
 use crate::config::Endpoint;
 
@@ -25,6 +31,8 @@ pub struct Upstream {
     default_db: u32,
     /// `redis_version` of the server, for HELLO replies.
     pub version: String,
+    /// Set when the server is a cluster node.
+    cluster: Option<Arc<Topology>>,
 }
 
 impl Upstream {
@@ -49,7 +57,15 @@ impl Upstream {
             }
             Err(e) => return Err(e),
         };
-        tracing::info!(side = label, addr = %connector.addr(), version, databases, "backend");
+        let cluster = match Topology::discover(connector.clone(), label).await {
+            Ok(c) => c,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(side = label, error = %e, "cannot tell whether the backend is a cluster; treating it as one server");
+                None
+            }
+            Err(e) => return Err(ConnectError::Refused { addr: connector.addr(), step: "CLUSTER SHARDS", reply: e.to_string() }),
+        };
+        tracing::info!(side = label, addr = %connector.addr(), version, databases, cluster = cluster.is_some(), "backend");
         let pools = (0..databases as usize * 2)
             .map(|_| OnceLock::new())
             .collect();
@@ -59,13 +75,41 @@ impl Upstream {
             conns_per_pool,
             pools,
             databases,
-            default_db: endpoint.url.db.min(databases.saturating_sub(1)),
+            default_db: if cluster.is_some() {
+                0
+            } else {
+                endpoint.url.db.min(databases.saturating_sub(1))
+            },
             version,
+            cluster,
         })
     }
 
+    /// Databases a client may SELECT; 0 for a cluster, which allows none but db 0.
     pub fn databases(&self) -> u32 {
-        self.databases
+        if self.cluster.is_some() {
+            0
+        } else {
+            self.databases
+        }
+    }
+
+    /// The cluster behind this upstream, if it is one.
+    pub fn cluster(&self) -> Option<&Arc<Topology>> {
+        self.cluster.as_ref()
+    }
+
+    /// A router task for one client of a cluster (shared node connections).
+    pub fn cluster_client(&self, resp3: bool) -> Option<PipelineHandle> {
+        let topo = self.cluster.as_ref()?;
+        Some(spawn_client(
+            topo.clone(),
+            ClientOptions {
+                resp3,
+                dedicated: false,
+                name: None,
+            },
+        ))
     }
 
     pub fn connector(&self) -> &Connector {
@@ -106,6 +150,19 @@ impl Upstream {
         resp3: bool,
         name: Option<Bytes>,
     ) -> Result<(PipelineHandle, i64), ConnectError> {
+        if let Some(topo) = &self.cluster {
+            // Its connections open as it touches nodes; its server ids are per node, so
+            // CLIENT UNBLOCK during a cutover cannot name one (-1).
+            let h = spawn_client(
+                topo.clone(),
+                ClientOptions {
+                    resp3,
+                    dedicated: true,
+                    name,
+                },
+            );
+            return Ok((h, -1));
+        }
         let setup = SessionSetup { db, resp3, name };
         let mut stream = self.connector.connect(&setup).await?;
         let id = stream

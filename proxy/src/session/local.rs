@@ -125,7 +125,13 @@ pub(crate) fn action(
                     b"-ERR value is not an integer or out of range\r\n",
                 ));
             };
-            if db >= databases as i64 || db < 0 {
+            if databases == 0 && db != 0 {
+                // A cluster (see Upstream::databases).
+                return Action::Reply(Bytes::from_static(
+                    b"-ERR SELECT is not allowed in cluster mode\r\n",
+                ));
+            }
+            if db >= databases.max(1) as i64 || db < 0 {
                 return Action::Reply(Bytes::from_static(b"-ERR DB index is out of range\r\n"));
             }
             if st.dedicated {
