@@ -23,6 +23,9 @@ pub enum SyncError {
         offset: i64,
         reply: String,
     },
+    /// A stream command that has no equivalent on a Redis Cluster target.
+    #[error("{command} can't be applied to a Redis Cluster target: {why}")]
+    Cluster { command: String, why: String },
     /// Something the configuration must change (target not empty, unsupported value...).
     #[error("{0}")]
     Config(String),

@@ -7,6 +7,8 @@
 //! - [`reencode`]: values re-created with ordinary commands (older targets, big values).
 //! - [`target`]: pipelined units of commands to the target, replies checked.
 //! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
+//! - [`slot_checkpoint`]: the same per hash slot, for a Redis Cluster target.
+//! - [`slotting`]: where each stream command goes on a Redis Cluster target.
 //! - [`syncer`]: the orchestration: start, full load, stream, resume.
 //! - [`status`]: what STATUS and the metrics report.
 
@@ -16,6 +18,8 @@ pub mod link;
 pub mod load;
 pub mod rdb;
 pub mod reencode;
+pub mod slot_checkpoint;
+pub mod slotting;
 pub mod spool;
 pub mod status;
 pub mod syncer;
