@@ -126,8 +126,9 @@ struct Entry {
 struct Owed {
     seq: u64,
     part: usize,
-    /// The `+OK` of an ASKING sent before a redirected command: dropped.
-    asking: bool,
+    /// A reply nobody waits for (the `+OK` of an ASKING before a redirected command, or of
+    /// a MULTI the proxy already answered): dropped.
+    discard: bool,
 }
 
 struct Conn {
@@ -142,9 +143,10 @@ struct Multi {
     /// The slot (and so the node) the transaction runs on, once a key named it.
     slot: Option<u16>,
     node: Option<NodeAddr>,
-    /// Commands before the first key (MULTI and keyless ones), sent once the node is known:
-    /// (seq, raw command).
-    held: Vec<(u64, Bytes)>,
+    /// Commands before the first key (MULTI and keyless ones), already answered (`+OK`,
+    /// `+QUEUED`) and sent once the node is known, their replies dropped. If the server
+    /// refuses one, it flags the transaction and EXEC answers EXECABORT, as Redis would.
+    held: Vec<Bytes>,
     /// A command was refused (CROSSSLOT): EXEC becomes DISCARD and answers EXECABORT.
     dirty: bool,
 }
@@ -462,9 +464,12 @@ impl Router {
                 match pinned {
                     Some(n) => self.push_and_send(seq, one(cmd.clone(), Some(n))),
                     None => {
-                        self.entries.push_back(one(cmd.clone(), None));
+                        // Clients wait for MULTI's reply before sending the command that
+                        // names the node: answer it now, send it once the node is known.
+                        self.entries
+                            .push_back(local(Bytes::from_static(b"+OK\r\n")));
                         if let Some(m) = &mut self.multi {
-                            m.held.push((seq, cmd.clone()));
+                            m.held.push(cmd.clone());
                         }
                     }
                 }
@@ -504,8 +509,9 @@ impl Router {
                 match m.node.clone() {
                     Some(n) => self.push_and_send(seq, one(cmd.clone(), Some(n))),
                     None => {
-                        self.entries.push_back(one(cmd.clone(), None));
-                        m.held.push((seq, cmd.clone()));
+                        self.entries
+                            .push_back(local(Bytes::from_static(b"+QUEUED\r\n")));
+                        m.held.push(cmd.clone());
                     }
                 }
                 self.multi = Some(m);
@@ -519,12 +525,30 @@ impl Router {
     fn pin(&mut self, m: &mut Multi, slot: Option<u16>, node: Option<NodeAddr>) {
         m.slot = slot;
         m.node = node.clone();
-        for (seq, _) in std::mem::take(&mut m.held) {
-            if let Some(e) = self.entry_mut(seq) {
-                e.parts[0].node = node.clone();
-            }
-            self.send_part(seq, 0, false, BatchFlags::default());
+        let held = std::mem::take(&mut m.held);
+        let Some(node) = node else { return };
+        let Some(tag) = self.conn_for(&node) else {
+            return;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
+            return;
+        };
+        let mut data = BytesMut::new();
+        for cmd in &held {
+            data.extend_from_slice(cmd);
+            conn.owed.push_back(Owed {
+                seq: 0,
+                part: 0,
+                discard: true,
+            });
         }
+        let _ = conn.handle.send(Batch {
+            data: data.freeze(),
+            count: held.len() as u32,
+            flags: BatchFlags::default(),
+            reply: self.node_tx.clone(),
+            tag,
+        });
     }
 
     fn push_and_send(&mut self, seq: u64, e: Entry) {
@@ -734,7 +758,7 @@ impl Router {
             conn.owed.push_back(Owed {
                 seq,
                 part: p,
-                asking: true,
+                discard: true,
             });
             count += 1;
             b.freeze()
@@ -746,7 +770,7 @@ impl Router {
             conn.owed.push_back(Owed {
                 seq,
                 part: p,
-                asking: false,
+                discard: false,
             });
         }
         let batch = Batch {
@@ -760,7 +784,7 @@ impl Router {
             // The connection's task is gone (a dedicated connection was lost).
             let owed: Vec<Owed> = conn.owed.drain(..).collect();
             for o in owed {
-                if !o.asking {
+                if !o.discard {
                     self.fail_part(
                         o.seq,
                         o.part,
@@ -814,7 +838,7 @@ impl Router {
             let Some(o) = conn.owed.pop_front() else {
                 continue;
             };
-            if o.asking {
+            if o.discard {
                 continue;
             }
             self.on_part_reply(o.seq, o.part, frame, failed);

@@ -89,7 +89,7 @@ impl RedisCluster {
                 let mut w = r.wire();
                 poll_until(Duration::from_secs(20), || {
                     let info = w.cmd(&["INFO", "replication"]);
-                    info.windows(22).any(|l| l == b"master_link_status:up")
+                    info.windows(21).any(|l| l == b"master_link_status:up")
                 });
             }
         }
