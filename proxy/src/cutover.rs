@@ -217,9 +217,10 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     // nothing slow happens while clients wait, and a stalled side fails the command.
     let prepared = tokio::time::timeout_at(deadline.into(), async {
         let src = connect(&source, "source").await?;
-        let mut tgt = connect(&target, "target").await?;
-        let loaded = load_scripts(sh, &mut tgt, 0).await?;
-        Ok::<_, String>((src, tgt, loaded))
+        let tgt = connect_for_key(&target, RECORD_KEY, "target").await?;
+        let mut masters = connect_masters(&target, "target").await?;
+        let loaded = load_scripts(sh, &mut masters, 0).await?;
+        Ok::<_, String>((src, tgt, masters, loaded))
     })
     .await
     .map_err(|_| {
@@ -231,7 +232,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         tracing::warn!(reason = %why, "CUTOVER aborted before the gate");
         format!("aborted, clients continue on the source: {why}")
     })?;
-    let (mut src, mut tgt, mut loaded) = prepared;
+    let (mut src, tgt, mut masters, mut loaded) = prepared;
 
     let gate_at = Instant::now();
     sh.cutover.set(State::Gating);
@@ -307,7 +308,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         // Scripts seen during the gate too (before the flip: EVALSHA must work at once).
-        loaded = load_scripts(sh, &mut tgt, loaded).await?;
+        loaded = load_scripts(sh, &mut masters, loaded).await?;
         Ok(fence)
     };
     // Every step under the deadline: a side that stops answering aborts the cutover.
@@ -409,7 +410,7 @@ fn record_switch(
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(c) = connect(&target, "target").await {
+            if let Ok(c) = connect_for_key(&target, RECORD_KEY, "target").await {
                 tgt = c;
             }
         }
@@ -484,6 +485,46 @@ async fn connect(up: &Upstream, side: &str) -> Result<NodeStream, String> {
         .map_err(|e| format!("{side}: {e}"))
 }
 
+/// A connection to the node that holds `key`: the server itself, or on a cluster the
+/// master of the key's slot.
+async fn connect_for_key(up: &Upstream, key: &[u8], side: &str) -> Result<NodeStream, String> {
+    let Some(topo) = up.cluster() else {
+        return connect(up, side).await;
+    };
+    let slot = cluster::slots::key_slot(key);
+    let addr = topo
+        .map()
+        .slots
+        .master_for(slot)
+        .cloned()
+        .ok_or_else(|| format!("{side}: no master serves slot {slot}"))?;
+    let connector = topo.connector(&addr).map_err(|e| format!("{side}: {e}"))?;
+    connector
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| format!("{side}: {e}"))
+}
+
+/// Connections to every master (the server itself when it is not a cluster): scripts
+/// must be loaded on each, as EVALSHA may land on any of them.
+async fn connect_masters(up: &Upstream, side: &str) -> Result<Vec<NodeStream>, String> {
+    let Some(topo) = up.cluster() else {
+        return Ok(vec![connect(up, side).await?]);
+    };
+    let masters = topo.map().masters.clone();
+    let mut out = Vec::with_capacity(masters.len());
+    for m in masters {
+        let connector = topo.connector(&m).map_err(|e| format!("{side}: {e}"))?;
+        out.push(
+            connector
+                .connect(&SessionSetup::default())
+                .await
+                .map_err(|e| format!("{side}: {m}: {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
 async fn request(s: &mut NodeStream, args: &[&[u8]], side: &str) -> Result<bytes::Bytes, String> {
     s.request(&[args])
         .await
@@ -500,7 +541,11 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Loads the scripts recorded from index `from` on the target; returns the new count.
-async fn load_scripts(sh: &Shared, tgt: &mut NodeStream, from: usize) -> Result<usize, String> {
+async fn load_scripts(
+    sh: &Shared,
+    masters: &mut [NodeStream],
+    from: usize,
+) -> Result<usize, String> {
     let bodies = sh.scripts.since(from);
     if bodies.is_empty() {
         return Ok(from);
@@ -509,12 +554,14 @@ async fn load_scripts(sh: &Shared, tgt: &mut NodeStream, from: usize) -> Result<
     for b in &bodies {
         resp::encode::command(&mut out, [&b"SCRIPT"[..], b"LOAD", b].into_iter());
     }
-    let replies = tgt
-        .request_raw(&out, bodies.len())
-        .await
-        .map_err(|e| format!("target: loading scripts: {e}"))?;
-    if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
-        return Err(format!("target refused a script: {}", text(e)));
+    for tgt in masters.iter_mut() {
+        let replies = tgt
+            .request_raw(&out, bodies.len())
+            .await
+            .map_err(|e| format!("target: loading scripts: {e}"))?;
+        if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+            return Err(format!("target refused a script: {}", text(e)));
+        }
     }
     Ok(from + bodies.len())
 }
@@ -523,11 +570,7 @@ async fn load_scripts(sh: &Shared, tgt: &mut NodeStream, from: usize) -> Result<
 /// None when the target answers that none did. Failing to read it is an error, not a
 /// "no": routing back to the source after a switch would split the writes.
 pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Result<Option<u64>, String> {
-    let mut c = target
-        .connector()
-        .connect(&SessionSetup::default())
-        .await
-        .map_err(|e| format!("target: {e}"))?;
+    let mut c = connect_for_key(target, RECORD_KEY, "target").await?;
     let db = checkpoint_db.to_string();
     let r = c
         .request(&[
