@@ -266,6 +266,7 @@ pub fn status(sh: &Shared) -> String {
             line("full_syncs", &S::get(&sy.full_syncs));
             line("partial_syncs", &S::get(&sy.partial_syncs));
             line("spool_bytes", &S::get(&sy.spool_bytes));
+            line("split_transactions", &S::get(&sy.split_transactions));
             line("last_error", &sy.last_error());
         }
     }

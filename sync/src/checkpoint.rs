@@ -56,14 +56,28 @@ pub async fn read(conn: &mut NodeStream, db: u32) -> Result<Option<Checkpoint>, 
         .request(&[&[b"SELECT", dbs.as_bytes()], &[b"HGETALL", KEY]])
         .await
         .map_err(|e| SyncError::Target(e.to_string()))?;
-    let Some(items) = crate::target::array_elements(&replies[1]) else {
+    Ok(parse(&replies[1])?.checkpoint)
+}
+
+/// What the checkpoint hash holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// None when the target has no checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+    /// The hash records a completed cutover (`route` = `target`): the target is live.
+    pub switched: bool,
+}
+
+/// Reads the reply to `HGETALL` of [`KEY`].
+pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
+    let Some(items) = crate::target::array_elements(reply) else {
         return Err(SyncError::Target(format!(
             "reading the checkpoint: {}",
-            String::from_utf8_lossy(&replies[1]).trim_end()
+            String::from_utf8_lossy(reply).trim_end()
         )));
     };
     if items.is_empty() {
-        return Ok(None);
+        return Ok(Record::default());
     }
     let mut cp = Checkpoint {
         state: String::new(),
@@ -71,6 +85,7 @@ pub async fn read(conn: &mut NodeStream, db: u32) -> Result<Option<Checkpoint>, 
         offset: -1,
         db: 0,
     };
+    let mut switched = false;
     for pair in items.chunks(2) {
         let [k, v] = pair else { break };
         let k = bulk_text(k);
@@ -80,6 +95,7 @@ pub async fn read(conn: &mut NodeStream, db: u32) -> Result<Option<Checkpoint>, 
             "replid" => cp.replid = v,
             "offset" => cp.offset = v.parse().unwrap_or(-1),
             "db" => cp.db = v.parse().unwrap_or(0),
+            "route" => switched = v == "target",
             _ => {}
         }
     }
@@ -89,7 +105,10 @@ pub async fn read(conn: &mut NodeStream, db: u32) -> Result<Option<Checkpoint>, 
             String::from_utf8_lossy(KEY)
         )));
     }
-    Ok(Some(cp))
+    Ok(Record {
+        checkpoint: Some(cp),
+        switched,
+    })
 }
 
 fn bulk_text(frame: &[u8]) -> String {

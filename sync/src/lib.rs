@@ -6,13 +6,17 @@
 //! - [`load`]: RDB values turned into commands for the target (RESTORE).
 //! - [`reencode`]: values re-created with ordinary commands (older targets, big values).
 //! - [`target`]: pipelined units of commands to the target, replies checked.
+//! - [`cluster_target`]: the same for a Redis Cluster: routed per slot, in order per slot.
 //! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
 //! - [`slot_checkpoint`]: the same per hash slot, for a Redis Cluster target.
 //! - [`slotting`]: where each stream command goes on a Redis Cluster target.
 //! - [`syncer`]: the orchestration: start, full load, stream, resume.
+//! - [`cluster_sync`]: the same against a Redis Cluster target.
 //! - [`status`]: what STATUS and the metrics report.
 
 pub mod checkpoint;
+pub mod cluster_sync;
+pub mod cluster_target;
 pub mod error;
 pub mod link;
 pub mod load;

@@ -43,6 +43,8 @@ pub struct LoadBatch {
     pub count: u32,
     /// (command, key) per command, to name a key the target refuses.
     pub names: Vec<(&'static str, Bytes)>,
+    /// Where each command ends in `data` (a cluster target routes them one by one).
+    pub ends: Vec<usize>,
     /// The db the command stream will start in (AUX `repl-stream-db`), once known.
     pub stream_db: Option<u32>,
 }
@@ -52,6 +54,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 struct Builder {
     buf: BytesMut,
     names: Vec<(&'static str, Bytes)>,
+    ends: Vec<usize>,
     stream_db: Option<u32>,
 }
 
@@ -61,8 +64,15 @@ impl Builder {
             data: self.buf.split().freeze(),
             count: self.names.len() as u32,
             names: std::mem::take(&mut self.names),
+            ends: std::mem::take(&mut self.ends),
             stream_db: self.stream_db.take(),
         }
+    }
+
+    /// A command was just written to `buf`.
+    fn mark(&mut self, name: &'static str, key: Bytes) {
+        self.names.push((name, key));
+        self.ends.push(self.buf.len());
     }
 }
 
@@ -78,7 +88,7 @@ impl Sink for Flushing<'_> {
         &mut self.b.buf
     }
     fn done(&mut self, name: &'static str, key: &Bytes) -> Result<(), SyncError> {
-        self.b.names.push((name, key.clone()));
+        self.b.mark(name, key.clone());
         if self.b.buf.len() >= BATCH_BYTES {
             self.out
                 .blocking_send(Ok(LoadMsg::Batch(self.b.take())))
@@ -97,20 +107,22 @@ fn stopped() -> SyncError {
 }
 
 /// Reads the whole RDB from `input`, sending batches to `out`. Values whose serialized
-/// size passes `big_value_bytes` are re-created in chunks. Blocking: run it on a blocking
-/// thread.
+/// size passes `big_value_bytes` are re-created in chunks. For a `cluster` target no SELECT
+/// is written (every db must map to db 0). Blocking: run it on a blocking thread.
 pub fn encode_rdb<R: Read>(
     input: R,
     out: &mpsc::Sender<Result<LoadMsg, SyncError>>,
     keys_loaded: &AtomicU64,
     big_value_bytes: usize,
     db_map: &crate::syncer::DbMap,
+    cluster: bool,
 ) -> Result<(), SyncError> {
     let mut rd = RdbReader::new(input);
     rd.set_value_limit(big_value_bytes as u64);
     let mut b = Builder {
         buf: BytesMut::with_capacity(BATCH_BYTES + 64 * 1024),
         names: Vec::new(),
+        ends: Vec::new(),
         stream_db: None,
     };
     let mut version: u16 = 0;
@@ -149,14 +161,20 @@ pub fn encode_rdb<R: Read>(
                         &mut b.buf,
                         [&b"SCRIPT"[..], b"LOAD", &value].into_iter(),
                     );
-                    b.names.push(("SCRIPT LOAD", Bytes::new()));
+                    b.mark("SCRIPT LOAD", Bytes::new());
                 }
                 _ => {}
             },
+            Event::Db(n) if cluster => {
+                // A cluster has db 0 only: every db with keys must map there.
+                if db_map.target(n) != 0 {
+                    return Err(crate::cluster_sync::unmapped_dbs(&[format!("db{n}")]));
+                }
+            }
             Event::Db(n) => {
                 let n = db_map.target(n).to_string();
                 resp::encode::command(&mut b.buf, [&b"SELECT"[..], n.as_bytes()].into_iter());
-                b.names.push(("SELECT", Bytes::new()));
+                b.mark("SELECT", Bytes::new());
             }
             Event::Key(k) if !caps.restore || k.value.len() > big_value_bytes => {
                 rebuild(&k, caps, version, &mut b, out, &mut payload)?;
@@ -178,7 +196,7 @@ pub fn encode_rdb<R: Read>(
                     ]
                     .into_iter(),
                 );
-                b.names.push(("RESTORE", k.key));
+                b.mark("RESTORE", k.key);
                 keys_loaded.fetch_add(1, Ordering::Relaxed);
             }
             Event::BigValueStart {
@@ -211,7 +229,7 @@ pub fn encode_rdb<R: Read>(
                     &mut b.buf,
                     [&b"FUNCTION"[..], b"LOAD", b"REPLACE", &code].into_iter(),
                 );
-                b.names.push(("FUNCTION LOAD", Bytes::new()));
+                b.mark("FUNCTION LOAD", Bytes::new());
             }
             Event::ModuleAux { module_id } => {
                 tracing::warn!(module_id, "module AUX data in the RDB is not transferred");

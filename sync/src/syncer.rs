@@ -161,6 +161,10 @@ async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError
         .connect(&SessionSetup::default())
         .await
         .map_err(|e| SyncError::Target(e.to_string()))?;
+    if crate::cluster_sync::is_cluster(&mut control).await? {
+        drop(control);
+        return crate::cluster_sync::run_once(cfg, status).await;
+    }
     let cp = checkpoint::read(&mut control, cfg.checkpoint_db).await?;
     let resume = cp
         .as_ref()
@@ -190,16 +194,11 @@ async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError
             }
             prepare_for_full_load(cfg, &mut control, cp.as_ref(), resume.is_some()).await?;
             StatusAdd::full(status);
-            let db = full_load(
-                cfg,
-                status,
-                &mut link,
-                &mut target,
-                &mut control,
-                &replid,
-                offset,
-            )
-            .await?;
+            let mut dest = LoadDest::Node {
+                target: &mut target,
+                control: &mut control,
+            };
+            let db = full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
             (replid, offset, db)
         }
         PsyncReply::Continue { replid: new_id } => {
@@ -218,13 +217,13 @@ async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError
     stream(cfg, status, link, target, replid, offset, db).await
 }
 
-struct StatusAdd;
+pub(crate) struct StatusAdd;
 impl StatusAdd {
-    fn full(s: &SyncStatus) {
+    pub(crate) fn full(s: &SyncStatus) {
         SyncStatus::add(&s.full_syncs, 1);
         metrics::counter!("cutover_sync_full_syncs_total").increment(1);
     }
-    fn partial(s: &SyncStatus) {
+    pub(crate) fn partial(s: &SyncStatus) {
         SyncStatus::add(&s.partial_syncs, 1);
         metrics::counter!("cutover_sync_partial_syncs_total").increment(1);
     }
@@ -299,13 +298,55 @@ async fn prepare_for_full_load(
     Ok(())
 }
 
+/// Where the full load goes: one node (its pipelined connection, and a control connection
+/// for the checkpoint), or a Redis Cluster ([`crate::cluster_sync`]).
+pub(crate) enum LoadDest<'a> {
+    Node {
+        target: &'a mut Target,
+        control: &'a mut cluster::NodeStream,
+    },
+    Cluster(&'a mut crate::cluster_sync::ClusterRouter),
+}
+
+impl LoadDest<'_> {
+    /// Writes the checkpoint hash (in `checkpoint_db`).
+    async fn write_checkpoint(&mut self, cp: &Checkpoint, ckdb: &str) -> Result<(), SyncError> {
+        match self {
+            LoadDest::Node { control, .. } => {
+                let mut out = BytesMut::new();
+                resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+                cp.hset(&mut out);
+                control
+                    .request_raw(&out, 2)
+                    .await
+                    .map_err(|e| SyncError::Target(e.to_string()))?;
+                Ok(())
+            }
+            LoadDest::Cluster(router) => crate::cluster_sync::write_checkpoint(router, cp).await,
+        }
+    }
+
+    async fn apply_batches(
+        &mut self,
+        cfg: &SyncConfig,
+        status: &SyncStatus,
+        batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
+    ) -> Result<u32, SyncError> {
+        match self {
+            LoadDest::Node { target, .. } => apply_batches(cfg, status, target, batches).await,
+            LoadDest::Cluster(router) => {
+                crate::cluster_sync::apply_batches(cfg, status, router, batches).await
+            }
+        }
+    }
+}
+
 /// Streams the RDB into the target. Returns the db the command stream starts in.
-async fn full_load(
+pub(crate) async fn full_load(
     cfg: &SyncConfig,
     status: &SyncStatus,
     link: &mut Link,
-    target: &mut Target,
-    control: &mut cluster::NodeStream,
+    dest: &mut LoadDest<'_>,
     replid: &str,
     offset: i64,
 ) -> Result<u32, SyncError> {
@@ -316,20 +357,14 @@ async fn full_load(
     status
         .keys_loaded
         .store(0, std::sync::atomic::Ordering::Relaxed);
-    let mut out = BytesMut::new();
     let dbs = cfg.checkpoint_db.to_string();
-    resp::encode::command(&mut out, [&b"SELECT"[..], dbs.as_bytes()].into_iter());
-    Checkpoint {
+    let loading = Checkpoint {
         state: "loading".into(),
         replid: replid.to_string(),
         offset,
         db: 0,
-    }
-    .hset(&mut out);
-    control
-        .request_raw(&out, 2)
-        .await
-        .map_err(|e| SyncError::Target(e.to_string()))?;
+    };
+    dest.write_checkpoint(&loading, &dbs).await?;
 
     let payload = link.payload_header().await?;
     if let Payload::Len(n) = payload {
@@ -348,6 +383,7 @@ async fn full_load(
     let keys_loaded = status.keys_loaded_handle();
     let big_value_bytes = cfg.big_value_bytes;
     let db_map = cfg.db_map.clone();
+    let cluster = matches!(dest, LoadDest::Cluster(_));
     // The parser thread also encodes the RESTORE commands: the async side only ships
     // finished batches, one channel message per ~256 KB instead of one per key.
     let reader = tokio::task::spawn_blocking(move || {
@@ -357,6 +393,7 @@ async fn full_load(
             &keys_loaded,
             big_value_bytes,
             &db_map,
+            cluster,
         );
         if let Err(e) = r {
             let _ = batch_tx.blocking_send(Err(e));
@@ -427,7 +464,7 @@ async fn full_load(
         drop(chunk_tx);
         Ok::<(), SyncError>(())
     };
-    let apply = apply_batches(cfg, status, target, &mut batch_rx);
+    let apply = dest.apply_batches(cfg, status, &mut batch_rx);
     let (fed, pumped, applied) = tokio::join!(feed, pump, apply);
     let _ = reader.await;
     fed?;
@@ -437,19 +474,13 @@ async fn full_load(
         // A diskless master sends no stream until the replica's first ACK.
         link.ack(offset).await?;
     }
-    let mut out = BytesMut::new();
-    resp::encode::command(&mut out, [&b"SELECT"[..], dbs.as_bytes()].into_iter());
-    Checkpoint {
+    let streaming = Checkpoint {
         state: "streaming".into(),
         replid: replid.to_string(),
         offset,
         db: stream_db,
-    }
-    .hset(&mut out);
-    control
-        .request_raw(&out, 2)
-        .await
-        .map_err(|e| SyncError::Target(e.to_string()))?;
+    };
+    dest.write_checkpoint(&streaming, &dbs).await?;
     tracing::info!(
         keys = SyncStatus::get(&status.keys_loaded),
         bytes = SyncStatus::get(&status.rdb_bytes_loaded),
@@ -528,23 +559,28 @@ fn check_load(meta: Meta, replies: &[u8]) -> Result<(), SyncError> {
     };
     for (frame, (cmd, key)) in frames(replies)?.into_iter().zip(names) {
         if let Some(e) = error_text(frame) {
-            if transient(&e) {
-                return Err(SyncError::Target(format!("{cmd}: {e}")));
-            }
-            let hint = if e.contains("payload version") {
-                " (the target's Redis is older than the source's: its RDB format can't take these values)"
-            } else {
-                ""
-            };
-            return Err(SyncError::Apply {
-                command: cmd.to_string(),
-                key: show_key(&key),
-                offset: -1,
-                reply: format!("{e}{hint}"),
-            });
+            return Err(load_error(cmd, &key, e));
         }
     }
     Ok(())
+}
+
+/// The error for a command of the full load the target refused.
+pub(crate) fn load_error(cmd: &str, key: &[u8], e: String) -> SyncError {
+    if transient(&e) {
+        return SyncError::Target(format!("{cmd}: {e}"));
+    }
+    let hint = if e.contains("payload version") {
+        " (the target's Redis is older than the source's: its RDB format can't take these values)"
+    } else {
+        ""
+    };
+    SyncError::Apply {
+        command: cmd.to_string(),
+        key: show_key(key),
+        offset: -1,
+        reply: format!("{e}{hint}"),
+    }
 }
 
 /// Keys in messages: printable, bounded. (Keys are names, not values; values never appear.)
@@ -830,7 +866,7 @@ fn check_txn(meta: Meta, replies: &[u8]) -> Result<Option<i64>, SyncError> {
 }
 
 /// Name and first key of the i-th raw command (for messages; never values).
-fn nth_command(cmds: &[u8], i: usize) -> (String, String) {
+pub(crate) fn nth_command(cmds: &[u8], i: usize) -> (String, String) {
     let mut parser = RequestParser::new(Limits::default());
     let mut pos = 0;
     let mut n = 0;

@@ -587,7 +587,14 @@ fn encode(
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let keys = AtomicU64::new(0);
     let enc = std::thread::spawn(move || {
-        encode_rdb(&data[..], &tx, &keys, big, &crate::syncer::DbMap::default())
+        encode_rdb(
+            &data[..],
+            &tx,
+            &keys,
+            big,
+            &crate::syncer::DbMap::default(),
+            false,
+        )
     });
     let mut cmds = Vec::new();
     let mut sizes = Vec::new();
