@@ -19,8 +19,8 @@
 //! - Offsets: the applied offset is the start of the oldest stream command not yet
 //!   confirmed by its node ([`Outstanding`]): every node has confirmed everything below it.
 //!   It is what is acknowledged, reported, and written as the floor of the main checkpoint
-//!   hash (once a second), from which the next run resumes, skipping per slot what that
-//!   slot's checkpoint already covers.
+//!   hash (one write at a time, so it trails by about one round trip), from which the next
+//!   run resumes, skipping per slot what that slot's checkpoint already covers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -673,6 +673,9 @@ impl<'a> Stream<'a> {
             self.router.flush()?;
             self.barrier_step()?;
             self.publish_applied();
+            // The floor follows the applied offset closely (one small write at a time):
+            // a resume starts there, and must stay within the source's backlog.
+            self.write_floor()?;
             status
                 .spool_bytes
                 .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
@@ -945,16 +948,14 @@ impl<'a> Stream<'a> {
         }
         .hset(&mut data);
         self.floor_writing = true;
-        self.router.enqueue(
+        self.router.send_control(
             key_slot(checkpoint::KEY),
-            Mode::Plain,
             Piece {
                 data: data.freeze(),
                 count: 1,
                 info: Tag::Floor(a),
             },
-        );
-        self.router.flush()
+        )
     }
 
     /// A unit the target answered.

@@ -102,6 +102,8 @@ struct Unit<T> {
     slot: u16,
     /// Units for a node (broadcasts) go there whatever the map says.
     node: Option<u32>,
+    /// Sent on the node's control connection, outside its slot's line.
+    control: bool,
     mode: Mode,
     pieces: Vec<Piece<T>>,
     /// Plain: each piece's final reply, once it has one.
@@ -169,6 +171,8 @@ pub struct Router<T> {
     connector: Arc<Connector>,
     nodes: Vec<Node<T>>,
     by_addr: HashMap<NodeAddr, u32>,
+    /// Each node's control connection (an entry of `nodes` too), by node index.
+    control_lanes: HashMap<u32, u32>,
     /// Node index per slot (NO_NODE: unassigned).
     owner: Box<[u32]>,
     masters: Vec<NodeAddr>,
@@ -225,6 +229,7 @@ impl<T: PieceInfo> Router<T> {
             connector,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
+            control_lanes: HashMap::new(),
             owner: vec![NO_NODE; usize::from(SLOT_COUNT)].into_boxed_slice(),
             masters: Vec::new(),
             busy: vec![false; usize::from(SLOT_COUNT)].into_boxed_slice(),
@@ -285,12 +290,33 @@ impl<T: PieceInfo> Router<T> {
         if let Some(&i) = self.by_addr.get(addr) {
             return Ok(i);
         }
+        let i = self.open(addr, "cutover-syncer")?;
+        self.by_addr.insert(addr.clone(), i);
+        Ok(i)
+    }
+
+    /// The control connection of node `node` (opened lazily the first time).
+    fn control_lane(&mut self, node: u32) -> Result<u32, SyncError> {
+        if let Some(&i) = self.control_lanes.get(&node) {
+            return Ok(i);
+        }
+        let addr = self
+            .nodes
+            .get(node as usize)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| tgt("internal: unknown node"))?;
+        let i = self.open(&addr, "cutover-syncer-control")?;
+        self.control_lanes.insert(node, i);
+        Ok(i)
+    }
+
+    fn open(&mut self, addr: &NodeAddr, name: &'static str) -> Result<u32, SyncError> {
         let connector = self
             .connector
             .for_node(&addr.host, addr.port)
             .map_err(|e| SyncError::Config(format!("target node {addr}: {e}")))?;
         let setup = SessionSetup {
-            name: Some(Bytes::from_static(b"cutover-syncer")),
+            name: Some(Bytes::from_static(name.as_bytes())),
             ..SessionSetup::default()
         };
         let handle = PipelineHandle::spawn_dedicated_lazy(Arc::new(connector), setup, "target");
@@ -303,8 +329,27 @@ impl<T: PieceInfo> Router<T> {
             outbox: BytesMut::new(),
             outbox_count: 0,
         });
-        self.by_addr.insert(addr.clone(), i);
         Ok(i)
+    }
+
+    /// Sends a one-command piece for `slot` at once, on its node's control connection:
+    /// outside the slot's line, so it does not wait behind the data in flight (the
+    /// checkpoint's floor, which must trail the applied offset closely). Redirections
+    /// and retries as for any unit.
+    pub fn send_control(&mut self, slot: u16, piece: Piece<T>) -> Result<(), SyncError> {
+        self.bytes += piece.data.len();
+        let unit = Unit {
+            slot,
+            node: None,
+            control: true,
+            mode: Mode::Plain,
+            pieces: vec![piece],
+            results: Vec::new(),
+            backoff: MIN_BACKOFF,
+            waiting_since: None,
+        };
+        self.send(unit, None, false)?;
+        self.write_outboxes()
     }
 
     /// Queues `piece` for `slot`; it leaves with [`Router::flush`] (or when the slot's
@@ -335,6 +380,7 @@ impl<T: PieceInfo> Router<T> {
         self.node_pending.push(Unit {
             slot: NO_SLOT,
             node: Some(node),
+            control: false,
             mode,
             pieces: vec![piece],
             results: Vec::new(),
@@ -373,6 +419,7 @@ impl<T: PieceInfo> Router<T> {
             let unit = Unit {
                 slot,
                 node: None,
+                control: false,
                 mode,
                 results: Vec::new(),
                 pieces,
@@ -487,6 +534,11 @@ impl<T: PieceInfo> Router<T> {
                 }
                 o
             }
+        };
+        let node = if unit.control {
+            self.control_lane(node)?
+        } else {
+            node
         };
         let trailer = self.trailer;
         let n = self
@@ -731,7 +783,7 @@ impl<T: PieceInfo> Router<T> {
 
     fn finish(&mut self, unit: Unit<T>, from: NodeAddr, replies: Vec<Bytes>) {
         let s = usize::from(unit.slot);
-        if unit.node.is_none() && s < self.busy.len() {
+        if unit.node.is_none() && !unit.control && s < self.busy.len() {
             self.busy[s] = false;
             if !self.pending[s].is_empty() {
                 // The slot's next unit leaves at once: the caller may be waiting for it.

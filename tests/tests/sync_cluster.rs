@@ -1,0 +1,551 @@
+//! The syncer into a Redis Cluster target (3 masters on loopback), from a standalone
+//! source: full load and live stream compared key by key on the owning node, exactly once
+//! through kills of cutover, no loss or reordering through a reshard of the target, and
+//! sources with keys in several dbs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use cluster::slots::key_slot;
+use support::*;
+
+/// Every key of `server`'s db 0 (SCAN).
+fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
+        let items = v.items();
+        cursor = items[0].text();
+        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys
+}
+
+/// Connections to the cluster's nodes and who owns which slot, read once (fresh after a
+/// reshard: build another).
+struct Owners {
+    ranges: Vec<(i64, i64, u16)>,
+    wires: HashMap<u16, Wire>,
+}
+
+impl Owners {
+    fn of(cluster: &RedisCluster) -> Owners {
+        let mut w = cluster.nodes[0].wire();
+        let ranges = w
+            .value(&["CLUSTER", "SLOTS"])
+            .items()
+            .iter()
+            .map(|r| {
+                let it = r.items();
+                (it[0].int(), it[1].int(), it[2].items()[1].int() as u16)
+            })
+            .collect();
+        let wires = cluster.nodes.iter().map(|s| (s.port(), s.wire())).collect();
+        Owners { ranges, wires }
+    }
+
+    /// The connection to the master of `key`'s slot.
+    fn wire(&mut self, key: &[u8]) -> &mut Wire {
+        let slot = i64::from(key_slot(key));
+        let port = self
+            .ranges
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+            .map(|r| r.2)
+            .expect("every slot has an owner");
+        self.wires.get_mut(&port).expect("a node of ours")
+    }
+
+    fn masters(&mut self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.ranges.iter().map(|r| r.2).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// Every key of the source's db 0 is on the node that owns its slot with the same value
+/// (DEBUG DIGEST-VALUE, which ignores encodings) and a TTL within 2 s; and the cluster
+/// holds nothing else but cutover's own `__cutover:` keys.
+#[track_caller]
+fn assert_same_data(source: &RedisServer, cluster: &RedisCluster) {
+    let mut s = source.wire();
+    let mut owners = Owners::of(cluster);
+    let keys = keys_of(&mut s);
+    for k in &keys {
+        let ks: &[u8] = k;
+        let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+        let t = owners.wire(ks);
+        let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+        assert_eq!(show(&a), show(&b), "key {} differs", show(ks));
+        let pa = s.value(&[&b"PTTL"[..], ks]).int();
+        let pb = t.value(&[&b"PTTL"[..], ks]).int();
+        if pa < 0 || pb < 0 {
+            assert_eq!(pa, pb, "key {}: TTL presence differs", show(ks));
+        } else {
+            assert!(
+                (pa - pb).abs() < 2_000,
+                "key {}: PTTL {pa} vs {pb}",
+                show(ks)
+            );
+        }
+    }
+    let mut total = 0;
+    for port in owners.masters() {
+        let w = owners.wires.get_mut(&port).unwrap();
+        total += keys_of(w)
+            .into_iter()
+            .filter(|k| !k.starts_with(b"__cutover:"))
+            .count();
+    }
+    assert_eq!(
+        total,
+        keys.len(),
+        "the cluster has other keys than the source"
+    );
+}
+
+fn cutover_to(source: &RedisServer, cluster: &RedisCluster, extra: &[&str]) -> Cutover {
+    let mut args = vec!["--target".to_string(), cluster.url()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Cutover::builder(source).args(&args).metrics().start()
+}
+
+/// Writes one key of each type and encoding (small and big), with tags that spread
+/// them over the slots.
+fn fill_every_type(w: &mut Wire, tag: &str) {
+    let k = |s: &str| format!("{tag}:{s}");
+    let cmds: Vec<Vec<String>> = vec![
+        vec!["SET".into(), k("str"), "hello".into()],
+        vec!["SET".into(), k("int"), "12345".into()],
+        vec!["SET".into(), k("empty"), "".into()],
+        vec![
+            "SET".into(),
+            k("ttl"),
+            "v".into(),
+            "PX".into(),
+            "600000".into(),
+        ],
+        vec![
+            "RPUSH".into(),
+            k("list"),
+            "a".into(),
+            "b".into(),
+            "3".into(),
+        ],
+        vec![
+            "SADD".into(),
+            k("intset"),
+            "1".into(),
+            "2".into(),
+            "300000".into(),
+        ],
+        vec!["SADD".into(), k("set"), "a".into(), "b".into()],
+        vec![
+            "ZADD".into(),
+            k("zset"),
+            "0.30000000000000004".into(),
+            "a".into(),
+            "inf".into(),
+            "b".into(),
+            "-inf".into(),
+            "c".into(),
+        ],
+        vec![
+            "HSET".into(),
+            k("hash"),
+            "f".into(),
+            "v".into(),
+            "g".into(),
+            "".into(),
+        ],
+        vec!["PFADD".into(), k("hll"), "a".into(), "b".into(), "c".into()],
+        vec!["SETBIT".into(), k("bitmap"), "100000".into(), "1".into()],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "1-1".into(),
+            "f".into(),
+            "v".into(),
+        ],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "2-1".into(),
+            "f".into(),
+            "w".into(),
+        ],
+        vec![
+            "XGROUP".into(),
+            "CREATE".into(),
+            k("stream"),
+            "g1".into(),
+            "0".into(),
+        ],
+        vec![
+            "XREADGROUP".into(),
+            "GROUP".into(),
+            "g1".into(),
+            "c1".into(),
+            "COUNT".into(),
+            "1".into(),
+            "STREAMS".into(),
+            k("stream"),
+            ">".into(),
+        ],
+        vec![
+            "GEOADD".into(),
+            k("geo"),
+            "13.361389".into(),
+            "38.115556".into(),
+            "Palermo".into(),
+        ],
+    ];
+    for c in &cmds {
+        let r = w.cmd(c);
+        assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
+    }
+    fill_big_encodings(w, tag, &["0.1", "tenth"]);
+    let mut key = tag.as_bytes().to_vec();
+    key.extend_from_slice(b":bin\x00\r\n\xff");
+    assert_bytes(w.cmd(&[&b"SET"[..], &key, b"\x00\r\n\xff"]), b"+OK\r\n");
+}
+
+/// A metric's value from the Prometheus text (0 when absent).
+fn metric(proxy: &Cutover, name: &str) -> f64 {
+    let (_, body) = proxy.metrics_text();
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const LIB: &str = "#!lua name=cutoverlib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
+
+#[test]
+fn full_sync_then_live_stream_into_a_cluster() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    let cluster = RedisCluster::start(3);
+    let mut s = source.wire();
+    for i in 0..4 {
+        fill_every_type(&mut s, &format!("before{i}"));
+    }
+    assert_bytes(s.cmd(&["FUNCTION", "LOAD", LIB]), bulk("cutoverlib"));
+    let proxy = cutover_to(&source, &cluster, &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &cluster);
+    // The function reached every master (EVALSHA/FCALL may land on any).
+    for m in cluster.masters() {
+        assert_bytes(m.cmd(&["FCALL", "echo1", "0", "x"]), bulk("x"));
+    }
+    let st = proxy.status();
+    assert_eq!(st["full_syncs"], "1", "{st:?}");
+
+    // Live writes: every type again, a transaction in one slot, MSET and DEL across
+    // slots, a script (replicated as a transaction of its effects), a transaction across
+    // slots (split, counted), TTL changes, and a function loaded live (every master).
+    let mut p = proxy.wire();
+    fill_every_type(&mut p, "after");
+    p.send(b"MULTI\r\nINCR {t}a\r\nINCRBY {t}b 5\r\nRPUSH {t}l x y\r\nEXEC\r\n");
+    for _ in 0..5 {
+        p.read_reply();
+    }
+    assert_bytes(
+        p.cmd(&["MSET", "m:1", "a", "m:2", "b", "m:3", "c", "m:4", "d"]),
+        b"+OK\r\n",
+    );
+    assert_bytes(p.cmd(&["DEL", "m:1", "m:3", "before0:str"]), int(3));
+    p.cmd(&[
+        "EVAL",
+        "redis.call('SET', KEYS[1], 'x'); redis.call('INCR', KEYS[2]); return 1",
+        "2",
+        "{ev}1",
+        "{ev}2",
+    ]);
+    p.send(b"MULTI\r\nSET x:1 one\r\nINCR x:2\r\nSADD x:3 m\r\nEXEC\r\n");
+    for _ in 0..5 {
+        p.read_reply();
+    }
+    assert_bytes(p.cmd(&["EXPIRE", "before1:list", "1000"]), int(1));
+    assert_bytes(p.cmd(&["PERSIST", "before1:ttl"]), int(1));
+    assert_bytes(
+        p.cmd(&[
+            "FUNCTION",
+            "LOAD",
+            "REPLACE",
+            &LIB.replace("echo1", "echo2"),
+        ]),
+        bulk("cutoverlib"),
+    );
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &cluster);
+    for m in cluster.masters() {
+        assert_bytes(m.cmd(&["FCALL", "echo2", "0", "y"]), bulk("y"));
+    }
+    let st = proxy.status();
+    assert_eq!(st["split_transactions"], "1", "{st:?}");
+    assert_eq!(st["lag_bytes"], "0", "{st:?}");
+    assert_eq!(metric(&proxy, "cutover_sync_split_transactions_total"), 1.0);
+
+    // FLUSHALL in the stream empties every master; what follows it is applied after.
+    assert_bytes(p.cmd(&["FLUSHALL"]), b"+OK\r\n");
+    p.cmd(&["SET", "late:1", "a"]);
+    p.cmd(&["RPUSH", "late:2", "b"]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &cluster);
+}
+
+/// Writers straight to the source (so they go on while cutover is down): INCR on keys
+/// spread over the slots; returns each key's count.
+fn counters(
+    source: &RedisServer,
+    threads: usize,
+    keys: usize,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Vec<thread::JoinHandle<HashMap<String, u64>>> {
+    (0..threads)
+        .map(|t| {
+            let addr = source.addr();
+            let stop = stop.clone();
+            let sent = sent.clone();
+            thread::spawn(move || {
+                let mut w = Wire::connect(addr);
+                let mut counts = HashMap::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("ctr:{}", i % keys);
+                    let r = w.cmd(&["INCR", key.as_str()]);
+                    assert!(r.starts_with(b":"), "{}", show(&r));
+                    *counts.entry(key).or_insert(0) += 1;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += threads;
+                }
+                counts
+            })
+        })
+        .collect()
+}
+
+fn merged(handles: Vec<thread::JoinHandle<HashMap<String, u64>>>) -> HashMap<String, u64> {
+    let mut all = HashMap::new();
+    for h in handles {
+        for (k, v) in h.join().unwrap() {
+            *all.entry(k).or_insert(0) += v;
+        }
+    }
+    all
+}
+
+/// Waits until `n` more writes than `now` were sent.
+fn wait_writes(sent: &AtomicU64, n: u64) {
+    let from = sent.load(Ordering::Relaxed);
+    poll_until(SYNC_WAIT, || sent.load(Ordering::Relaxed) >= from + n);
+}
+
+#[test]
+fn cutover_killed_while_streaming_into_a_cluster_applies_nothing_twice() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    // A resume continues from the checkpoints if the source still has the stream from
+    // there: writers going flat out on this small machine outrun a debug build's syncer
+    // by more than the default 1 MB backlog while it restarts.
+    source.cmd(&["CONFIG", "SET", "repl-backlog-size", "64mb"]);
+    let cluster = RedisCluster::start(3);
+    source.cmd(&["SET", "seed", "1"]);
+    let mut proxy = cutover_to(&source, &cluster, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writers = counters(&source, 3, 200, stop.clone(), sent.clone());
+    for _ in 0..3 {
+        // Killed while it applies: wait until it has applied more writes since it
+        // (re)started, then SIGKILL it in the middle of the flow.
+        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+        let from = proxy.status_u64("applied_offset");
+        poll_until(SYNC_WAIT, || {
+            proxy.status_u64("applied_offset") > from + 20_000
+        });
+        proxy.kill();
+        wait_writes(&sent, 500);
+        proxy = cutover_to(&source, &cluster, &[]);
+    }
+    wait_writes(&sent, 2_000);
+    stop.store(true, Ordering::Relaxed);
+    let counts = merged(writers);
+    wait_caught_up(&source, &proxy);
+    let mut owners = Owners::of(&cluster);
+    for (k, n) in &counts {
+        assert_bytes(
+            owners.wire(k.as_bytes()).cmd(&["GET", k]),
+            bulk(n.to_string()),
+        );
+    }
+    assert_same_data(&source, &cluster);
+    // Every restart continued the stream: no second full sync.
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
+    assert_eq!(proxy.status()["partial_syncs"], "1");
+}
+
+#[test]
+fn a_reshard_of_the_target_while_streaming_loses_and_reorders_nothing() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    let cluster = RedisCluster::start(3);
+    // Keys of the slot to move, so MIGRATE moves some before the writes and some after.
+    let mut s = source.wire();
+    for i in 0..40 {
+        s.cmd(&["SET", &format!("{{rs}}:k{i}"), "v"]);
+    }
+    let proxy = cutover_to(&source, &cluster, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // One writer: sequences in the moving slot and in others, and counters.
+    let writer = {
+        let (addr, stop, sent) = (source.addr(), stop.clone(), sent.clone());
+        thread::spawn(move || {
+            let mut w = Wire::connect(addr);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v = n.to_string();
+                let other = format!("seq:{}", n % 7);
+                for c in [
+                    vec!["RPUSH", "{rs}:list", v.as_str()],
+                    vec!["INCR", "{rs}:ctr"],
+                    vec!["RPUSH", other.as_str(), v.as_str()],
+                ] {
+                    let r = w.cmd(&c);
+                    assert!(!r.starts_with(b"-"), "{}", show(&r));
+                }
+                n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            n
+        })
+    };
+    wait_writes(&sent, 300);
+    let slot = key_slot(b"{rs}");
+    let from = cluster.owner_of(b"{rs}").port();
+    let to = cluster
+        .masters()
+        .iter()
+        .find(|m| m.port() != from)
+        .expect("another master");
+    let from = cluster
+        .masters()
+        .iter()
+        .find(|m| m.port() == from)
+        .expect("the owner");
+    // Half the slot's keys moved: writes flow while the syncer meets ASK and TRYAGAIN.
+    cluster.move_slot(slot, from, to, || wait_writes(&sent, 300));
+    wait_writes(&sent, 300);
+    stop.store(true, Ordering::Relaxed);
+    let n = writer.join().unwrap();
+    wait_caught_up(&source, &proxy);
+    let mut owners = Owners::of(&cluster);
+    assert_eq!(owners.wire(b"{rs}").addr(), to.addr(), "the slot moved");
+    let list = owners
+        .wire(b"{rs}")
+        .value(&["LRANGE", "{rs}:list", "0", "-1"]);
+    let got: Vec<u64> = list
+        .items()
+        .iter()
+        .map(|v| v.text().parse().unwrap())
+        .collect();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "the moving slot's list");
+    assert_bytes(
+        owners.wire(b"{rs}").cmd(&["GET", "{rs}:ctr"]),
+        bulk(n.to_string()),
+    );
+    for j in 0..7u64 {
+        let k = format!("seq:{j}");
+        let list = owners.wire(k.as_bytes()).value(&["LRANGE", &k, "0", "-1"]);
+        let got: Vec<u64> = list
+            .items()
+            .iter()
+            .map(|v| v.text().parse().unwrap())
+            .collect();
+        let want: Vec<u64> = (0..n).filter(|i| i % 7 == j).collect();
+        assert_eq!(got, want, "{k}");
+    }
+    assert_same_data(&source, &cluster);
+    // The syncer was redirected (MOVED at least, once the slot moved).
+    assert!(
+        metric(&proxy, "cutover_sync_target_retries_total") > 0.0,
+        "no redirection seen"
+    );
+}
+
+#[test]
+fn a_source_with_keys_in_several_dbs_needs_a_db_map() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    let cluster = RedisCluster::start(3);
+    let mut s = source.wire();
+    s.cmd(&["SET", "in0", "a"]);
+    s.cmd(&["SELECT", "3"]);
+    s.cmd(&["SET", "in3", "b"]);
+    s.cmd(&["SELECT", "5"]);
+    s.cmd(&["SET", "in5", "c"]);
+    s.cmd(&["SET", "in5b", "d"]);
+    let full_before = source.info_field("stats", "sync_full").unwrap();
+    // Refused at start, naming the dbs, before any full sync of the source.
+    let proxy = cutover_to(&source, &cluster, &[]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(
+        err.contains("db3 (1 keys)") && err.contains("db5 (2 keys)") && err.contains("db_map"),
+        "{err}"
+    );
+    assert!(!err.contains("db0"), "{err}");
+    assert_eq!(
+        source.info_field("stats", "sync_full").unwrap(),
+        full_before
+    );
+    assert_eq!(cluster.dbsize(), 0);
+    drop(proxy);
+
+    // Mapped to db 0: loaded and streamed.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync.db_map]\n\"3\" = 0\n\"5\" = 0\n").unwrap();
+    let proxy = cutover_to(&source, &cluster, &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    let mut owners = Owners::of(&cluster);
+    for (k, v) in [("in0", "a"), ("in3", "b"), ("in5", "c"), ("in5b", "d")] {
+        assert_bytes(owners.wire(k.as_bytes()).cmd(&["GET", k]), bulk(v));
+    }
+    let mut p = proxy.wire();
+    p.cmd(&["SELECT", "3"]);
+    p.cmd(&["SET", "live3", "e"]);
+    p.cmd(&["SELECT", "0"]);
+    p.cmd(&["SET", "live0", "f"]);
+    wait_caught_up(&source, &proxy);
+    for (k, v) in [("live3", "e"), ("live0", "f")] {
+        assert_bytes(owners.wire(k.as_bytes()).cmd(&["GET", k]), bulk(v));
+    }
+    // A db the map does not send to 0, met in the stream: the sync stops, naming it.
+    p.cmd(&["SELECT", "7"]);
+    p.cmd(&["SET", "in7", "g"]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(err.contains("db7"), "{err}");
+    assert_bytes(owners.wire(b"in7").cmd(&["EXISTS", "in7"]), int(0));
+}
