@@ -854,6 +854,8 @@ impl<'a> Stream<'a> {
                 .collect();
             if missing.is_empty() {
                 tracing::info!(offset = b.end, "keyless command applied on every master");
+                // Its transaction on the checkpoint's node wrote the floor.
+                self.floor = self.floor.max(b.start);
                 self.barrier = None;
                 self.write_floor()?;
                 return Ok(());
