@@ -656,7 +656,11 @@ impl<'a> Stream<'a> {
                     };
                     let len = frame.len;
                     if frame.kind == FrameKind::Multibulk {
-                        self.command(&pbuf[..len], parser.args(), &mut link).await?;
+                        // Where the target stops if this command can't be applied.
+                        let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
+                        if let Err(e) = self.command(&pbuf[..len], parser.args(), &mut link).await {
+                            return self.stop(e, at).await;
+                        }
                     } else {
                         // Masters send multibulk only; a bare newline is a keepalive.
                         self.offset += len as i64;
@@ -696,6 +700,23 @@ impl<'a> Stream<'a> {
                 self.router.refresh().await?;
             }
         }
+    }
+
+    /// Ends the run with `e`. When retrying can't help (a command the cluster can't run),
+    /// everything before that command is applied first, so the target stops exactly there.
+    async fn stop(&mut self, e: SyncError, at: i64) -> Result<(), SyncError> {
+        if e.is_retryable() {
+            return Err(e);
+        }
+        self.router.flush()?;
+        while !self.router.idle() {
+            let d = self.router.next().await?;
+            self.done(d)?;
+        }
+        self.txn = None;
+        self.offset = at;
+        self.publish_applied();
+        Err(e)
     }
 
     /// One command of the stream (whole, raw, with its argument ranges).

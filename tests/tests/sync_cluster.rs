@@ -241,7 +241,12 @@ fn full_sync_then_live_stream_into_a_cluster() {
         fill_every_type(&mut s, &format!("before{i}"));
     }
     assert_bytes(s.cmd(&["FUNCTION", "LOAD", LIB]), bulk("cutoverlib"));
-    let proxy = cutover_to(&source, &cluster, &[]);
+    // Values above 4 KB (the 700-element ones) are re-created in chunks of ordinary
+    // commands, each routed by its key's slot; the others go by RESTORE.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync]\nbig_value_bytes = 4096\n").unwrap();
+    let proxy = cutover_to(&source, &cluster, &["--config", cfg.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &cluster);
     // The function reached every master (EVALSHA/FCALL may land on any).
@@ -550,4 +555,51 @@ fn a_source_with_keys_in_several_dbs_needs_a_db_map() {
     let err = proxy.status()["last_error"].clone();
     assert!(err.contains("db7"), "{err}");
     assert_bytes(owners.wire(b"in7").cmd(&["EXISTS", "in7"]), int(0));
+}
+
+#[test]
+fn what_a_cluster_cannot_run_stops_the_sync_naming_it() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    let cluster = RedisCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let stop_cfg = dir.path().join("stop.toml");
+    std::fs::write(&stop_cfg, "[sync]\ncross_slot_transactions = \"stop\"\n").unwrap();
+    let proxy = cutover_to(&source, &cluster, &["--config", stop_cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    let mut s = source.wire();
+    s.cmd(&["SET", "before", "1"]);
+    // A transaction whose keys span slots, with sync.cross_slot_transactions = "stop".
+    s.send(b"MULTI\r\nSET x:1 a\r\nSET x:2 b\r\nEXEC\r\n");
+    for _ in 0..4 {
+        s.read_reply();
+    }
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(
+        err.contains("MULTI/EXEC") && err.contains("2 commands on keys in 2 slots"),
+        "{err}"
+    );
+    let mut owners = Owners::of(&cluster);
+    assert_bytes(owners.wire(b"before").cmd(&["GET", "before"]), bulk("1"));
+    assert_bytes(owners.wire(b"x:1").cmd(&["EXISTS", "x:1"]), int(0));
+    drop(proxy);
+
+    // Split by default: the resumed run applies it per slot, then meets a command no
+    // cluster can run (a RENAME across slots) and stops, naming it (never a value).
+    let proxy = cutover_to(&source, &cluster, &[]);
+    s.cmd(&["SET", "r:1", "secret-value"]);
+    s.cmd(&["RENAME", "r:1", "r:2"]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(err.starts_with("RENAME can't be applied"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    let mut owners = Owners::of(&cluster);
+    for (k, v) in [("x:1", "a"), ("x:2", "b"), ("r:1", "secret-value")] {
+        assert_bytes(owners.wire(k.as_bytes()).cmd(&["GET", k]), bulk(v));
+    }
+    assert_eq!(proxy.status()["split_transactions"], "1");
+    assert_eq!(proxy.status()["partial_syncs"], "1");
 }
