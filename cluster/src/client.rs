@@ -135,6 +135,11 @@ struct Conn {
     addr: NodeAddr,
     handle: PipelineHandle,
     owed: VecDeque<Owed>,
+    /// Commands for this node not yet handed over: everything routed while handling one
+    /// batch from the client leaves as one batch per node (one write, one reply message).
+    out: BytesMut,
+    out_count: u32,
+    out_flags: u8,
 }
 
 /// The transaction of a dedicated client.
@@ -168,6 +173,7 @@ struct Router {
     parser: RequestParser,
     scanner: ReplyScanner,
     keybuf: Vec<usize>,
+    argbuf: Vec<std::ops::Range<usize>>,
     multi: Option<Multi>,
     /// WATCH pins the slot of a transaction to come.
     watch: Option<(u16, NodeAddr)>,
@@ -193,6 +199,7 @@ impl Router {
             parser,
             scanner: ReplyScanner::default(),
             keybuf: Vec::new(),
+            argbuf: Vec::new(),
             multi: None,
             watch: None,
             retries: Vec::new(),
@@ -231,6 +238,7 @@ impl Router {
                 },
                 _ = sleep_until(next_retry), if next_retry.is_some() => self.retry_due(),
             }
+            self.flush_out();
             self.emit();
         }
     }
@@ -305,7 +313,21 @@ impl Router {
 
     /// Routes one command: makes its entry and sends its parts.
     fn on_command(&mut self, cmd: Bytes, pubsub: bool, flags: BatchFlags) {
-        let args: Vec<std::ops::Range<usize>> = self.parser.args().to_vec();
+        // The argument list is reused from command to command (no allocation per command).
+        let mut args = std::mem::take(&mut self.argbuf);
+        args.clear();
+        args.extend_from_slice(self.parser.args());
+        self.route_command(cmd, &args, pubsub, flags);
+        self.argbuf = args;
+    }
+
+    fn route_command(
+        &mut self,
+        cmd: Bytes,
+        args: &[std::ops::Range<usize>],
+        pubsub: bool,
+        flags: BatchFlags,
+    ) {
         let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &cmd[r.clone()]).unwrap_or(&[]) };
         let name = arg(0);
         let info = command::lookup(name);
@@ -370,9 +392,9 @@ impl Router {
                     keys: argc - 1,
                 },
             ),
-            ("mset", true) => self.split(&cmd, &args, 1, 2, Merge::AllOk),
+            ("mset", true) => self.split(&cmd, args, 1, 2, Merge::AllOk),
             ("del" | "unlink" | "exists" | "touch", true) => {
-                self.split(&cmd, &args, 1, 1, Merge::Sum)
+                self.split(&cmd, args, 1, 1, Merge::Sum)
             }
             (_, true) => local(Bytes::from_static(CROSSSLOT)),
             ("dbsize", _) => self.broadcast(&cmd, Merge::Sum),
@@ -386,7 +408,7 @@ impl Router {
                 self.broadcast(&cmd, Merge::First)
             }
             ("config", _) if sub(b"set") => self.broadcast(&cmd, Merge::First),
-            ("scan", _) => self.scan(&cmd, &args),
+            ("scan", _) => self.scan(&cmd, args),
             _ => Entry {
                 parts: vec![Part::new(cmd, slot, None)],
                 pending: 1,
@@ -533,22 +555,15 @@ impl Router {
         let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
             return;
         };
-        let mut data = BytesMut::new();
         for cmd in &held {
-            data.extend_from_slice(cmd);
+            conn.out.extend_from_slice(cmd);
+            conn.out_count += 1;
             conn.owed.push_back(Owed {
                 seq: 0,
                 part: 0,
                 discard: true,
             });
         }
-        let _ = conn.handle.send(Batch {
-            data: data.freeze(),
-            count: held.len() as u32,
-            flags: BatchFlags::default(),
-            reply: self.node_tx.clone(),
-            tag,
-        });
     }
 
     fn push_and_send(&mut self, seq: u64, e: Entry) {
@@ -689,6 +704,9 @@ impl Router {
             addr: addr.clone(),
             handle,
             owed: VecDeque::new(),
+            out: BytesMut::new(),
+            out_count: 0,
+            out_flags: 0,
         };
         let i = match self.conns.iter().position(Option::is_none) {
             Some(i) => {
@@ -736,9 +754,9 @@ impl Router {
 
     /// Sends part `p` of entry `seq` (with ASKING first when `asking`).
     fn send_part(&mut self, seq: u64, p: usize, asking: bool, flags: BatchFlags) {
-        let (cmd, slot, node, replies) = match self.entry_mut(seq) {
+        let (slot, node, replies) = match self.entry_mut(seq) {
             Some(e) => match e.parts.get(p) {
-                Some(part) => (part.cmd.clone(), part.slot, part.node.clone(), e.replies),
+                Some(part) => (part.slot, part.node.clone(), e.replies),
                 None => return,
             },
             None => return,
@@ -750,21 +768,28 @@ impl Router {
         let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
             return;
         };
-        let mut count = replies;
-        let data = if asking {
-            let mut b = BytesMut::with_capacity(cmd.len() + 20);
-            b.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
-            b.extend_from_slice(&cmd);
+        // Borrowed, not cloned: the entry and the connection are different fields.
+        let idx = usize::try_from(seq - self.base).unwrap_or(usize::MAX);
+        let Some(cmd) = self
+            .entries
+            .get(idx)
+            .and_then(|e| e.parts.get(p))
+            .map(|x| &x.cmd)
+        else {
+            return;
+        };
+        if asking {
+            conn.out.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
             conn.owed.push_back(Owed {
                 seq,
                 part: p,
                 discard: true,
             });
-            count += 1;
-            b.freeze()
-        } else {
-            cmd
-        };
+            conn.out_count += 1;
+        }
+        conn.out.extend_from_slice(cmd);
+        conn.out_count += replies;
+        conn.out_flags |= flags.0;
         // One marker per reply (none for subscribe-family commands).
         for _ in 0..replies {
             conn.owed.push_back(Owed {
@@ -773,32 +798,43 @@ impl Router {
                 discard: false,
             });
         }
-        let batch = Batch {
-            data,
-            count,
-            flags,
-            reply: self.node_tx.clone(),
-            tag,
-        };
-        if conn.handle.send(batch).is_err() {
-            // The connection's task is gone (a dedicated connection was lost).
-            let owed: Vec<Owed> = conn.owed.drain(..).collect();
-            for o in owed {
-                if !o.discard {
-                    self.fail_part(
-                        o.seq,
-                        o.part,
-                        b"-ERR cutover: lost the backend connection of this client\r\n",
-                    );
-                }
-            }
-        }
         if replies == 0 {
             if let Some(e) = self.entry_mut(seq) {
                 e.pending = e.pending.saturating_sub(1);
                 if let Some(part) = e.parts.get_mut(p) {
                     part.result = Some(Bytes::new());
                 }
+            }
+        }
+    }
+
+    /// Hands every node its accumulated commands.
+    fn flush_out(&mut self) {
+        let mut lost = Vec::new();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = c else { continue };
+            if conn.out.is_empty() {
+                continue;
+            }
+            let batch = Batch {
+                data: conn.out.split().freeze(),
+                count: std::mem::take(&mut conn.out_count),
+                flags: BatchFlags(std::mem::take(&mut conn.out_flags)),
+                reply: self.node_tx.clone(),
+                tag: i as u32 + 1,
+            };
+            if conn.handle.send(batch).is_err() {
+                // The connection's task is gone (a dedicated connection was lost).
+                lost.extend(conn.owed.drain(..));
+            }
+        }
+        for o in lost {
+            if !o.discard {
+                self.fail_part(
+                    o.seq,
+                    o.part,
+                    b"-ERR cutover: lost the backend connection of this client\r\n",
+                );
             }
         }
     }
