@@ -48,6 +48,17 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         .await
         .context("setting up the source")?,
     );
+    if settings.target.is_some() && source.cluster().is_some() {
+        // One replication link reaches one master: syncing from the URL's node alone would
+        // copy a fraction of the data and look complete. Refused until links per master
+        // exist; proxying in front of a cluster source (no target) works.
+        anyhow::bail!(
+            "the source {} is a Redis Cluster node: syncing from a cluster source is not \
+             supported yet (it needs one replication link per master); run without a \
+             target to proxy it, or sync each master separately",
+            source.addr()
+        );
+    }
     let target = match &settings.target {
         None => None,
         Some(t) => Some(Arc::new(
