@@ -658,14 +658,17 @@ impl<'a> Stream<'a> {
                     if frame.kind == FrameKind::Multibulk {
                         // Where the target stops if this command can't be applied.
                         let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
-                        if let Err(e) = self.command(&pbuf[..len], parser.args(), &mut link).await {
+                        // The command's bytes, shared (not copied) by the pieces that
+                        // carry it.
+                        let cmd = pbuf.split_to(len).freeze();
+                        if let Err(e) = self.command(&cmd, parser.args(), &mut link).await {
                             return self.stop(e, at).await;
                         }
                     } else {
                         // Masters send multibulk only; a bare newline is a keepalive.
                         self.offset += len as i64;
+                        pbuf.advance(len);
                     }
-                    pbuf.advance(len);
                     if self.barrier.is_some() {
                         break 'fill;
                     }
@@ -722,7 +725,7 @@ impl<'a> Stream<'a> {
     /// One command of the stream (whole, raw, with its argument ranges).
     async fn command(
         &mut self,
-        cmd: &[u8],
+        cmd: &Bytes,
         args: &[std::ops::Range<usize>],
         link: &mut Link,
     ) -> Result<(), SyncError> {
@@ -769,11 +772,11 @@ impl<'a> Stream<'a> {
                     }
                     self.db = n;
                 }
-                Placement::Slot(slot) => self.add(slot, cmd, start, end),
+                Placement::Slot(slot) => self.add(slot, cmd.clone(), start, end),
                 Placement::Split(parts) => {
                     metrics::counter!("cutover_sync_split_commands_total").increment(1);
                     for (slot, part) in parts {
-                        self.add(slot, &part, start, end);
+                        self.add(slot, part.freeze(), start, end);
                     }
                 }
                 Placement::Broadcast {
@@ -807,12 +810,12 @@ impl<'a> Stream<'a> {
     }
 
     /// A stream command for `slot` (inside a source transaction: a part of it).
-    fn add(&mut self, slot: u16, cmd: &[u8], start: i64, end: i64) {
+    fn add(&mut self, slot: u16, cmd: Bytes, start: i64, end: i64) {
         if let Some(t) = self.txn.as_mut() {
-            t.push(slot, cmd);
+            t.push(slot, &cmd);
             return;
         }
-        self.piece(slot, Bytes::copy_from_slice(cmd), 1, start, end);
+        self.piece(slot, cmd, 1, start, end);
     }
 
     fn piece(&mut self, slot: u16, data: Bytes, count: u32, start: i64, end: i64) {
@@ -995,8 +998,8 @@ impl<'a> Stream<'a> {
             }
             Some(Tag::Broadcast { tolerate }) => {
                 let tolerate = *tolerate;
-                let results: Vec<Bytes> = match d.mode {
-                    Mode::Plain => d.replies.clone(),
+                let results: Vec<&[u8]> = match d.mode {
+                    Mode::Plain => d.replies.iter().map(|r| &r[..]).collect(),
                     Mode::Txn => txn_results(&d)?,
                 };
                 for (i, r) in results.iter().enumerate() {
@@ -1035,7 +1038,7 @@ impl<'a> Stream<'a> {
 
 /// Checks a transaction unit's replies (MULTI, queued..., EXEC): the results inside EXEC,
 /// or the error naming the command the target refused (never a value).
-fn txn_results(d: &Done<Tag>) -> Result<Vec<Bytes>, SyncError> {
+fn txn_results(d: &Done<Tag>) -> Result<Vec<&[u8]>, SyncError> {
     let end = d
         .pieces
         .iter()
@@ -1090,7 +1093,7 @@ fn txn_results(d: &Done<Tag>) -> Result<Vec<Bytes>, SyncError> {
             });
         }
     }
-    Ok(results.into_iter().map(Bytes::copy_from_slice).collect())
+    Ok(results)
 }
 
 /// Stream bytes kept in memory before the spool goes to disk.

@@ -196,6 +196,12 @@ pub struct Router<T> {
     last_wait_log: Instant,
 }
 
+/// What a piece costs in memory: its bytes and its bookkeeping (a stream of small commands
+/// spends more on the latter), so the in-flight window bounds memory, not just payload.
+fn cost<T>(p: &Piece<T>) -> usize {
+    p.data.len() + 160
+}
+
 fn tgt(e: impl std::fmt::Display) -> SyncError {
     SyncError::Target(e.to_string())
 }
@@ -337,7 +343,7 @@ impl<T: PieceInfo> Router<T> {
     /// checkpoint's floor, which must trail the applied offset closely). Redirections
     /// and retries as for any unit.
     pub fn send_control(&mut self, slot: u16, piece: Piece<T>) -> Result<(), SyncError> {
-        self.bytes += piece.data.len();
+        self.bytes += cost(&piece);
         let unit = Unit {
             slot,
             node: None,
@@ -360,7 +366,7 @@ impl<T: PieceInfo> Router<T> {
         if s >= self.pending.len() {
             return;
         }
-        self.bytes += piece.data.len();
+        self.bytes += cost(&piece);
         self.pending[s].push_back((mode, piece));
         if !self.busy[s] && !self.listed[s] {
             self.listed[s] = true;
@@ -376,7 +382,7 @@ impl<T: PieceInfo> Router<T> {
         piece: Piece<T>,
     ) -> Result<(), SyncError> {
         let node = self.node_index(addr)?;
-        self.bytes += piece.data.len();
+        self.bytes += cost(&piece);
         self.node_pending.push(Unit {
             slot: NO_SLOT,
             node: Some(node),
@@ -431,7 +437,7 @@ impl<T: PieceInfo> Router<T> {
         self.write_outboxes()
     }
 
-    /// Bytes queued, on a wire or waiting to be retried.
+    /// Bytes queued, on a wire or waiting to be retried (with their bookkeeping).
     pub fn inflight_bytes(&self) -> usize {
         self.bytes
     }
@@ -484,7 +490,7 @@ impl<T: PieceInfo> Router<T> {
     pub async fn next(&mut self) -> Result<Done<T>, SyncError> {
         loop {
             if let Some(d) = self.events.pop_front() {
-                self.bytes -= d.pieces.iter().map(|p| p.data.len()).sum::<usize>();
+                self.bytes -= d.pieces.iter().map(cost).sum::<usize>();
                 return Ok(d);
             }
             self.resend_due()?;
