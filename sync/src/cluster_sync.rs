@@ -733,18 +733,28 @@ impl<'a> Stream<'a> {
         let start = self.offset;
         self.offset += cmd.len() as i64;
         let end = self.offset;
-        let name = arg(0).to_ascii_lowercase();
+        // Lower-cased on the stack: this runs for every command of the stream.
+        let mut lower = [0u8; 16];
+        let raw = arg(0);
+        let name: &[u8] = match lower.get_mut(..raw.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(raw);
+                buf.make_ascii_lowercase();
+                buf
+            }
+            None => raw,
+        };
         let past_fence = self.status.fence().is_some_and(|f| end > f);
-        if past_fence && !matches!(name.as_slice(), b"ping" | b"replconf") {
+        if past_fence && !matches!(name, b"ping" | b"replconf") {
             SyncStatus::add(&self.status.writes_after_fence, 1);
             tracing::error!(
-                command = %String::from_utf8_lossy(&name),
+                command = %String::from_utf8_lossy(name),
                 offset = end,
                 "the source was written after the cutover's fence; not applied"
             );
             return Ok(());
         }
-        match name.as_slice() {
+        match name {
             b"ping" => {}
             b"replconf" => {
                 if arg(1).eq_ignore_ascii_case(b"getack") {
@@ -785,7 +795,7 @@ impl<'a> Stream<'a> {
                 } => {
                     if self.txn.is_some() {
                         return Err(SyncError::Cluster {
-                            command: String::from_utf8_lossy(&name).to_uppercase(),
+                            command: String::from_utf8_lossy(name).to_uppercase(),
                             why: "it is inside a transaction of the source, and on a cluster it must run on every master on its own".into(),
                         });
                     }

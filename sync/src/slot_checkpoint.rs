@@ -45,31 +45,34 @@ fn tags() -> &'static [u32] {
     })
 }
 
-/// The checkpoint key of `slot` (`__cutover:cp:{<tag>}`).
-pub fn key(slot: u16) -> Vec<u8> {
-    let tag = tags()
-        .get(usize::from(slot))
-        .copied()
-        .unwrap_or_default()
-        .to_string();
-    let mut k = Vec::with_capacity(PREFIX.len() + tag.len() + 1);
-    k.extend_from_slice(PREFIX);
-    k.extend_from_slice(tag.as_bytes());
-    k.push(b'}');
-    k
+/// The checkpoint key of `slot` (`__cutover:cp:{<tag>}`), from a table built once.
+pub fn key(slot: u16) -> &'static [u8] {
+    static KEYS: OnceLock<Box<[Box<[u8]>]>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        tags()
+            .iter()
+            .map(|tag| {
+                let tag = tag.to_string();
+                let mut k = Vec::with_capacity(PREFIX.len() + tag.len() + 1);
+                k.extend_from_slice(PREFIX);
+                k.extend_from_slice(tag.as_bytes());
+                k.push(b'}');
+                k.into_boxed_slice()
+            })
+            .collect()
+    });
+    keys.get(usize::from(slot)).map_or(&[], |k| &k[..])
 }
 
 /// Writes `SET <key of slot> <offset>`.
 pub fn set_command(out: &mut BytesMut, slot: u16, offset: i64) {
-    let k = key(slot);
     let v = offset.to_string();
-    resp::encode::command(out, [&b"SET"[..], &k, v.as_bytes()].into_iter());
+    resp::encode::command(out, [&b"SET"[..], key(slot), v.as_bytes()].into_iter());
 }
 
 /// Writes `GET <key of slot>`.
 pub fn get_command(out: &mut BytesMut, slot: u16) {
-    let k = key(slot);
-    resp::encode::command(out, [&b"GET"[..], &k].into_iter());
+    resp::encode::command(out, [&b"GET"[..], key(slot)].into_iter());
 }
 
 /// Reads the reply to [`get_command`]: `Ok(None)` when the key does not exist, `Err` with

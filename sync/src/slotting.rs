@@ -64,36 +64,40 @@ pub fn place(cmd: &[u8], args: &[Range<usize>]) -> Result<Placement, SyncError> 
             "unknown command (a module's?): cutover can't tell which keys it touches",
         ));
     };
-    let mut full_name = String::from_utf8_lossy(name).to_uppercase();
     if info.has(command::flags::CONTAINER) {
         let Some(sub) = command::lookup_sub(info, arg(1)) else {
             return Err(refuse(name, "unknown subcommand"));
         };
         info = sub;
-        full_name = format!(
-            "{full_name} {}",
-            String::from_utf8_lossy(arg(1)).to_uppercase()
-        );
     }
+    // For messages only (built when refusing).
+    let full_name = || {
+        let mut n = String::from_utf8_lossy(name).to_uppercase();
+        if info.name.contains('|') {
+            n.push(' ');
+            n.push_str(&String::from_utf8_lossy(arg(1)).to_uppercase());
+        }
+        n
+    };
     let mut keys = Vec::new();
     command::key_positions(info, args.len(), arg, &mut keys);
     match info.name {
         "move" | "swapdb" => {
             return Err(refuse(
-                full_name.as_bytes(),
+                full_name().as_bytes(),
                 "a cluster has db 0 only, so nothing can move between dbs there",
             ))
         }
         "copy" if (3..args.len()).any(|i| arg(i).eq_ignore_ascii_case(b"db")) => {
             return Err(refuse(
-                full_name.as_bytes(),
+                full_name().as_bytes(),
                 "COPY ... DB copies into another db; a cluster has db 0 only",
             ))
         }
         _ => {}
     }
     if keys.is_empty() {
-        return keyless(info.name, full_name.as_bytes(), cmd, args);
+        return keyless(info.name, full_name().as_bytes(), cmd, args);
     }
     let first = key_slot(arg(keys[0]));
     if keys.iter().all(|&k| key_slot(arg(k)) == first) {
@@ -113,7 +117,7 @@ pub fn place(cmd: &[u8], args: &[Range<usize>]) -> Result<Placement, SyncError> 
                 s.len()
             };
             return Err(refuse(
-                full_name.as_bytes(),
+                full_name().as_bytes(),
                 format!(
                     "its {} keys are in {slots} slots, and a cluster runs it only when they \
                      share one (give them a common {{hash tag}} on the source)",

@@ -4,13 +4,13 @@ use super::*;
 fn every_slot_has_a_short_key_in_that_slot() {
     for slot in 0..SLOT_COUNT {
         let k = key(slot);
-        assert_eq!(key_slot(&k), slot, "{}", String::from_utf8_lossy(&k));
+        assert_eq!(key_slot(&k), slot, "{}", String::from_utf8_lossy(k));
         assert!(k.starts_with(PREFIX) && k.ends_with(b"}"));
         // The tag: a decimal number of at most 6 digits.
         assert!(
             k.len() <= PREFIX.len() + 6 + 1,
             "{}",
-            String::from_utf8_lossy(&k)
+            String::from_utf8_lossy(k)
         );
     }
     // Deterministic: the same key for the same slot in every run and every version.
@@ -23,7 +23,7 @@ fn commands() {
     let mut out = BytesMut::new();
     set_command(&mut out, slot, 42);
     get_command(&mut out, slot);
-    let k = String::from_utf8(key(slot)).unwrap();
+    let k = String::from_utf8(key(slot).to_vec()).unwrap();
     assert_eq!(
         out,
         format!(
