@@ -63,7 +63,13 @@ impl Upstream {
                 tracing::warn!(side = label, error = %e, "cannot tell whether the backend is a cluster; treating it as one server");
                 None
             }
-            Err(e) => return Err(ConnectError::Refused { addr: connector.addr(), step: "CLUSTER SHARDS", reply: e.to_string() }),
+            Err(e) => {
+                return Err(ConnectError::Refused {
+                    addr: connector.addr(),
+                    step: "CLUSTER SHARDS",
+                    reply: e.to_string(),
+                })
+            }
         };
         tracing::info!(side = label, addr = %connector.addr(), version, databases, cluster = cluster.is_some(), "backend");
         let pools = (0..databases as usize * 2)
