@@ -384,7 +384,7 @@ impl Router {
             ("echo", _) if !self.opts.dedicated && argc == 2 => local(bulk(arg(1))),
             ("mget", true) => self.split(
                 &cmd,
-                &args,
+                args,
                 1,
                 1,
                 Merge::Mget {

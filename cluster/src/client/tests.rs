@@ -1,2 +1,90 @@
-//! Unit tests of reply merging.
+//! Reply merging and SCAN cursors of the cluster router, on the wire bytes.
+
 use super::*;
+
+fn entry(results: &[&'static [u8]], merge: Merge) -> Entry {
+    let parts: Vec<Part> = results
+        .iter()
+        .map(|r| {
+            let mut p = Part::new(Bytes::new(), None, None);
+            p.result = Some(Bytes::from_static(r));
+            p
+        })
+        .collect();
+    Entry {
+        pending: 0,
+        parts,
+        merge,
+        replies: 1,
+        local: None,
+    }
+}
+
+fn merged(results: &[&'static [u8]], merge: Merge) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    merge_into(&mut out, entry(results, merge), false);
+    out.to_vec()
+}
+
+#[test]
+fn mget_parts_are_put_back_in_request_order() {
+    // Keys 0, 2 on one slot, key 1 on another, key 3 missing on a third.
+    let merge = Merge::Mget {
+        positions: vec![vec![0, 2], vec![1], vec![3]],
+        keys: 4,
+    };
+    let out = merged(
+        &[
+            b"*2\r\n$1\r\na\r\n$1\r\nc\r\n",
+            b"*1\r\n$1\r\nb\r\n",
+            b"*1\r\n$-1\r\n",
+        ],
+        merge,
+    );
+    assert_eq!(out, b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$-1\r\n");
+}
+
+#[test]
+fn sums_all_ok_and_the_first_error() {
+    assert_eq!(
+        merged(&[b":2\r\n", b":0\r\n", b":5\r\n"], Merge::Sum),
+        b":7\r\n"
+    );
+    assert_eq!(merged(&[b"+OK\r\n", b"+OK\r\n"], Merge::AllOk), b"+OK\r\n");
+    assert_eq!(
+        merged(&[b"+OK\r\n", b"-OOM no\r\n", b"-ERR x\r\n"], Merge::AllOk),
+        b"-OOM no\r\n"
+    );
+    assert_eq!(
+        merged(
+            &[b"*1\r\n$1\r\na\r\n", b"*0\r\n", b"*1\r\n$1\r\nb\r\n"],
+            Merge::Concat
+        ),
+        b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert_eq!(
+        merged(&[b"$-1\r\n", b"$1\r\nk\r\n"], Merge::FirstNonNil),
+        b"$1\r\nk\r\n"
+    );
+    assert_eq!(
+        merged(&[b"$-1\r\n", b"$-1\r\n"], Merge::FirstNonNil),
+        b"$-1\r\n"
+    );
+}
+
+#[test]
+fn scan_cursor_carries_the_master() {
+    let reply = Bytes::from_static(b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n");
+    // Master 1 of 3, its cursor 17: (17 << 10) | 1.
+    assert_eq!(
+        &rewrite_scan(&reply, 1, 3)[..],
+        b"*2\r\n$5\r\n17409\r\n*1\r\n$1\r\nk\r\n"
+    );
+    // A master that is done hands over to the next one, the last one ends the scan.
+    let done = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n");
+    assert_eq!(&rewrite_scan(&done, 1, 3)[..], b"*2\r\n$1\r\n2\r\n*0\r\n");
+    assert_eq!(&rewrite_scan(&done, 2, 3)[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    // Errors pass through.
+    let err = Bytes::from_static(b"-ERR invalid cursor\r\n");
+    assert_eq!(&rewrite_scan(&err, 0, 3)[..], &err[..]);
+}
