@@ -1032,7 +1032,7 @@ impl<'a> Stream<'a> {
                 Ok(())
             }
             Some(Tag::Stream { .. }) => {
-                txn_results(&d)?;
+                check_stream_txn(&d)?;
                 for p in &d.pieces {
                     if let Tag::Stream { start, .. } = p.info {
                         self.outstanding.remove(start);
@@ -1044,6 +1044,22 @@ impl<'a> Stream<'a> {
             _ => Ok(()),
         }
     }
+}
+
+/// Checks a stream transaction's replies. Most are clean: every queued reply a status and
+/// no error anywhere in EXEC's array (an error element always follows a CRLF), which a
+/// byte search tells without framing each result.
+fn check_stream_txn(d: &Done<Tag>) -> Result<(), SyncError> {
+    if let Some((exec, queued)) = d.replies.split_last() {
+        let clean = exec.starts_with(b"*")
+            && !exec.starts_with(b"*-")
+            && memchr::memmem::find(exec, b"\r\n-").is_none()
+            && queued.iter().all(|f| f.first() == Some(&b'+'));
+        if clean {
+            return Ok(());
+        }
+    }
+    txn_results(d).map(|_| ())
 }
 
 /// Checks a transaction unit's replies (MULTI, queued..., EXEC): the results inside EXEC,

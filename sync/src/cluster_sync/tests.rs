@@ -81,3 +81,77 @@ fn only_partial_value_commands_are_ordered_per_key() {
     assert_eq!(Tag::Probe.order_key(), Some(reencode::PROBE_KEY));
     assert_eq!(Tag::Stream { start: 0, end: 1 }.order_key(), None);
 }
+
+fn done(cmds: &[&[u8]], replies: &[&str]) -> Done<Tag> {
+    let mut data = BytesMut::new();
+    for c in cmds {
+        data.extend_from_slice(c);
+    }
+    Done {
+        slot: 1,
+        node: NodeAddr::new("127.0.0.1", 7000),
+        mode: Mode::Txn,
+        pieces: vec![Piece {
+            data: data.freeze(),
+            count: cmds.len() as u32,
+            info: Tag::Stream { start: 0, end: 99 },
+        }],
+        replies: replies.iter().map(|r| Bytes::from(r.to_string())).collect(),
+    }
+}
+
+#[test]
+fn stream_transactions_are_checked_without_missing_an_error() {
+    let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+    let lpop = b"*2\r\n$4\r\nLPOP\r\n$1\r\nl\r\n";
+    let ok = done(
+        &[set, lpop],
+        &[
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "*3\r\n+OK\r\n$3\r\n\r\n-\r\n+OK\r\n",
+        ],
+    );
+    // A value holding CRLF and '-' is no error.
+    check_stream_txn(&ok).unwrap();
+    let bad = done(
+        &[set, lpop],
+        &[
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "*3\r\n+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n+OK\r\n",
+        ],
+    );
+    match check_stream_txn(&bad) {
+        Err(SyncError::Apply {
+            command,
+            key,
+            offset,
+            reply,
+        }) => {
+            assert_eq!((command.as_str(), key.as_str(), offset), ("LPOP", "l", 99));
+            assert!(reply.starts_with("WRONGTYPE"), "{reply}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = done(
+        &[set],
+        &[
+            "+OK\r\n",
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+            "+QUEUED\r\n",
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ],
+    );
+    match check_stream_txn(&refused) {
+        Err(SyncError::Apply { command, reply, .. }) => {
+            assert_eq!(command, "SET");
+            assert!(reply.starts_with("OOM"), "{reply}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

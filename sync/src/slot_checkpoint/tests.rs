@@ -4,7 +4,7 @@ use super::*;
 fn every_slot_has_a_short_key_in_that_slot() {
     for slot in 0..SLOT_COUNT {
         let k = key(slot);
-        assert_eq!(key_slot(&k), slot, "{}", String::from_utf8_lossy(k));
+        assert_eq!(key_slot(k), slot, "{}", String::from_utf8_lossy(k));
         assert!(k.starts_with(PREFIX) && k.ends_with(b"}"));
         // The tag: a decimal number of at most 6 digits.
         assert!(
