@@ -410,6 +410,11 @@ pub(crate) async fn apply_batches(
         }
         let mut start = 0;
         for ((name, key), end) in b.names.into_iter().zip(b.ends) {
+            if end < start || end > b.data.len() {
+                return Err(SyncError::Target(
+                    "internal: a load batch with bad command bounds".into(),
+                ));
+            }
             let data = b.data.slice(start..end);
             start = end;
             match name {
