@@ -42,7 +42,7 @@ use crate::spool::Spool;
 use crate::status::{SyncState, SyncStatus};
 use crate::syncer::{
     full_load, load_error, nth_command, CrossSlot, LoadDest, NotEmpty, OnFullResync, StatusAdd,
-    SyncConfig,
+    SyncConfig, TargetMemory,
 };
 use crate::target::{array_elements, error_text};
 use crate::SyncError;
@@ -118,13 +118,18 @@ pub fn unmapped_dbs(dbs: &[String]) -> SyncError {
 }
 
 /// One run against a cluster: read the checkpoints, PSYNC, full load or resume, stream.
-pub(crate) async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError> {
+pub(crate) async fn run_once(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    memory: &mut TargetMemory,
+) -> Result<(), SyncError> {
     if cfg.checkpoint_db != 0 {
         return Err(SyncError::Config(
             "sync.checkpoint_db must be 0 for a Redis Cluster target (it has db 0 only)".into(),
         ));
     }
-    let mut router = Router::connect(cfg.target.clone(), trailer).await?;
+    let mut router = Router::connect(cfg.target.clone(), trailer, &memory.cluster_masters).await?;
+    memory.cluster_masters = router.masters().to_vec();
     router.set_max_unit_bytes(cfg.max_txn_bytes);
     let record = read_record(&mut router).await?;
     check_source_dbs(cfg).await?;

@@ -207,28 +207,51 @@ fn tgt(e: impl std::fmt::Display) -> SyncError {
 }
 
 impl<T: PieceInfo> Router<T> {
-    /// Reads the cluster's slot map from the node of `connector`'s URL.
+    /// Reads the cluster's slot map from the node of `connector`'s URL, or, when it does
+    /// not answer, from one of `seeds` (the masters a previous run knew).
     pub async fn connect(
         connector: Arc<Connector>,
         trailer: Trailer<T>,
+        seeds: &[NodeAddr],
     ) -> Result<Self, SyncError> {
         let origin = NodeAddr::from(connector.url());
-        let mut conn = connector
-            .connect(&SessionSetup::default())
-            .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    tgt(e)
-                } else {
-                    SyncError::Config(format!("target: {e}"))
+        let mut first_err = None;
+        let mut map = None;
+        for addr in std::iter::once(&origin).chain(seeds.iter().filter(|s| **s != origin)) {
+            let conn = if *addr == origin {
+                connector.connect(&SessionSetup::default()).await
+            } else {
+                match connector.for_node(&addr.host, addr.port) {
+                    Ok(c) => c.connect(&SessionSetup::default()).await,
+                    Err(e) => Err(e),
                 }
-            })?;
-        let map = SlotMap::fetch(&mut conn, &origin)
-            .await
-            .map_err(|e| tgt(format!("reading the cluster's slot map: {e}")))?;
-        if map.assigned_slots() == 0 {
-            return Err(tgt("the cluster serves no slot yet"));
+            };
+            let mut conn = match conn {
+                Ok(c) => c,
+                Err(e) if !e.is_retryable() => {
+                    return Err(SyncError::Config(format!("target: {e}")))
+                }
+                Err(e) => {
+                    first_err.get_or_insert(tgt(e));
+                    continue;
+                }
+            };
+            match SlotMap::fetch(&mut conn, addr).await {
+                Ok(m) if m.assigned_slots() > 0 => {
+                    map = Some(m);
+                    break;
+                }
+                Ok(_) => {
+                    first_err.get_or_insert(tgt("the cluster serves no slot yet"));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(tgt(format!("reading the cluster's slot map: {e}")));
+                }
+            }
         }
+        let Some(map) = map else {
+            return Err(first_err.unwrap_or_else(|| tgt("no node of the cluster answers")));
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let mut r = Router {

@@ -93,13 +93,22 @@ impl DbMap {
     }
 }
 
+/// What a run learned about the target that the next one may need.
+#[derive(Debug, Default)]
+pub(crate) struct TargetMemory {
+    /// A cluster target's masters: where to start when the URL's node does not answer
+    /// (it failed over, or is down).
+    pub cluster_masters: Vec<cluster::slots::NodeAddr>,
+}
+
 /// Runs until `stop` turns true, retrying what can be retried.
 pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
     let poller = tokio::spawn(poll_source_offset(cfg.source.clone(), status.clone()));
     let mut backoff = Duration::from_millis(100);
+    let mut memory = TargetMemory::default();
     loop {
         let result = tokio::select! {
-            r = run_once(&cfg, &status) => r,
+            r = run_once(&cfg, &status, &mut memory) => r,
             _ = stop.wait_for(|s| *s) => Err(SyncError::Stopped),
         };
         match result {
@@ -154,16 +163,23 @@ async fn poll_source_offset(source: Arc<Connector>, status: Arc<SyncStatus>) {
     }
 }
 
-async fn run_once(cfg: &SyncConfig, status: &SyncStatus) -> Result<(), SyncError> {
+async fn run_once(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    memory: &mut TargetMemory,
+) -> Result<(), SyncError> {
     status.set_state(SyncState::Connecting);
-    let mut control = cfg
-        .target
-        .connect(&SessionSetup::default())
-        .await
-        .map_err(|e| SyncError::Target(e.to_string()))?;
+    let mut control = match cfg.target.connect(&SessionSetup::default()).await {
+        Ok(c) => c,
+        Err(e) if e.is_retryable() && !memory.cluster_masters.is_empty() => {
+            tracing::warn!(error = %e, "the target URL's node does not answer; reaching the cluster through its other masters");
+            return crate::cluster_sync::run_once(cfg, status, memory).await;
+        }
+        Err(e) => return Err(SyncError::Target(e.to_string())),
+    };
     if crate::cluster_sync::is_cluster(&mut control).await? {
         drop(control);
-        return crate::cluster_sync::run_once(cfg, status).await;
+        return crate::cluster_sync::run_once(cfg, status, memory).await;
     }
     let cp = checkpoint::read(&mut control, cfg.checkpoint_db).await?;
     let resume = cp

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use cluster::slots::key_slot;
 use support::*;
@@ -36,8 +35,13 @@ struct Owners {
 }
 
 impl Owners {
+    /// Asks the first node that answers (a test may have stopped some).
     fn of(cluster: &RedisCluster) -> Owners {
-        let mut w = cluster.nodes[0].wire();
+        let mut w = cluster
+            .nodes
+            .iter()
+            .find_map(|s| Wire::try_connect(s.addr()).ok())
+            .expect("a node of the cluster answers");
         let ranges = w
             .value(&["CLUSTER", "SLOTS"])
             .items()
@@ -47,8 +51,10 @@ impl Owners {
                 (it[0].int(), it[1].int(), it[2].items()[1].int() as u16)
             })
             .collect();
-        let wires = cluster.nodes.iter().map(|s| (s.port(), s.wire())).collect();
-        Owners { ranges, wires }
+        Owners {
+            ranges,
+            wires: HashMap::new(),
+        }
     }
 
     /// The connection to the master of `key`'s slot.
@@ -60,7 +66,13 @@ impl Owners {
             .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
             .map(|r| r.2)
             .expect("every slot has an owner");
-        self.wires.get_mut(&port).expect("a node of ours")
+        self.port(port)
+    }
+
+    fn port(&mut self, port: u16) -> &mut Wire {
+        self.wires
+            .entry(port)
+            .or_insert_with(|| Wire::connect(([127, 0, 0, 1], port).into()))
     }
 
     fn masters(&mut self) -> Vec<u16> {
@@ -99,8 +111,7 @@ fn assert_same_data(source: &RedisServer, cluster: &RedisCluster) {
     }
     let mut total = 0;
     for port in owners.masters() {
-        let w = owners.wires.get_mut(&port).unwrap();
-        total += keys_of(w)
+        total += keys_of(owners.port(port))
             .into_iter()
             .filter(|k| !k.starts_with(b"__cutover:"))
             .count();
@@ -602,4 +613,69 @@ fn what_a_cluster_cannot_run_stops_the_sync_naming_it() {
     }
     assert_eq!(proxy.status()["split_transactions"], "1");
     assert_eq!(proxy.status()["partial_syncs"], "1");
+}
+
+#[test]
+fn a_failover_of_the_target_and_its_url_node_going_down_lose_nothing() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = sync_source();
+    source.cmd(&["CONFIG", "SET", "repl-backlog-size", "64mb"]);
+    let mut cluster = RedisCluster::start_with(3, 1, &[]);
+    source.cmd(&["SET", "seed", "1"]);
+    let proxy = cutover_to(&source, &cluster, &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writers = counters(&source, 2, 200, stop.clone(), sent.clone());
+    let progress = |proxy: &Cutover| {
+        let from = proxy.status_u64("applied_offset");
+        poll_until(SYNC_WAIT, || {
+            proxy.status_u64("applied_offset") > from + 10_000
+        });
+    };
+    progress(&proxy);
+    // A manual failover of the URL's node, under load: its slots answer -MOVED to the
+    // promoted replica from then on.
+    let url_port = cluster.nodes[0].port();
+    let replica = cluster.nodes[3..]
+        .iter()
+        .find(|r| r.info_field("replication", "master_port") == Some(url_port.to_string()))
+        .expect("a replica of node 0");
+    cluster.failover(replica);
+    progress(&proxy);
+    // The URL's node (a replica now) goes down, and the replication link drops: the next
+    // run reaches the cluster through the masters the last one knew.
+    // (The run may also end by itself, on losing its connection to that node.)
+    let partial = proxy.status_u64("partial_syncs");
+    cluster.nodes[0].stop();
+    source.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+    poll_until(SYNC_WAIT, || proxy.status_u64("partial_syncs") > partial);
+    progress(&proxy);
+    stop.store(true, Ordering::Relaxed);
+    let counts = merged(writers);
+    wait_caught_up(&source, &proxy);
+    let mut owners = Owners::of(&cluster);
+    for (k, n) in &counts {
+        assert_bytes(
+            owners.wire(k.as_bytes()).cmd(&["GET", k]),
+            bulk(n.to_string()),
+        );
+    }
+    assert_same_data(&source, &cluster);
+    assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
+    assert!(
+        metric(
+            &proxy,
+            "cutover_sync_target_retries_total{reason=\"moved\"}"
+        ) > 0.0
+    );
+    assert!(
+        proxy
+            .log_tail()
+            .contains("reaching the cluster through its other masters"),
+        "{}",
+        proxy.log_tail()
+    );
 }
