@@ -457,10 +457,16 @@ pub(crate) async fn apply_batches(
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = std::time::Instant::now();
+            let per_node: Vec<String> = router
+                .node_inflight()
+                .into_iter()
+                .map(|(n, b)| format!("{n}={}KiB", b / 1024))
+                .collect();
             tracing::info!(
                 keys = SyncStatus::get(&status.keys_loaded),
                 bytes = SyncStatus::get(&status.rdb_bytes_loaded),
                 total = SyncStatus::get(&status.rdb_bytes),
+                in_flight = %per_node.join(" "),
                 "full sync progress"
             );
         }

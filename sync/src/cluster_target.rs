@@ -132,6 +132,8 @@ struct Node<T> {
     /// Encoded attempts gathered for one write.
     outbox: BytesMut,
     outbox_count: u32,
+    /// What its attempts on the wire cost ([`cost`]).
+    inflight_bytes: usize,
 }
 
 /// Why a unit (or some of its pieces) must be sent again.
@@ -357,6 +359,7 @@ impl<T: PieceInfo> Router<T> {
             frames: VecDeque::new(),
             outbox: BytesMut::new(),
             outbox_count: 0,
+            inflight_bytes: 0,
         });
         Ok(i)
     }
@@ -463,6 +466,18 @@ impl<T: PieceInfo> Router<T> {
     /// Bytes queued, on a wire or waiting to be retried (with their bookkeeping).
     pub fn inflight_bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// What is on each node's wire (its connections together), for progress reports.
+    pub fn node_inflight(&self) -> Vec<(NodeAddr, usize)> {
+        let mut out: Vec<(NodeAddr, usize)> = Vec::new();
+        for n in &self.nodes {
+            match out.iter_mut().find(|(a, _)| *a == n.addr) {
+                Some((_, b)) => *b += n.inflight_bytes,
+                None => out.push((n.addr.clone(), n.inflight_bytes)),
+            }
+        }
+        out
     }
 
     /// Nothing queued, sent or waiting.
@@ -608,6 +623,7 @@ impl<T: PieceInfo> Router<T> {
             }
         }
         n.outbox_count += u32::try_from(need).map_err(|_| tgt("unit too large"))?;
+        n.inflight_bytes += unit.pieces.iter().map(cost).sum::<usize>();
         n.inflight.push_back(Attempt {
             unit,
             asking,
@@ -692,6 +708,9 @@ impl<T: PieceInfo> Router<T> {
             let Some(att) = node.inflight.pop_front() else {
                 break;
             };
+            node.inflight_bytes = node
+                .inflight_bytes
+                .saturating_sub(att.unit.pieces.iter().map(cost).sum::<usize>());
             let frames: Vec<Bytes> = node.frames.drain(..att.need).collect();
             let from = node.addr.clone();
             self.answered(idx as u32, from, att, frames)?;
