@@ -1550,6 +1550,57 @@ pub fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
     assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
 }
 
+/// CUTOVER with `args` on the proxy's admin port (20 s reply timeout).
+pub fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
+    let mut a = proxy.admin();
+    a.set_timeout(Duration::from_secs(20));
+    let mut cmd = vec!["CUTOVER"];
+    cmd.extend_from_slice(args);
+    a.cmd(&cmd)
+}
+
+/// One application client: its own counter (INCR), its own list (RPUSH of a sequence), an
+/// EVAL and a MULTI/EXEC each round, and a read of its own last write. Returns how many
+/// rounds were acknowledged; panics on any error reply or any stale read.
+pub fn app_client(
+    addr: std::net::SocketAddr,
+    id: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut w = Wire::connect(addr);
+        w.set_timeout(Duration::from_secs(20));
+        let counter = format!("c:{id}");
+        let list = format!("l:{id}");
+        let last = format!("last:{id}");
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            assert_bytes(w.cmd(&["INCR", &counter]), int(n as i64));
+            assert_bytes(w.cmd(&["RPUSH", &list, &n.to_string()]), int(n as i64));
+            assert_bytes(
+                w.cmd(&[
+                    "EVAL",
+                    "return redis.call('SET', KEYS[1], ARGV[1])",
+                    "1",
+                    &last,
+                    &n.to_string(),
+                ]),
+                b"+OK\r\n",
+            );
+            w.send(b"MULTI\r\n");
+            w.send_cmd(&["INCR", &format!("m:{id}")]);
+            w.send(b"EXEC\r\n");
+            assert_bytes(w.read_reply(), b"+OK\r\n");
+            assert_bytes(w.read_reply(), b"+QUEUED\r\n");
+            assert_bytes(w.read_reply(), format!("*1\r\n:{n}\r\n"));
+            // Read-your-writes, whichever side answers.
+            assert_bytes(w.cmd(&["GET", &last]), bulk(n.to_string()));
+        }
+        n
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
