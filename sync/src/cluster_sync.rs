@@ -613,6 +613,9 @@ struct Stream<'a> {
     /// The floor last written, and one being written.
     floor: i64,
     floor_writing: bool,
+    /// Split transactions: when one was last logged, and how many since.
+    split_logged_at: Option<std::time::Instant>,
+    splits_unlogged: u64,
 }
 
 impl<'a> Stream<'a> {
@@ -638,6 +641,8 @@ impl<'a> Stream<'a> {
             barrier: None,
             floor: start,
             floor_writing: false,
+            split_logged_at: None,
+            splits_unlogged: 0,
         }
     }
 
@@ -859,7 +864,13 @@ impl<'a> Stream<'a> {
 
     /// A source transaction is complete (EXEC at `end`).
     fn source_txn(&mut self, t: SourceTxn, end: i64) -> Result<(), SyncError> {
-        if t.parts.len() > 1 {
+        // Resuming: a transaction already on the target (every part) is neither refused
+        // nor counted again.
+        let pending = t
+            .parts
+            .iter()
+            .any(|(slot, _, _)| !self.skip.applied(*slot, end));
+        if t.parts.len() > 1 && pending {
             if self.cfg.cross_slot == CrossSlot::Stop {
                 return Err(SyncError::Cluster {
                     command: "MULTI/EXEC".into(),
@@ -872,12 +883,23 @@ impl<'a> Stream<'a> {
             }
             metrics::counter!("cutover_sync_split_transactions_total").increment(1);
             SyncStatus::add(&self.status.split_transactions, 1);
-            tracing::warn!(
-                offset = end,
-                commands = t.commands,
-                slots = t.parts.len(),
-                "a transaction of the source spans slots: applied as one transaction per slot"
-            );
+            // Logged once per 10 s at most: a workload can do this all the time.
+            self.splits_unlogged += 1;
+            let due = match self.split_logged_at {
+                None => true,
+                Some(at) => at.elapsed() > Duration::from_secs(10),
+            };
+            if due {
+                tracing::warn!(
+                    offset = end,
+                    commands = t.commands,
+                    slots = t.parts.len(),
+                    since_last_log = self.splits_unlogged,
+                    "a transaction of the source spans slots: applied as one transaction per slot"
+                );
+                self.split_logged_at = Some(std::time::Instant::now());
+                self.splits_unlogged = 0;
+            }
         }
         for (slot, data, n) in t.parts {
             self.piece(slot, data.freeze(), n, t.start, end);
