@@ -468,11 +468,17 @@ fn a_reshard_of_the_target_while_streaming_loses_and_reorders_nothing() {
         .find(|m| m.port() == from)
         .expect("the owner");
     // Half the slot's keys moved: writes flow while the syncer meets ASK and TRYAGAIN.
+    // And the syncer restarts in the middle of it: it reads the slots' checkpoints (one
+    // of them half-way to its new node) and resumes.
     cluster.move_slot(slot, from, to, || {
         wait_writes(&sent, 300);
         poll_until(SYNC_WAIT, || {
             metric(&proxy, "cutover_sync_target_retries_total{reason=\"ask\"}") > 0.0
         });
+        let partial = proxy.status_u64("partial_syncs");
+        source.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+        poll_until(SYNC_WAIT, || proxy.status_u64("partial_syncs") > partial);
+        wait_writes(&sent, 300);
     });
     wait_writes(&sent, 300);
     stop.store(true, Ordering::Relaxed);
