@@ -1483,6 +1483,108 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 // Syncing
 // ---------------------------------------------------------------------------------------
 
+/// Writes one key of each type and encoding the sync tests care about, small and big
+/// (`extra_zset`: score/member pairs added to the big sorted set), plus a binary key and
+/// value. Keys start with `<tag>:`.
+pub fn fill_every_type(w: &mut Wire, tag: &str, extra_zset: &[&str]) {
+    let k = |s: &str| format!("{tag}:{s}");
+    let cmds: Vec<Vec<String>> = vec![
+        vec!["SET".into(), k("str"), "hello".into()],
+        vec!["SET".into(), k("int"), "12345".into()],
+        vec!["SET".into(), k("empty"), "".into()],
+        vec![
+            "SET".into(),
+            k("ttl"),
+            "v".into(),
+            "PX".into(),
+            "600000".into(),
+        ],
+        vec![
+            "RPUSH".into(),
+            k("list-small"),
+            "a".into(),
+            "b".into(),
+            "3".into(),
+        ],
+        vec![
+            "SADD".into(),
+            k("intset"),
+            "1".into(),
+            "2".into(),
+            "300000".into(),
+        ],
+        vec!["SADD".into(), k("set-small"), "a".into(), "b".into()],
+        vec![
+            "ZADD".into(),
+            k("zset-small"),
+            "0.30000000000000004".into(),
+            "a".into(),
+            "inf".into(),
+            "b".into(),
+            "-inf".into(),
+            "c".into(),
+        ],
+        vec![
+            "HSET".into(),
+            k("hash-small"),
+            "f".into(),
+            "v".into(),
+            "g".into(),
+            "".into(),
+        ],
+        vec!["PFADD".into(), k("hll"), "a".into(), "b".into(), "c".into()],
+        vec!["SETBIT".into(), k("bitmap"), "100000".into(), "1".into()],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "1-1".into(),
+            "f".into(),
+            "v".into(),
+        ],
+        vec![
+            "XADD".into(),
+            k("stream"),
+            "2-1".into(),
+            "f".into(),
+            "w".into(),
+        ],
+        vec![
+            "XGROUP".into(),
+            "CREATE".into(),
+            k("stream"),
+            "g1".into(),
+            "0".into(),
+        ],
+        vec![
+            "XREADGROUP".into(),
+            "GROUP".into(),
+            "g1".into(),
+            "c1".into(),
+            "COUNT".into(),
+            "1".into(),
+            "STREAMS".into(),
+            k("stream"),
+            ">".into(),
+        ],
+        vec![
+            "GEOADD".into(),
+            k("geo"),
+            "13.361389".into(),
+            "38.115556".into(),
+            "Palermo".into(),
+        ],
+    ];
+    for c in &cmds {
+        let r = w.cmd(c);
+        assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
+    }
+    fill_big_encodings(w, tag, extra_zset);
+    let bin: &[u8] = b"bin\x00\r\n\xff";
+    let mut key = tag.as_bytes().to_vec();
+    key.extend_from_slice(bin);
+    assert_bytes(w.cmd(&[&b"SET"[..], &key, bin]), b"+OK\r\n");
+}
+
 /// Writes `<tag>:list-big`, `set-big`, `intset-big`, `zset-big` (plus `extra_zset`
 /// score/member pairs) and `hash-big`: 700 elements each, past every listpack and intset
 /// threshold, so the big encodings are exercised.

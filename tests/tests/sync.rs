@@ -59,106 +59,6 @@ fn assert_same_data(source: &RedisServer, target: &RedisServer) {
     }
 }
 
-/// Fills a server with every type and encoding the tests care about.
-fn fill_every_type(w: &mut Wire, tag: &str) {
-    let k = |s: &str| format!("{tag}:{s}");
-    let cmds: Vec<Vec<String>> = vec![
-        vec!["SET".into(), k("str"), "hello".into()],
-        vec!["SET".into(), k("int"), "12345".into()],
-        vec!["SET".into(), k("empty"), "".into()],
-        vec![
-            "SET".into(),
-            k("ttl"),
-            "v".into(),
-            "PX".into(),
-            "600000".into(),
-        ],
-        vec![
-            "RPUSH".into(),
-            k("list-small"),
-            "a".into(),
-            "b".into(),
-            "3".into(),
-        ],
-        vec![
-            "SADD".into(),
-            k("intset"),
-            "1".into(),
-            "2".into(),
-            "300000".into(),
-        ],
-        vec!["SADD".into(), k("set-small"), "a".into(), "b".into()],
-        vec![
-            "ZADD".into(),
-            k("zset-small"),
-            "0.30000000000000004".into(),
-            "a".into(),
-            "inf".into(),
-            "b".into(),
-            "-inf".into(),
-            "c".into(),
-        ],
-        vec![
-            "HSET".into(),
-            k("hash-small"),
-            "f".into(),
-            "v".into(),
-            "g".into(),
-            "".into(),
-        ],
-        vec!["PFADD".into(), k("hll"), "a".into(), "b".into(), "c".into()],
-        vec!["SETBIT".into(), k("bitmap"), "100000".into(), "1".into()],
-        vec![
-            "XADD".into(),
-            k("stream"),
-            "1-1".into(),
-            "f".into(),
-            "v".into(),
-        ],
-        vec![
-            "XADD".into(),
-            k("stream"),
-            "2-1".into(),
-            "f".into(),
-            "w".into(),
-        ],
-        vec![
-            "XGROUP".into(),
-            "CREATE".into(),
-            k("stream"),
-            "g1".into(),
-            "0".into(),
-        ],
-        vec![
-            "XREADGROUP".into(),
-            "GROUP".into(),
-            "g1".into(),
-            "c1".into(),
-            "COUNT".into(),
-            "1".into(),
-            "STREAMS".into(),
-            k("stream"),
-            ">".into(),
-        ],
-        vec![
-            "GEOADD".into(),
-            k("geo"),
-            "13.361389".into(),
-            "38.115556".into(),
-            "Palermo".into(),
-        ],
-    ];
-    for c in &cmds {
-        let r = w.cmd(c);
-        assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
-    }
-    fill_big_encodings(w, tag, &[]);
-    let bin: &[u8] = b"bin\x00\r\n\xff";
-    let mut key = tag.as_bytes().to_vec();
-    key.extend_from_slice(bin);
-    w.cmd(&[&b"SET"[..], &key, bin]);
-}
-
 fn counter_writer(
     proxy_addr: std::net::SocketAddr,
     key: &'static str,
@@ -186,9 +86,9 @@ fn full_sync_then_live_stream_every_type() {
     let source = sync_source();
     let target = RedisServer::start();
     let mut s = source.wire();
-    fill_every_type(&mut s, "before");
+    fill_every_type(&mut s, "before", &[]);
     s.cmd(&["SELECT", "3"]);
-    fill_every_type(&mut s, "db3");
+    fill_every_type(&mut s, "db3", &[]);
     s.cmd(&["SELECT", "0"]);
     let lib = "#!lua name=cutoverlib\nredis.register_function('echo1', function(keys, args) return args[1] end)";
     assert_bytes(s.cmd(&["FUNCTION", "LOAD", lib]), bulk("cutoverlib"));
@@ -202,9 +102,9 @@ fn full_sync_then_live_stream_every_type() {
 
     // Live writes through the proxy, in several dbs and inside transactions.
     let mut p = proxy.wire();
-    fill_every_type(&mut p, "after");
+    fill_every_type(&mut p, "after", &[]);
     p.cmd(&["SELECT", "5"]);
-    fill_every_type(&mut p, "db5");
+    fill_every_type(&mut p, "db5", &[]);
     p.send(b"MULTI\r\nINCR txn\r\nINCR txn\r\nEXEC\r\n");
     for _ in 0..4 {
         p.read_reply();
@@ -447,7 +347,7 @@ fn from_redis_6_2_to_7_0() {
         .start();
     let target = RedisServer::start();
     let mut s = source.wire();
-    fill_every_type(&mut s, "before");
+    fill_every_type(&mut s, "before", &[]);
     let sha = s
         .value(&["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"])
         .text();
@@ -455,7 +355,7 @@ fn from_redis_6_2_to_7_0() {
     wait_caught_up(&source, &proxy);
     assert_same_data(&source, &target);
     let mut p = proxy.wire();
-    fill_every_type(&mut p, "after");
+    fill_every_type(&mut p, "after", &[]);
     p.cmd(&["SET", "rel-ttl", "v", "EX", "1000"]);
     p.cmd(&[
         "EVAL",
@@ -616,7 +516,7 @@ fn payload_and_stream_framing_survive_any_segmentation() {
             .start();
         let target = RedisServer::start();
         let mut s = source.wire();
-        fill_every_type(&mut s, "seg");
+        fill_every_type(&mut s, "seg", &[]);
         let relay = shredding_relay(source.addr());
         let proxy = Cutover::builder(&source)
             .source_url(&format!("redis://127.0.0.1:{relay}"))
@@ -624,7 +524,7 @@ fn payload_and_stream_framing_survive_any_segmentation() {
             .start();
         wait_caught_up(&source, &proxy);
         let mut p = proxy.wire();
-        fill_every_type(&mut p, "seg-live");
+        fill_every_type(&mut p, "seg-live", &[]);
         for i in 0..200 {
             p.cmd(&["INCR", &format!("segc{}", i % 7)]);
         }
