@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use resp::command;
 use resp::{FrameKind, Limits, ReplyScanner, RequestParser};
+use smallvec::{smallvec, SmallVec};
 use tokio::sync::mpsc;
 
 use crate::connect::SessionSetup;
@@ -62,12 +63,55 @@ pub struct ClientOptions {
 }
 
 /// Starts the routing task of one client; its handle takes batches like a node connection.
+/// Used for dedicated clients (their own connections, transactions, pub/sub); a client on
+/// shared connections embeds a [`ClusterClient`] in its session instead (one task hop less).
 pub fn spawn_client(topo: Arc<Topology>, opts: ClientOptions) -> PipelineHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (node_tx, node_rx) = mpsc::unbounded_channel();
-    let router = Router::new(topo, opts, node_tx);
-    tokio::spawn(router.run(rx, node_rx));
+    let client = ClusterClient::new(topo, opts, node_tx, 0);
+    tokio::spawn(run_task(client, rx, node_rx));
     PipelineHandle::from_sender(tx)
+}
+
+async fn run_task(
+    mut c: ClusterClient,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    mut node_rx: mpsc::UnboundedReceiver<Reply>,
+) {
+    let mut client: Option<ReplySender> = None;
+    let mut ready = Vec::new();
+    loop {
+        let next_retry = c.next_retry();
+        tokio::select! {
+            biased;
+            Some(r) = node_rx.recv() => {
+                c.on_reply(r);
+                while let Ok(r) = node_rx.try_recv() {
+                    c.on_reply(r);
+                }
+            }
+            b = rx.recv() => match b {
+                Some(b) => {
+                    client.get_or_insert_with(|| b.reply.clone());
+                    c.send(b.data, b.flags);
+                    while let Ok(b) = rx.try_recv() {
+                        c.send(b.data, b.flags);
+                    }
+                }
+                // The client is gone: replies still owed are dropped by the nodes'
+                // connections (sends to a closed channel are ignored).
+                None => return,
+            },
+            _ = sleep_until(next_retry), if next_retry.is_some() => c.on_timer(),
+        }
+        c.flush();
+        c.take_replies(&mut ready);
+        if let Some(tx) = &client {
+            for r in ready.drain(..) {
+                let _ = tx.send(r);
+            }
+        }
+    }
 }
 
 /// How the replies of an entry's parts become the client's one reply.
@@ -111,7 +155,7 @@ struct Part {
 
 #[derive(Debug)]
 struct Entry {
-    parts: Vec<Part>,
+    parts: SmallVec<[Part; 1]>,
     pending: usize,
     merge: Merge,
     /// Replies the client expects (0 for subscribe-family commands: their confirmations
@@ -156,12 +200,26 @@ struct Multi {
     dirty: bool,
 }
 
-struct Router {
+/// One client's routing state: takes the client's commands, sends each to the node of its
+/// slot, follows redirections and gives the replies back in the client's order. It does no
+/// I/O of its own: the owner feeds it batches ([`send`](Self::send)), node replies
+/// ([`on_reply`](Self::on_reply)) and retry deadlines, and takes the client's replies
+/// ([`take_replies`](Self::take_replies)).
+pub struct ClusterClient {
     topo: Arc<Topology>,
     opts: ClientOptions,
+    /// Where node connections send their replies (tagged with [`ClusterClient::owns`]).
     node_tx: ReplySender,
-    client: Option<ReplySender>,
-    /// Index + 1 = the tag of its replies.
+    /// `generation << 16`: the high bits of this client's tags, so that replies meant for
+    /// an earlier client of the same session are told apart.
+    tag_base: u32,
+    /// Replies ready for the client, in its order.
+    ready: Vec<Reply>,
+    /// Reused for the merged replies handed to the client.
+    emit_buf: BytesMut,
+    /// Batches that must wait (a retry pending, or a map change with commands in flight).
+    waiting: VecDeque<(Bytes, BatchFlags)>,
+    /// Index + 1 (+ `tag_base`) = the tag of its replies.
     conns: Vec<Option<Conn>>,
     /// Entries in the client's order; `entries[0]` has sequence number `base`.
     entries: VecDeque<Entry>,
@@ -179,19 +237,37 @@ struct Router {
     watch: Option<(u16, NodeAddr)>,
     /// Parts waiting to be resent: (when, seq, part).
     retries: Vec<(Instant, u64, usize)>,
+    /// Where each batch taken ends (the sequence number after its last entry): replies
+    /// are handed over a whole batch at a time, see [`emit`](Self::emit).
+    batch_ends: VecDeque<u64>,
 }
 
-impl Router {
-    fn new(topo: Arc<Topology>, opts: ClientOptions, node_tx: ReplySender) -> Router {
+/// Complete replies held back for the rest of their batch at most (a batch that big is
+/// handed over as it completes).
+const HOLD_MAX_ENTRIES: usize = 64;
+
+impl ClusterClient {
+    /// `node_tx` receives the nodes' replies, to be given back to [`on_reply`]
+    /// (Self::on_reply); `generation` tells this client's tags from those of an earlier
+    /// one on the same channel.
+    pub fn new(
+        topo: Arc<Topology>,
+        opts: ClientOptions,
+        node_tx: ReplySender,
+        generation: u16,
+    ) -> ClusterClient {
         let map = topo.map().clone();
         let mut parser = RequestParser::new(Limits::default());
         parser.set_authenticated(true);
-        Router {
+        ClusterClient {
             shard_tag: vec![0; map.slots.shards().len()],
             topo,
             opts,
             node_tx,
-            client: None,
+            tag_base: u32::from(generation) << 16,
+            ready: Vec::new(),
+            emit_buf: BytesMut::new(),
+            waiting: VecDeque::new(),
             conns: Vec::new(),
             entries: VecDeque::new(),
             base: 0,
@@ -203,44 +279,70 @@ impl Router {
             multi: None,
             watch: None,
             retries: Vec::new(),
+            batch_ends: VecDeque::new(),
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Batch>,
-        mut node_rx: mpsc::UnboundedReceiver<Reply>,
-    ) {
-        loop {
-            let can_take = self.can_take();
-            let next_retry = self.retries.iter().map(|r| r.0).min();
-            tokio::select! {
-                biased;
-                Some(r) = node_rx.recv() => {
-                    self.on_node_reply(r);
-                    while let Ok(r) = node_rx.try_recv() {
-                        self.on_node_reply(r);
-                    }
-                }
-                b = rx.recv(), if can_take => match b {
-                    Some(b) => {
-                        self.on_batch(b);
-                        while self.can_take() {
-                            match rx.try_recv() {
-                                Ok(b) => self.on_batch(b),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    // The client is gone: replies still owed are dropped by the nodes'
-                    // connections (sends to a closed channel are ignored).
-                    None => return,
-                },
-                _ = sleep_until(next_retry), if next_retry.is_some() => self.retry_due(),
-            }
-            self.flush_out();
-            self.emit();
+    /// Takes whole commands of the client (valid ones: the session checked them) and
+    /// routes them, or keeps them until they may go. Nothing is written until [`flush`]
+    /// (Self::flush).
+    pub fn send(&mut self, data: Bytes, flags: BatchFlags) {
+        if self.waiting.is_empty() && self.can_take() {
+            self.on_batch(data, flags);
+        } else {
+            self.waiting.push_back((data, flags));
         }
+    }
+
+    /// Whether a reply on the owner's channel belongs to this client.
+    pub fn owns(&self, tag: u32) -> bool {
+        tag > self.tag_base && tag - self.tag_base <= 0xffff
+    }
+
+    /// A node's reply (a tag this client [`owns`](Self::owns)).
+    pub fn on_reply(&mut self, r: Reply) {
+        self.on_node_reply(r);
+        self.after_progress();
+    }
+
+    /// When the earliest retry is due.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.iter().map(|r| r.0).min()
+    }
+
+    /// Resends what is due (call at [`next_retry`](Self::next_retry)).
+    pub fn on_timer(&mut self) {
+        self.retry_due();
+        self.after_progress();
+    }
+
+    /// Hands every node the commands routed to it since the last flush (one batch each).
+    pub fn flush(&mut self) {
+        self.flush_out();
+    }
+
+    /// Moves the replies ready for the client (in its order) into `out`.
+    pub fn take_replies(&mut self, out: &mut Vec<Reply>) {
+        self.emit();
+        out.append(&mut self.ready);
+    }
+
+    /// Nothing in flight, held, or waiting.
+    pub fn idle(&self) -> bool {
+        self.entries.is_empty()
+            && self.waiting.is_empty()
+            && self.retries.is_empty()
+            && self.conns.iter().flatten().all(|c| c.owed.is_empty())
+    }
+
+    /// After replies or retries: batches that waited may go now; resends are written.
+    fn after_progress(&mut self) {
+        while !self.waiting.is_empty() && self.can_take() {
+            if let Some((data, flags)) = self.waiting.pop_front() {
+                self.on_batch(data, flags);
+            }
+        }
+        self.flush_out();
     }
 
     /// New batches wait while a retry is pending (a later command must not overtake it)
@@ -289,13 +391,9 @@ impl Router {
         self.entries.get_mut(usize::try_from(i).ok()?)
     }
 
-    fn on_batch(&mut self, b: Batch) {
-        if self.client.is_none() {
-            self.client = Some(b.reply.clone());
-        }
-        let pubsub = b.flags.has(BatchFlags::PUBSUB);
+    fn on_batch(&mut self, data: Bytes, flags: BatchFlags) {
+        let pubsub = flags.has(BatchFlags::PUBSUB);
         let mut pos = 0;
-        let data = b.data;
         while pos < data.len() {
             let frame = match self.parser.parse(&data[pos..]) {
                 Ok(Some(f)) => f,
@@ -305,9 +403,13 @@ impl Router {
             let end = pos + frame.len;
             if frame.kind == FrameKind::Multibulk {
                 let cmd = data.slice(pos..end);
-                self.on_command(cmd, pubsub, b.flags);
+                self.on_command(cmd, pubsub, flags);
             }
             pos = end;
+        }
+        let end = self.seq_end();
+        if self.batch_ends.back().is_none_or(|&b| b < end) {
+            self.batch_ends.push_back(end);
         }
     }
 
@@ -333,7 +435,9 @@ impl Router {
         let info = command::lookup(name);
         let lname = info.map(|i| i.name).unwrap_or("");
         let argc = args.len();
+        let pubsub_cmd = info.is_some_and(|i| i.has(command::flags::PUBSUB));
         let replies = match lname {
+            _ if !pubsub_cmd => 1,
             "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
             | "sunsubscribe"
                 if pubsub =>
@@ -376,6 +480,14 @@ impl Router {
             }
         }
         let entry = match (lname, cross) {
+            // Most commands: one key (or keys of one slot), to that slot's master.
+            _ if slot.is_some() && !cross => Entry {
+                parts: smallvec![Part::new(cmd, slot, None)],
+                pending: 1,
+                merge: Merge::One,
+                replies,
+                local: None,
+            },
             ("ping", _) if !self.opts.dedicated && argc <= 2 => local(if argc == 2 {
                 bulk(arg(1))
             } else {
@@ -410,7 +522,7 @@ impl Router {
             ("config", _) if sub(b"set") => self.broadcast(&cmd, Merge::First),
             ("scan", _) => self.scan(&cmd, args),
             _ => Entry {
-                parts: vec![Part::new(cmd, slot, None)],
+                parts: smallvec![Part::new(cmd, slot, None)],
                 pending: 1,
                 merge: Merge::One,
                 replies,
@@ -447,7 +559,7 @@ impl Router {
         cross: bool,
     ) -> Option<Option<Entry>> {
         let one = |cmd: Bytes, node: Option<NodeAddr>| Entry {
-            parts: vec![Part::new(cmd, None, node)],
+            parts: smallvec![Part::new(cmd, None, node)],
             pending: 1,
             merge: Merge::One,
             replies: 1,
@@ -599,7 +711,7 @@ impl Router {
             i += step;
             k += 1;
         }
-        let mut parts = Vec::with_capacity(groups.len());
+        let mut parts = SmallVec::with_capacity(groups.len());
         let mut positions = Vec::with_capacity(groups.len());
         for (slot, keys) in groups {
             let mut b = BytesMut::new();
@@ -627,7 +739,7 @@ impl Router {
     }
 
     fn broadcast(&mut self, cmd: &Bytes, merge: Merge) -> Entry {
-        let parts: Vec<Part> = self
+        let parts: SmallVec<[Part; 1]> = self
             .map
             .masters
             .iter()
@@ -669,7 +781,7 @@ impl Router {
             }
         }
         Entry {
-            parts: vec![Part::new(b.freeze(), None, Some(addr))],
+            parts: smallvec![Part::new(b.freeze(), None, Some(addr))],
             pending: 1,
             merge: Merge::Scan { node, masters },
             replies: 1,
@@ -821,7 +933,7 @@ impl Router {
                 count: std::mem::take(&mut conn.out_count),
                 flags: BatchFlags(std::mem::take(&mut conn.out_flags)),
                 reply: self.node_tx.clone(),
-                tag: i as u32 + 1,
+                tag: self.tag_base + i as u32 + 1,
             };
             if conn.handle.send(batch).is_err() {
                 // The connection's task is gone (a dedicated connection was lost).
@@ -852,11 +964,10 @@ impl Router {
     }
 
     fn on_node_reply(&mut self, r: Reply) {
-        let tag = r.tag;
+        let tag = r.tag.wrapping_sub(self.tag_base);
         if r.kind == ReplyKind::Unsolicited {
-            if let Some(c) = &self.client {
-                let _ = c.send(Reply { tag: 0, ..r });
-            }
+            self.emit();
+            self.ready.push(Reply { tag: 0, ..r });
             return;
         }
         let failed = r.kind == ReplyKind::Failed;
@@ -868,7 +979,7 @@ impl Router {
             };
             let frame = r.data.slice(pos..pos + len);
             pos += len;
-            let Some(Some(conn)) = self.conns.get_mut(tag as usize - 1) else {
+            let Some(Some(conn)) = self.conns.get_mut((tag as usize).wrapping_sub(1)) else {
                 continue;
             };
             let Some(o) = conn.owed.pop_front() else {
@@ -945,36 +1056,59 @@ impl Router {
         }
     }
 
-    /// Sends the client every reply that is complete at the front, in order.
+    /// Moves every reply complete at the front, in order, to `ready` (one message).
+    ///
+    /// The replies of a batch (the commands the client sent in one write) are handed over
+    /// together once the last of its nodes answered, as Redis writes the replies of what
+    /// it read in one go: handing over each node's share as it comes costs the client one
+    /// wakeup and read per node instead of one. Dedicated clients get theirs at once
+    /// (pushes must not overtake them), and so does a batch of many commands.
     fn emit(&mut self) {
-        let mut out = BytesMut::new();
-        let mut count = 0u32;
-        let mut failed = false;
-        while let Some(e) = self.entries.front() {
-            if e.local.is_none() && (e.pending > 0 || e.parts.iter().any(|p| p.result.is_none())) {
+        let complete = self
+            .entries
+            .iter()
+            .take_while(|e| {
+                e.local.is_some() || (e.pending == 0 && e.parts.iter().all(|p| p.result.is_some()))
+            })
+            .count();
+        let upto = self.base + complete as u64;
+        let mut limit = None;
+        while let Some(&end) = self.batch_ends.front() {
+            if end > upto {
                 break;
             }
+            limit = Some(end);
+            self.batch_ends.pop_front();
+        }
+        let limit = match limit {
+            Some(l) => l,
+            None if self.opts.dedicated || complete >= HOLD_MAX_ENTRIES => upto,
+            None => self.base,
+        };
+        let mut count = 0u32;
+        let mut failed = false;
+        while self.base < limit {
             let Some(e) = self.entries.pop_front() else {
                 break;
             };
             self.base += 1;
             failed |= e.parts.iter().any(|p| p.failed);
             count += e.replies;
-            merge_into(&mut out, e, self.opts.resp3);
+            merge_into(&mut self.emit_buf, e, self.opts.resp3);
         }
-        if count > 0 || !out.is_empty() {
-            if let Some(c) = &self.client {
-                let _ = c.send(Reply {
-                    data: out.freeze(),
-                    count,
-                    kind: if failed {
-                        ReplyKind::Failed
-                    } else {
-                        ReplyKind::Data
-                    },
-                    tag: 0,
-                });
-            }
+        if count > 0 || !self.emit_buf.is_empty() {
+            // The buffer is reused: once the owner has copied the previous message out and
+            // dropped it, `split` finds its memory free again.
+            self.ready.push(Reply {
+                data: self.emit_buf.split().freeze(),
+                count,
+                kind: if failed {
+                    ReplyKind::Failed
+                } else {
+                    ReplyKind::Data
+                },
+                tag: 0,
+            });
         }
     }
 }
@@ -995,7 +1129,7 @@ impl Part {
 
 fn local(reply: Bytes) -> Entry {
     Entry {
-        parts: Vec::new(),
+        parts: SmallVec::new(),
         pending: 0,
         merge: Merge::One,
         replies: 1,
@@ -1020,6 +1154,13 @@ async fn sleep_until(t: Option<Instant>) {
 fn merge_into(out: &mut BytesMut, mut e: Entry, resp3: bool) {
     if let Some(r) = e.local {
         out.extend_from_slice(&r);
+        return;
+    }
+    if let Merge::One = e.merge {
+        // The common case, without collecting the results first.
+        for p in &e.parts {
+            out.extend_from_slice(p.result.as_deref().unwrap_or_default());
+        }
         return;
     }
     let results: Vec<Bytes> = e

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use cluster::client::{ClientOptions, ClusterClient};
 use cluster::pipeline::{
     pubsub_frame, Batch, BatchFlags, PubSubKind, Reply, ReplyKind, ReplySender,
 };
@@ -138,7 +139,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         skip_pending: false,
         batches_sent: 0,
         queued: Vec::new(),
-        cluster_router: None,
+        cluster: None,
+        cluster_gen: 0,
+        cluster_ready: Vec::new(),
     };
     s.epoch = s.sh.router.route().epoch;
     s.changes = s.sh.router.subscribe();
@@ -375,8 +378,14 @@ struct Session {
     batches_sent: u32,
     /// Commands queued since MULTI (only kept while `st.in_multi`).
     queued: Vec<Queued>,
-    /// On a cluster: this client's router task, with the (route epoch, RESP3) it serves.
-    cluster_router: Option<((u64, bool), PipelineHandle)>,
+    /// On a cluster (shared connections): this client's routing state, run inside the
+    /// session (no task hop per batch), with the (route epoch, RESP3) it serves. Node
+    /// replies reach it through `rx` with the tags it owns; tag 0 is everything else.
+    cluster: Option<((u64, bool), ClusterClient)>,
+    /// Counts routers made, so a new one's tags differ from an old one's.
+    cluster_gen: u16,
+    /// Replies the router has ready for the client (reused).
+    cluster_ready: Vec<Reply>,
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -398,6 +407,7 @@ impl Session {
         let mut eof = false;
         loop {
             self.process_input().await?;
+            self.cluster_progress();
             self.flush_counts();
             if self.out.len() > self.sh.settings.client_output_limit {
                 self.sh.metrics.output_limit_disconnects.increment(1);
@@ -425,13 +435,21 @@ impl Session {
                     self.inbuf.reserve(want);
                 }
             }
+            let next_retry = self.cluster.as_ref().and_then(|(_, c)| c.next_retry());
             tokio::select! {
                 biased;
                 Some(r) = self.rx.recv() => {
-                    self.on_reply(r);
+                    self.on_channel_reply(r);
                     while let Ok(r) = self.rx.try_recv() {
-                        self.on_reply(r);
+                        self.on_channel_reply(r);
                     }
+                    self.cluster_progress();
+                }
+                _ = sleep_until(next_retry), if next_retry.is_some() => {
+                    if let Some((_, c)) = &mut self.cluster {
+                        c.on_timer();
+                    }
+                    self.cluster_progress();
                 }
                 n = wr.write(&self.out), if !self.out.is_empty() => {
                     let n = n?;
@@ -836,6 +854,16 @@ impl Session {
     }
 
     fn send(&mut self, data: Bytes, count: u32, flags: u8) {
+        let route = self.sh.router.route();
+        if self.dedicated.is_none() {
+            if let Some(topo) = route.upstream.cluster() {
+                let key = (route.epoch, self.st.resp3);
+                let topo = topo.clone();
+                drop(route);
+                self.send_cluster(key, topo, data, count, flags);
+                return;
+            }
+        }
         let batch = Batch {
             data,
             count,
@@ -843,24 +871,9 @@ impl Session {
             reply: self.tx.clone(),
             tag: 0,
         };
-        let route = self.sh.router.route();
         let db = self.db_on(route.side);
         let handle = match &self.dedicated {
             Some(h) => h,
-            None if route.upstream.cluster().is_some() => {
-                // A cluster: this client's own router, for the route and protocol in use.
-                let key = (route.epoch, self.st.resp3);
-                if self.cluster_router.as_ref().is_none_or(|(k, _)| *k != key) {
-                    self.cluster_router = route
-                        .upstream
-                        .cluster_client(self.st.resp3)
-                        .map(|h| (key, h));
-                }
-                match &self.cluster_router {
-                    Some((_, h)) => h,
-                    None => route.upstream.shared(db, self.st.resp3, self.st.id),
-                }
-            }
             None => route.upstream.shared(db, self.st.resp3, self.st.id),
         };
         if let Err(b) = handle.send(batch) {
@@ -884,6 +897,67 @@ impl Session {
             return;
         }
         self.push_pending(count);
+    }
+
+    /// Hands a batch to this client's cluster router (made, or made again for a new route
+    /// or protocol; the session drains its replies before either changes).
+    fn send_cluster(
+        &mut self,
+        key: (u64, bool),
+        topo: Arc<cluster::Topology>,
+        data: Bytes,
+        count: u32,
+        flags: u8,
+    ) {
+        if self.cluster.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.cluster_gen = self.cluster_gen.wrapping_add(1).max(1);
+            let client = ClusterClient::new(
+                topo,
+                ClientOptions {
+                    resp3: key.1,
+                    dedicated: false,
+                    name: None,
+                },
+                self.tx.clone(),
+                self.cluster_gen,
+            );
+            self.cluster = Some((key, client));
+        }
+        self.push_pending(count);
+        if let Some((_, c)) = &mut self.cluster {
+            c.send(data, BatchFlags(flags));
+        }
+    }
+
+    /// Writes what the cluster router routed and hands the client what it has ready.
+    fn cluster_progress(&mut self) {
+        let Some((_, c)) = &mut self.cluster else {
+            return;
+        };
+        c.flush();
+        c.take_replies(&mut self.cluster_ready);
+        if self.cluster_ready.is_empty() {
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.cluster_ready);
+        for r in ready.drain(..) {
+            self.on_reply(r);
+        }
+        self.cluster_ready = ready;
+    }
+
+    /// A reply from the channel: a cluster node's (for the router) or the client's own.
+    fn on_channel_reply(&mut self, r: Reply) {
+        if r.tag != 0 {
+            if let Some((_, c)) = &mut self.cluster {
+                if c.owns(r.tag) {
+                    c.on_reply(r);
+                }
+            }
+            // Otherwise it is for a router this session no longer has: nothing waits.
+            return;
+        }
+        self.on_reply(r);
     }
 
     /// Sends an EXEC whose reply must have the proxy's own results spliced in.
@@ -1592,4 +1666,11 @@ pub(crate) fn with_remaining_timeout(b: &Blocked) -> Option<Bytes> {
     let mut out = BytesMut::new();
     resp::encode::command(&mut out, args.iter().map(|a| &a[..]));
     Some(out.freeze())
+}
+
+async fn sleep_until(t: Option<std::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }

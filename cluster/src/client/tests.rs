@@ -3,7 +3,7 @@
 use super::*;
 
 fn entry(results: &[&'static [u8]], merge: Merge) -> Entry {
-    let parts: Vec<Part> = results
+    let parts: SmallVec<[Part; 1]> = results
         .iter()
         .map(|r| {
             let mut p = Part::new(Bytes::new(), None, None);
