@@ -64,7 +64,7 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub shutdown: CancellationToken,
     /// The syncer's state, when a target is configured.
-    pub sync: Option<Arc<sync::SyncStatus>>,
+    pub sync: Option<Arc<sync::SyncSet>>,
     pub source: Arc<crate::upstream::Upstream>,
     pub target: Option<Arc<crate::upstream::Upstream>>,
     pub cutover: crate::cutover::CutoverStatus,
