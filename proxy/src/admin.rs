@@ -279,7 +279,8 @@ pub fn status(sh: &Shared) -> String {
                         &format!(
                             "addr={},slots={},state={},source_offset={},applied_offset={},lag_bytes={},lag_ms={},keys_loaded={},full_syncs={},partial_syncs={}",
                             l.addr,
-                            sync::scope::ranges_text(&l.ranges),
+                            // Ranges apart with spaces: commas part the fields.
+                            sync::scope::ranges_text(&l.ranges).replace(',', " "),
                             st.state().as_str(),
                             st.source_offset(),
                             st.applied(),
