@@ -193,6 +193,47 @@ fn fill_each_master(source: &RedisCluster, prefix: &str) {
     }
 }
 
+/// While cutover is down: master `i` forgets the history cutover would resume from (a
+/// tiny backlog, overrun by 200 KB of writes) and deletes `gone`, so its link must load
+/// it again, emptying its own slots first (and only those) on the target.
+fn overrun_backlog(source: &RedisCluster, i: usize, gone: &str) {
+    let m = &source.masters()[i];
+    assert_bytes(
+        m.cmd(&["CONFIG", "SET", "repl-backlog-size", "16384"]),
+        b"+OK\r\n",
+    );
+    assert_bytes(m.cmd(&["DEL", gone]), int(1));
+    let tag = source.key_on(i, "filler");
+    let value = "x".repeat(1000);
+    let mut w = m.wire();
+    for j in 0..200 {
+        assert_bytes(
+            w.cmd(&["SET", &format!("{{{tag}}}:{j}"), &value]),
+            b"+OK\r\n",
+        );
+    }
+}
+
+/// After a restart where master `reloaded` overran its backlog: that link loaded again
+/// (its slots emptied first), the others continued.
+#[track_caller]
+fn assert_one_link_reloaded(proxy: &Cutover, reloaded: &RedisServer) {
+    let st = proxy.status();
+    assert_eq!(st["full_syncs"], "1", "{st:?}");
+    assert_eq!(st["partial_syncs"], "2", "{st:?}");
+    let port = format!("addr=127.0.0.1:{},", reloaded.port());
+    let line = (0..3)
+        .map(|i| st[&format!("sync_link{i}")].clone())
+        .find(|l| l.starts_with(&port))
+        .expect("the reloaded master's link");
+    assert!(line.contains("full_syncs=1"), "{line}");
+    assert!(
+        proxy.log_tail().contains("emptied this link's slots"),
+        "{}",
+        proxy.log_tail()
+    );
+}
+
 /// Checks STATUS shows one line per link, each streaming, and that the top-level
 /// offsets are their sums.
 #[track_caller]
@@ -284,6 +325,17 @@ fn cluster_source_into_one_server_full_load_live_writes_and_a_whole_db_command()
         "{metrics}"
     );
 
+    // Restarted after master 2 overran its backlog (and deleted a key meanwhile): its
+    // link loads again, emptying only its own slots on the target first.
+    drop(proxy);
+    let gone = format!("{{{}}}:str", source.key_on(2, "before"));
+    overrun_backlog(&source, 2, &gone);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_bytes(target.cmd(&["EXISTS", &gone]), int(0));
+    assert_one_link_reloaded(&proxy, &source.masters()[2]);
+
     // A FLUSHALL on one master would wipe the other links' keys on the target: that link
     // stops, naming the command and itself; the target keeps everything.
     let keys_before = t.data_keys();
@@ -335,6 +387,17 @@ fn cluster_source_into_a_cluster_of_another_shape() {
     let st = proxy.status();
     assert_eq!(st["partial_syncs"], "3", "{st:?}");
     assert_eq!(st["full_syncs"], "0", "{st:?}");
+
+    // Again, after master 0 overran its backlog: its link empties its slots on the
+    // target cluster (CLUSTER GETKEYSINSLOT) and loads again; the others continue.
+    drop(proxy);
+    let gone = format!("{{{}}}:hash-big", source.key_on(0, "before"));
+    overrun_backlog(&source, 0, &gone);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_bytes(t.wire(gone.as_bytes()).cmd(&["EXISTS", &gone]), int(0));
+    assert_one_link_reloaded(&proxy, &source.masters()[0]);
 }
 
 /// Writers straight to the source's masters (so they go on while cutover is down): INCR on
