@@ -253,8 +253,9 @@ async fn watch(plan: &Plan, seed: &Connector) -> String {
 
 /// Decides, once for every link, what the target may hold: a completed cutover refuses;
 /// the plan recorded by an earlier run must be this one (the links resume from their own
-/// checkpoints); with no plan recorded, the target must be empty (or is emptied when
-/// `sync.target_not_empty = "flush"`) and the plan is recorded.
+/// checkpoints), else it is refused (or, with `sync.target_not_empty = "flush"`, the
+/// target starts over); with no plan recorded, the target must be empty (or is emptied
+/// when `sync.target_not_empty = "flush"`) and the plan is recorded.
 pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncError> {
     let tgt = |e: &dyn std::fmt::Display| SyncError::Target(e.to_string());
     let mut control = connect(&cfg.target).await?;
@@ -318,9 +319,12 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
             tracing::info!(plan = %wanted, "the target holds these links' checkpoints: each resumes from its own");
             return Ok(());
         }
+        Some(recorded) if cfg.not_empty == NotEmpty::Flush => {
+            tracing::warn!(recorded = %recorded, now = %wanted, "the target's checkpoints were written for another layout of the source's slots; sync.target_not_empty = \"flush\": starting over");
+        }
         Some(recorded) => {
             return Err(SyncError::Config(format!(
-                "the target's checkpoints were written for a source whose masters served the slots [{recorded}], and the source's masters now serve [{wanted}]: its topology changed since, so the checkpoints no longer describe one master each. Empty the target (its __cutover:* keys too) to sync from scratch"
+                "the target's checkpoints were written for a source whose masters served the slots [{recorded}], and the source's masters now serve [{wanted}]: its topology changed since, so the checkpoints no longer describe one master each. Empty the target (its __cutover:* keys too), or set sync.target_not_empty = \"flush\", to sync from scratch"
             )));
         }
         None => {}

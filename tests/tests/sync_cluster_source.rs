@@ -537,6 +537,16 @@ fn a_slot_moved_on_the_source_stops_the_sync_and_says_which() {
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
     let err = proxy.status()["last_error"].clone();
     assert!(err.contains("topology changed since"), "{err}");
+    drop(proxy);
+
+    // Unless the target may be emptied: then it starts over with the new layout.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync]\ntarget_not_empty = \"flush\"\n").unwrap();
+    let proxy = cutover_from(&source, &target.url(), &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut Target::one(&target));
+    assert_eq!(proxy.status()["full_syncs"], "3");
 }
 
 #[test]
