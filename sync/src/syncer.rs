@@ -181,6 +181,9 @@ async fn run_once(
     memory: &mut TargetMemory,
 ) -> Result<(), SyncError> {
     status.set_state(SyncState::Connecting);
+    if cfg.scope.is_none() {
+        refuse_cluster_source(&cfg.source).await?;
+    }
     let mut control = match cfg.target.connect(&SessionSetup::default()).await {
         Ok(c) => c,
         Err(e) if e.is_retryable() && !memory.cluster_masters.is_empty() => {
@@ -253,6 +256,27 @@ async fn run_once(
     };
     status.set_applied(offset);
     stream(cfg, status, link, target, replid, offset, db).await
+}
+
+/// A lone link replicates one node: a cluster node would give one master's share and look
+/// complete. (A cluster source gets one link per master; it ends up here only when it did
+/// not answer while cutover started and was taken for a single server.)
+async fn refuse_cluster_source(source: &Connector) -> Result<(), SyncError> {
+    let mut conn = source
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| SyncError::Source(e.to_string()))?;
+    let r = conn
+        .request(&[&[b"INFO", b"cluster"]])
+        .await
+        .map_err(|e| SyncError::Source(e.to_string()))?;
+    if memchr::memmem::find(&r[0], b"cluster_enabled:1").is_some() {
+        return Err(SyncError::Config(format!(
+            "the source {} is a Redis Cluster node, but it was not recognised as one when cutover started (it did not answer then): one link would copy one master's share only; restart cutover to sync every master",
+            source.addr()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) struct StatusAdd;
