@@ -1072,43 +1072,55 @@ impl ClusterClient {
             })
             .count();
         let upto = self.base + complete as u64;
-        let mut limit = None;
-        while let Some(&end) = self.batch_ends.front() {
-            if end > upto {
-                break;
-            }
-            limit = Some(end);
+        while self.batch_ends.front().is_some_and(|&e| e <= self.base) {
             self.batch_ends.pop_front();
         }
-        let limit = match limit {
+        let last_end = self
+            .batch_ends
+            .iter()
+            .take_while(|&&e| e <= upto)
+            .last()
+            .copied();
+        let limit = match last_end {
             Some(l) => l,
             None if self.opts.dedicated || complete >= HOLD_MAX_ENTRIES => upto,
             None => self.base,
         };
-        let mut count = 0u32;
-        let mut failed = false;
+        // One message per batch: the session counts each message against one batch of
+        // its own (the same batches, handed over by `send`).
         while self.base < limit {
-            let Some(e) = self.entries.pop_front() else {
-                break;
+            let stop = match self.batch_ends.front() {
+                Some(&e) if e <= limit => {
+                    self.batch_ends.pop_front();
+                    e
+                }
+                _ => limit,
             };
-            self.base += 1;
-            failed |= e.parts.iter().any(|p| p.failed);
-            count += e.replies;
-            merge_into(&mut self.emit_buf, e, self.opts.resp3);
-        }
-        if count > 0 || !self.emit_buf.is_empty() {
-            // The buffer is reused: once the owner has copied the previous message out and
-            // dropped it, `split` finds its memory free again.
-            self.ready.push(Reply {
-                data: self.emit_buf.split().freeze(),
-                count,
-                kind: if failed {
-                    ReplyKind::Failed
-                } else {
-                    ReplyKind::Data
-                },
-                tag: 0,
-            });
+            let mut count = 0u32;
+            let mut failed = false;
+            while self.base < stop {
+                let Some(e) = self.entries.pop_front() else {
+                    break;
+                };
+                self.base += 1;
+                failed |= e.parts.iter().any(|p| p.failed);
+                count += e.replies;
+                merge_into(&mut self.emit_buf, e, self.opts.resp3);
+            }
+            if count > 0 || !self.emit_buf.is_empty() {
+                // The buffer is reused: once the owner has copied the previous message
+                // out and dropped it, `split` finds its memory free again.
+                self.ready.push(Reply {
+                    data: self.emit_buf.split().freeze(),
+                    count,
+                    kind: if failed {
+                        ReplyKind::Failed
+                    } else {
+                        ReplyKind::Data
+                    },
+                    tag: 0,
+                });
+            }
         }
     }
 }

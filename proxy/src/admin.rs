@@ -247,12 +247,13 @@ pub fn status(sh: &Shared) -> String {
         "source_writes_after_fence",
         &sh.sync
             .as_ref()
-            .map_or(0, |s| sync::SyncStatus::get(&s.writes_after_fence)),
+            .map_or(0, |s| s.total(|l| &l.writes_after_fence)),
     );
     match &sh.sync {
         None => line("sync_state", &"off"),
         Some(sy) => {
-            use sync::SyncStatus as S;
+            // The whole (sums; the least advanced state), then each link of a cluster
+            // source on one line, as INFO shows replicas.
             line("sync_state", &sy.state().as_str());
             let target = sh.settings.target.as_ref().map(|t| t.url.addr());
             line("target", &target.unwrap_or_default());
@@ -260,14 +261,45 @@ pub fn status(sh: &Shared) -> String {
             line("applied_offset", &sy.applied());
             line("lag_bytes", &sy.lag_bytes());
             line("lag_ms", &sy.lag_ms());
-            line("rdb_bytes", &S::get(&sy.rdb_bytes));
-            line("rdb_bytes_loaded", &S::get(&sy.rdb_bytes_loaded));
-            line("keys_loaded", &S::get(&sy.keys_loaded));
-            line("full_syncs", &S::get(&sy.full_syncs));
-            line("partial_syncs", &S::get(&sy.partial_syncs));
-            line("spool_bytes", &S::get(&sy.spool_bytes));
-            line("split_transactions", &S::get(&sy.split_transactions));
+            line("rdb_bytes", &sy.total(|l| &l.rdb_bytes));
+            line("rdb_bytes_loaded", &sy.total(|l| &l.rdb_bytes_loaded));
+            line("keys_loaded", &sy.total(|l| &l.keys_loaded));
+            line("full_syncs", &sy.total(|l| &l.full_syncs));
+            line("partial_syncs", &sy.total(|l| &l.partial_syncs));
+            line("spool_bytes", &sy.total(|l| &l.spool_bytes));
+            line("split_transactions", &sy.total(|l| &l.split_transactions));
             line("last_error", &sy.last_error());
+            if sy.is_multi() {
+                line("sync_links", &sy.links.len());
+                for (i, l) in sy.links.iter().enumerate() {
+                    use sync::SyncStatus as S;
+                    let st = &l.status;
+                    line(
+                        &format!("sync_link{i}"),
+                        &format!(
+                            "addr={},slots={},state={},source_offset={},applied_offset={},lag_bytes={},lag_ms={},keys_loaded={},full_syncs={},partial_syncs={}",
+                            l.addr,
+                            // Ranges apart with spaces: commas part the fields.
+                            sync::scope::ranges_text(&l.ranges).replace(',', " "),
+                            st.state().as_str(),
+                            st.source_offset(),
+                            st.applied(),
+                            st.lag_bytes(),
+                            st.lag_ms(),
+                            S::get(&st.keys_loaded),
+                            S::get(&st.full_syncs),
+                            S::get(&st.partial_syncs),
+                        ),
+                    );
+                    let err = st.last_error();
+                    if !err.is_empty() {
+                        line(
+                            &format!("sync_link{i}_error"),
+                            &err.replace(['\r', '\n'], " "),
+                        );
+                    }
+                }
+            }
         }
     }
     s

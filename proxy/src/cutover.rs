@@ -9,13 +9,17 @@
 //! target, in order per connection). Any failure before the flip aborts: the source is
 //! unpaused and the held commands go to the source; no client write has touched the
 //! target. After the flip the source stays paused for writes.
+//!
+//! A cluster source has one replication link per master: each master is fenced (paused,
+//! its own offset read), the catch-up waits for every link to reach its master's offset,
+//! every link stops at its own, and an abort unpauses every master.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use cluster::{NodeStream, SessionSetup};
+use cluster::{Connector, NodeStream, SessionSetup};
 
 use crate::route::Side;
 use crate::session::Shared;
@@ -211,12 +215,14 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     let (Some(sync), Some(target)) = (sh.sync.clone(), sh.target.clone()) else {
         return Err("no target configured".into());
     };
-    let source = sh.source.clone();
     let deadline = Instant::now() + opts.timeout;
     // Connections opened and scripts loaded before the gate, under the same deadline:
     // nothing slow happens while clients wait, and a stalled side fails the command.
     let prepared = tokio::time::timeout_at(deadline.into(), async {
-        let src = connect(&source, "source").await?;
+        let mut src = Vec::with_capacity(sync.links.len());
+        for l in &sync.links {
+            src.push(connect_node(&l.source, "source").await?);
+        }
         let tgt = connect_for_key(&target, RECORD_KEY, "target").await?;
         let mut masters = connect_masters(&target, "target").await?;
         let loaded = load_scripts(sh, &mut masters, 0).await?;
@@ -258,41 +264,57 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             .as_millis() as u64)
             .max(100)
             + 10_000;
-        let r = request(
-            &mut src,
-            &[
-                b"CLIENT",
-                b"PAUSE",
-                pause_ms.to_string().as_bytes(),
-                b"WRITE",
-            ],
-            "source",
-        )
-        .await?;
-        if r.first() == Some(&b'-') {
-            return Err(format!("the source refused CLIENT PAUSE: {}", text(&r)));
+        // Every master of the source paused first, then each one's offset read: no link's
+        // master takes a write once the first offset is read.
+        let pause = pause_ms.to_string();
+        for (l, c) in sync.links.iter().zip(src.iter_mut()) {
+            let r = request(
+                c,
+                &[b"CLIENT", b"PAUSE", pause.as_bytes(), b"WRITE"],
+                "source",
+            )
+            .await?;
+            if r.first() == Some(&b'-') {
+                return Err(format!(
+                    "the source {} refused CLIENT PAUSE: {}",
+                    l.addr,
+                    text(&r)
+                ));
+            }
         }
-        let info = request(&mut src, &[b"INFO", b"replication"], "source").await?;
-        let fence = String::from_utf8_lossy(&info)
-            .lines()
-            .find_map(|l| l.strip_prefix("master_repl_offset:"))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or("cannot read the source's master_repl_offset")?;
+        let mut fences = Vec::with_capacity(src.len());
+        for (l, c) in sync.links.iter().zip(src.iter_mut()) {
+            let info = request(c, &[b"INFO", b"replication"], "source").await?;
+            let fence = String::from_utf8_lossy(&info)
+                .lines()
+                .find_map(|line| line.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "cannot read the master_repl_offset of the source {}",
+                        l.addr
+                    )
+                })?;
+            fences.push(fence);
+        }
         sh.cutover.set(State::CatchingUp);
-        while sync.applied() < fence {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "deadline passed while the target caught up: applied {} of {fence}",
-                    sync.applied()
-                ));
+        for (l, &fence) in sync.links.iter().zip(&fences) {
+            while l.status.applied() < fence {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "deadline passed while the target caught up: applied {} of {fence} from {}",
+                        l.status.applied(),
+                        l.addr
+                    ));
+                }
+                if sync.state() != sync::SyncState::Streaming {
+                    return Err(format!(
+                        "the syncer left streaming ({})",
+                        sync.state().as_str()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            if sync.state() != sync::SyncState::Streaming {
-                return Err(format!(
-                    "the syncer left streaming ({})",
-                    sync.state().as_str()
-                ));
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
         }
         // Subscribers listen on the target too before anything is released there.
         while sh.router.resubscribed.load(Ordering::Acquire)
@@ -309,7 +331,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         }
         // Scripts seen during the gate too (before the flip: EVALSHA must work at once).
         loaded = load_scripts(sh, &mut masters, loaded).await?;
-        Ok(fence)
+        Ok(fences)
     };
     // Every step under the deadline: a side that stops answering aborts the cutover.
     let result = match tokio::time::timeout_at(deadline.into(), steps).await {
@@ -317,10 +339,14 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         Err(_) => Err("deadline passed (the source or the target stopped answering)".into()),
     };
     match result {
-        Ok(fence) => {
+        Ok(fences) => {
             // Flip. From here on there is no going back: the syncer applies nothing past
             // the fence, the route swaps in one step, the held commands go to the target.
-            sync.set_fence(fence);
+            for (l, &f) in sync.links.iter().zip(&fences) {
+                l.status.set_fence(f);
+            }
+            // One figure for reports: the sum, as the offsets STATUS shows.
+            let fence: i64 = fences.iter().sum();
             let held = sh.router.held_clients.load(Ordering::Relaxed);
             let epoch = sh.router.switch(Side::Target, target.clone());
             sh.router.open_gate();
@@ -346,7 +372,9 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 held,
                 "CUTOVER: clients now go to the target"
             );
-            keep_fenced(sh.clone(), src);
+            for (l, c) in sync.links.iter().zip(src) {
+                keep_fenced(sh.clone(), l.source.clone(), c);
+            }
             Ok(Some(Report {
                 epoch,
                 pause_ms: pause.as_secs_f64() * 1000.0,
@@ -359,7 +387,9 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             // (bounded, retried in the background: a stalled source must not keep the
             // gate closed past the deadline).
             sh.router.open_gate();
-            unpause(sh.clone(), src);
+            for (l, c) in sync.links.iter().zip(src) {
+                unpause(l.source.clone(), c);
+            }
             sh.cutover.set(State::Aborted);
             sh.cutover
                 .last_pause_us
@@ -420,7 +450,7 @@ fn record_switch(
 /// Lifts the source's write pause after an abort: on the connection that paused it if it
 /// answers within 500 ms, else on fresh connections, retried until it works (the pause
 /// would otherwise only end when it expires).
-fn unpause(sh: Arc<Shared>, mut src: NodeStream) {
+fn unpause(node: Arc<Connector>, mut src: NodeStream) {
     tokio::spawn(async move {
         let mut fresh = false;
         for attempt in 0..20u32 {
@@ -437,7 +467,7 @@ fn unpause(sh: Arc<Shared>, mut src: NodeStream) {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            match connect(&sh.source, "source").await {
+            match connect_node(&node, "source").await {
                 Ok(c) => {
                     src = c;
                     fresh = true;
@@ -453,7 +483,7 @@ fn unpause(sh: Arc<Shared>, mut src: NodeStream) {
 
 /// Keeps the source's writes paused after the switch (renewing the pause), so a writer
 /// that bypasses the proxy, or an expiry, cannot change what is no longer served.
-fn keep_fenced(sh: Arc<Shared>, mut src: NodeStream) {
+fn keep_fenced(sh: Arc<Shared>, node: Arc<Connector>, mut src: NodeStream) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -469,7 +499,7 @@ fn keep_fenced(sh: Arc<Shared>, mut src: NodeStream) {
             .is_ok_and(|r| r.first() == Some(&b'+'));
             if !ok {
                 tracing::warn!("cannot renew the source's write pause; reconnecting");
-                match connect(&sh.source, "source").await {
+                match connect_node(&node, "source").await {
                     Ok(s) => src = s,
                     Err(e) => tracing::warn!(error = %e, "source unreachable"),
                 }
@@ -479,10 +509,13 @@ fn keep_fenced(sh: Arc<Shared>, mut src: NodeStream) {
 }
 
 async fn connect(up: &Upstream, side: &str) -> Result<NodeStream, String> {
-    up.connector()
-        .connect(&SessionSetup::default())
+    connect_node(up.connector(), side).await
+}
+
+async fn connect_node(node: &Connector, side: &str) -> Result<NodeStream, String> {
+    node.connect(&SessionSetup::default())
         .await
-        .map_err(|e| format!("{side}: {e}"))
+        .map_err(|e| format!("{side} {}: {e}", node.addr()))
 }
 
 /// A connection to the node that holds `key`: the server itself, or on a cluster the

@@ -6,6 +6,7 @@
 //!   forwarding the rest in order.
 //! - [`upstream`]: the Redis behind the proxy: pools of shared pipelined connections and
 //!   dedicated ones.
+//! - [`syncing`]: starting the syncer (one link, or one per master of a cluster source).
 //! - [`admin`], [`metrics`], [`stats`]: the operator's view.
 //! - [`config`], [`cli`], [`logging`]: how it is configured.
 
@@ -23,4 +24,5 @@ pub mod scripts;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod syncing;
 pub mod upstream;

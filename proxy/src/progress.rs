@@ -1,16 +1,17 @@
 //! The syncer's figures for people and for Prometheus: a progress bar for the full load
 //! (bytes, keys/s, ETA) when stderr is a terminal (off a terminal the syncer's own log
-//! lines report progress), and the STATUS sync fields published as gauges every second.
+//! lines report progress), and the STATUS sync fields published as gauges every second:
+//! the whole, and each link of a cluster source with a `link` label (its master).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sync::{SyncState, SyncStatus};
+use sync::{SyncSet, SyncState};
 
 /// Publishes the sync fields of STATUS as Prometheus gauges, once a second.
-pub fn spawn_gauges(status: Arc<SyncStatus>) {
+pub fn spawn_gauges(set: Arc<SyncSet>) {
     use metrics::gauge;
     tokio::spawn(async move {
         let state = gauge!("cutover_sync_state");
@@ -25,26 +26,50 @@ pub fn spawn_gauges(status: Arc<SyncStatus>) {
         let partial = gauge!("cutover_sync_partial_syncs");
         let spool = gauge!("cutover_sync_spool_bytes");
         let after_fence = gauge!("cutover_source_writes_after_fence");
+        // Per link only when there are several (a cluster source).
+        let per_link: Vec<_> = if set.is_multi() {
+            set.links
+                .iter()
+                .map(|l| {
+                    let label = [("link", l.addr.clone())];
+                    (
+                        l.status.clone(),
+                        gauge!("cutover_sync_link_state", &label),
+                        gauge!("cutover_sync_link_source_offset", &label),
+                        gauge!("cutover_sync_link_applied_offset", &label),
+                        gauge!("cutover_sync_link_lag_bytes", &label),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         loop {
-            state.set(status.state() as u8 as f64);
-            source.set(status.source_offset() as f64);
-            applied.set(status.applied() as f64);
-            lag_bytes.set(status.lag_bytes() as f64);
-            lag_ms.set(status.lag_ms() as f64);
-            rdb.set(SyncStatus::get(&status.rdb_bytes) as f64);
-            rdb_loaded.set(SyncStatus::get(&status.rdb_bytes_loaded) as f64);
-            keys.set(SyncStatus::get(&status.keys_loaded) as f64);
-            full.set(SyncStatus::get(&status.full_syncs) as f64);
-            partial.set(SyncStatus::get(&status.partial_syncs) as f64);
-            spool.set(SyncStatus::get(&status.spool_bytes) as f64);
-            after_fence.set(SyncStatus::get(&status.writes_after_fence) as f64);
+            state.set(set.state() as u8 as f64);
+            source.set(set.source_offset() as f64);
+            applied.set(set.applied() as f64);
+            lag_bytes.set(set.lag_bytes() as f64);
+            lag_ms.set(set.lag_ms() as f64);
+            rdb.set(set.total(|s| &s.rdb_bytes) as f64);
+            rdb_loaded.set(set.total(|s| &s.rdb_bytes_loaded) as f64);
+            keys.set(set.total(|s| &s.keys_loaded) as f64);
+            full.set(set.total(|s| &s.full_syncs) as f64);
+            partial.set(set.total(|s| &s.partial_syncs) as f64);
+            spool.set(set.total(|s| &s.spool_bytes) as f64);
+            after_fence.set(set.total(|s| &s.writes_after_fence) as f64);
+            for (st, state, source, applied, lag) in &per_link {
+                state.set(st.state() as u8 as f64);
+                source.set(st.source_offset() as f64);
+                applied.set(st.applied() as f64);
+                lag.set(st.lag_bytes() as f64);
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }
 
 /// Draws the bar whenever a full load runs. Returns at once when stderr is not a terminal.
-pub fn spawn(status: Arc<SyncStatus>) {
+pub fn spawn(set: Arc<SyncSet>) {
     if !std::io::stderr().is_terminal() {
         return;
     }
@@ -52,10 +77,13 @@ pub fn spawn(status: Arc<SyncStatus>) {
         let mut bar: Option<ProgressBar> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let loading = status.state() == SyncState::FullSync;
+            let loading = set
+                .links
+                .iter()
+                .any(|l| l.status.state() == SyncState::FullSync);
             match (&bar, loading) {
                 (None, true) => {
-                    let total = SyncStatus::get(&status.rdb_bytes);
+                    let total = set.total(|s| &s.rdb_bytes);
                     let b = if total > 0 {
                         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
                     } else {
@@ -72,8 +100,8 @@ pub fn spawn(status: Arc<SyncStatus>) {
                     bar = Some(b);
                 }
                 (Some(b), true) => {
-                    b.set_position(SyncStatus::get(&status.rdb_bytes_loaded));
-                    let keys = SyncStatus::get(&status.keys_loaded);
+                    b.set_position(set.total(|s| &s.rdb_bytes_loaded));
+                    let keys = set.total(|s| &s.keys_loaded);
                     let secs = b.elapsed().as_secs_f64().max(0.001);
                     b.set_message(format!("{keys} keys, {:.0} keys/s", keys as f64 / secs));
                 }

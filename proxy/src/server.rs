@@ -48,17 +48,6 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         .await
         .context("setting up the source")?,
     );
-    if settings.target.is_some() && source.cluster().is_some() {
-        // One replication link reaches one master: syncing from the URL's node alone would
-        // copy a fraction of the data and look complete. Refused until links per master
-        // exist; proxying in front of a cluster source (no target) works.
-        anyhow::bail!(
-            "the source {} is a Redis Cluster node: syncing from a cluster source is not \
-             supported yet (it needs one replication link per master); run without a \
-             target to proxy it, or sync each master separately",
-            source.addr()
-        );
-    }
     let target = match &settings.target {
         None => None,
         Some(t) => Some(Arc::new(
@@ -100,51 +89,15 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         _ => crate::route::Router::new(crate::route::Side::Source, source.clone(), 0),
     });
     let (stop_sync, stop_rx) = tokio::sync::watch::channel(false);
-    let sync_status = match &settings.target {
+    let sync_set = match &settings.target {
         None => None,
         Some(_) if switched.is_some() => {
             let st = Arc::new(sync::SyncStatus::default());
             st.set_state(sync::SyncState::Stopped);
-            Some(st)
+            let conn = Arc::new(source.connector().clone());
+            Some(Arc::new(sync::SyncSet::single(source.addr(), conn, st)))
         }
-        Some(target) => {
-            let status = Arc::new(sync::SyncStatus::default());
-            let cfg = sync::SyncConfig {
-                source: Arc::new(
-                    cluster::Connector::new(
-                        settings.source.url.clone(),
-                        settings.source.tls_ca_file.as_deref(),
-                        settings.connect_timeout,
-                    )
-                    .context("source")?,
-                ),
-                target: Arc::new(
-                    cluster::Connector::new(
-                        target.url.clone(),
-                        target.tls_ca_file.as_deref(),
-                        settings.connect_timeout,
-                    )
-                    .context("target")?,
-                ),
-                listening_port: settings.listen.port(),
-                not_empty: settings.sync.not_empty,
-                on_full_resync: settings.sync.on_full_resync,
-                checkpoint_db: settings.sync.checkpoint_db,
-                forward_publish: settings.sync.forward_publish,
-                max_txn_bytes: settings.sync.max_txn_bytes,
-                max_inflight_bytes: settings.sync.max_inflight_bytes,
-                spool_dir: settings.sync.spool_dir.clone(),
-                spool_max_bytes: settings.sync.spool_max_bytes,
-                big_value_bytes: settings.sync.big_value_bytes,
-                db_map: settings.sync.db_map.clone(),
-                cross_slot: settings.sync.cross_slot,
-            };
-            tracing::info!(target = %target.url, "syncer starting");
-            tokio::spawn(sync::syncer::run(cfg, status.clone(), stop_rx));
-            crate::progress::spawn(status.clone());
-            crate::progress::spawn_gauges(status.clone());
-            Some(status)
-        }
+        Some(target) => Some(crate::syncing::start(&settings, &source, target, stop_rx)?),
     };
     let stats = Arc::new(Stats::default());
     let sh = Arc::new(Shared {
@@ -158,7 +111,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         metrics: Metrics::new(),
         next_client_id: AtomicU64::new(1),
         shutdown: shutdown.clone(),
-        sync: sync_status,
+        sync: sync_set,
         settings,
     });
     if let Some(addr) = sh.settings.admin {

@@ -65,7 +65,7 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub shutdown: CancellationToken,
     /// The syncer's state, when a target is configured.
-    pub sync: Option<Arc<sync::SyncStatus>>,
+    pub sync: Option<Arc<sync::SyncSet>>,
     pub source: Arc<crate::upstream::Upstream>,
     pub target: Option<Arc<crate::upstream::Upstream>>,
     pub cutover: crate::cutover::CutoverStatus,
@@ -1097,6 +1097,37 @@ impl Session {
             self.out.extend_from_slice(&r.data);
             return;
         }
+        // A cluster client's router hands over every reply complete at its front in one
+        // message, which may answer several batches: each batch takes its own share, so
+        // its writes leave the in-flight count (the cutover's drain waits for it) and a
+        // local reply queued between two batches keeps its place.
+        let mut r = r;
+        loop {
+            let expects = match self.pending.front() {
+                Some(Pending::Backend { remaining, .. }) => *remaining,
+                Some(Pending::Exec { .. }) => 1,
+                _ => break,
+            };
+            if r.count <= expects || expects == 0 {
+                break;
+            }
+            let Some(cut) = frames_len(&r.data, expects) else {
+                break;
+            };
+            let head = Reply {
+                data: r.data.split_to(cut),
+                count: expects,
+                kind: r.kind,
+                tag: r.tag,
+            };
+            r.count -= expects;
+            self.on_batch_reply(head);
+        }
+        self.on_batch_reply(r);
+    }
+
+    /// Replies to (part of) the batch at the front of `pending`.
+    fn on_batch_reply(&mut self, r: Reply) {
         if let Some(Pending::Exec { .. }) = self.pending.front() {
             if let Some(Pending::Exec {
                 queued,
@@ -1673,4 +1704,14 @@ async fn sleep_until(t: Option<std::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// The length of the first `n` reply frames of `data` (None when it holds fewer).
+fn frames_len(data: &[u8], n: u32) -> Option<usize> {
+    let mut scanner = resp::ReplyScanner::default();
+    let mut pos = 0;
+    for _ in 0..n {
+        pos += scanner.scan(data.get(pos..)?).ok()??;
+    }
+    Some(pos)
 }

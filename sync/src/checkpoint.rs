@@ -8,8 +8,23 @@ use cluster::NodeStream;
 
 use crate::SyncError;
 
-/// The key, a hash, in `checkpoint_db` of the target.
+/// The key, a hash, in `checkpoint_db` of the target. It also holds the switch record
+/// (`route`) and, for a cluster source, the links' plan (`source_links`); each link of a
+/// cluster source keeps its own checkpoint in [`link_key`].
 pub const KEY: &[u8] = b"__cutover:checkpoint";
+
+/// What every checkpoint hash's name starts with: never data, never emptied as data.
+pub const KEY_PREFIX: &[u8] = b"__cutover:checkpoint";
+
+/// The checkpoint key of one link of a cluster source, named after the first slot it
+/// serves (stable across restarts while the source's slots stay where they are):
+/// `__cutover:checkpoint:<first slot>`.
+pub fn link_key(first_slot: u16) -> Vec<u8> {
+    let mut k = KEY.to_vec();
+    k.push(b':');
+    k.extend_from_slice(first_slot.to_string().as_bytes());
+    k
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -26,15 +41,15 @@ impl Checkpoint {
         self.state == "streaming"
     }
 
-    /// `HSET` of this checkpoint, as a command.
-    pub fn hset(&self, out: &mut BytesMut) {
+    /// `HSET` of this checkpoint into the hash `key`, as a command.
+    pub fn hset(&self, key: &[u8], out: &mut BytesMut) {
         let offset = self.offset.to_string();
         let db = self.db.to_string();
         resp::encode::command(
             out,
             [
                 &b"HSET"[..],
-                KEY,
+                key,
                 b"state",
                 self.state.as_bytes(),
                 b"replid",
@@ -49,11 +64,15 @@ impl Checkpoint {
     }
 }
 
-/// Reads the checkpoint (None when the target has none).
-pub async fn read(conn: &mut NodeStream, db: u32) -> Result<Option<Checkpoint>, SyncError> {
+/// Reads the checkpoint hash `key` (None when the target has none).
+pub async fn read(
+    conn: &mut NodeStream,
+    db: u32,
+    key: &[u8],
+) -> Result<Option<Checkpoint>, SyncError> {
     let dbs = db.to_string();
     let replies = conn
-        .request(&[&[b"SELECT", dbs.as_bytes()], &[b"HGETALL", KEY]])
+        .request(&[&[b"SELECT", dbs.as_bytes()], &[b"HGETALL", key]])
         .await
         .map_err(|e| SyncError::Target(e.to_string()))?;
     Ok(parse(&replies[1])?.checkpoint)

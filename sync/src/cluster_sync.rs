@@ -131,7 +131,7 @@ pub(crate) async fn run_once(
     let mut router = Router::connect(cfg.target.clone(), trailer, &memory.cluster_masters).await?;
     memory.cluster_masters = router.masters().to_vec();
     router.set_max_unit_bytes(cfg.max_txn_bytes);
-    let record = read_record(&mut router).await?;
+    let record = read_record(&mut router, cfg.checkpoint_key()).await?;
     check_source_dbs(cfg).await?;
     let resume = record
         .checkpoint
@@ -157,7 +157,15 @@ pub(crate) async fn run_once(
                     ));
                 }
             }
-            prepare_for_full_load(cfg, &mut router, &record, resume.is_some()).await?;
+            match &cfg.scope {
+                // One of several links: the target was prepared once for all of them;
+                // only what this link loaded before is taken away.
+                Some(scope) if record.checkpoint.is_some() => {
+                    crate::purge::cluster(&mut router, scope).await?;
+                }
+                Some(_) => {}
+                None => prepare_for_full_load(cfg, &mut router, &record, resume.is_some()).await?,
+            }
             StatusAdd::full(status);
             let mut dest = LoadDest::Cluster(&mut router);
             let db = full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
@@ -167,7 +175,7 @@ pub(crate) async fn run_once(
             let Some(cp) = record.checkpoint else {
                 return Err(SyncError::Source("CONTINUE without a checkpoint".into()));
             };
-            let skip = read_slot_checkpoints(&mut router, cp.offset).await?;
+            let skip = read_slot_checkpoints(&mut router, cp.offset, cfg.scope.as_deref()).await?;
             tracing::info!(
                 floor = cp.offset,
                 highest = skip.max(),
@@ -233,21 +241,25 @@ async fn each_master(
     Ok(replies)
 }
 
-async fn read_record(router: &mut ClusterRouter) -> Result<checkpoint::Record, SyncError> {
+async fn read_record(
+    router: &mut ClusterRouter,
+    key: &[u8],
+) -> Result<checkpoint::Record, SyncError> {
     let mut cmd = BytesMut::new();
-    resp::encode::command(&mut cmd, [&b"HGETALL"[..], checkpoint::KEY].into_iter());
-    let reply = request(router, key_slot(checkpoint::KEY), cmd).await?;
+    resp::encode::command(&mut cmd, [&b"HGETALL"[..], key].into_iter());
+    let reply = request(router, key_slot(key), cmd).await?;
     checkpoint::parse(&reply)
 }
 
-/// Writes the main checkpoint hash on the node of its slot.
+/// Writes the main checkpoint hash (`key`) on the node of its slot.
 pub(crate) async fn write_checkpoint(
     router: &mut ClusterRouter,
+    key: &[u8],
     cp: &Checkpoint,
 ) -> Result<(), SyncError> {
     let mut cmd = BytesMut::new();
-    cp.hset(&mut cmd);
-    let reply = request(router, key_slot(checkpoint::KEY), cmd).await?;
+    cp.hset(key, &mut cmd);
+    let reply = request(router, key_slot(key), cmd).await?;
     match error_text(&reply) {
         Some(e) => Err(SyncError::Target(format!("writing the checkpoint: {e}"))),
         None => Ok(()),
@@ -347,13 +359,19 @@ async fn prepare_for_full_load(
     Ok(())
 }
 
-/// Reads every slot's checkpoint (one GET per slot, pipelined per node).
+/// Reads every slot's checkpoint (one GET per slot, pipelined per node); with a `scope`,
+/// only its slots' (the others' belong to other links, in other offset spaces).
 async fn read_slot_checkpoints(
     router: &mut ClusterRouter,
     floor: i64,
+    scope: Option<&crate::scope::LinkScope>,
 ) -> Result<SkipTable, SyncError> {
     let mut skip = SkipTable::new(floor);
-    for slot in 0..cluster::slots::SLOT_COUNT {
+    let slots: Vec<u16> = match scope {
+        Some(s) => s.slots().collect(),
+        None => (0..cluster::slots::SLOT_COUNT).collect(),
+    };
+    for &slot in &slots {
         let mut cmd = BytesMut::new();
         slot_checkpoint::get_command(&mut cmd, slot);
         router.enqueue(
@@ -367,7 +385,7 @@ async fn read_slot_checkpoints(
         );
     }
     router.flush()?;
-    for _ in 0..cluster::slots::SLOT_COUNT {
+    for _ in 0..slots.len() {
         let d = router.next().await?;
         let reply = d.replies.first().cloned().unwrap_or_default();
         match slot_checkpoint::parse_get(&reply) {
@@ -796,7 +814,7 @@ impl<'a> Stream<'a> {
             }
             b"publish" | b"spublish"
                 if !self.cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
-            _ => match slotting::place(cmd, args)? {
+            _ => match self.placed(name, cmd, args)? {
                 Placement::Select(n) => {
                     if self.cfg.db_map.target(n) != 0 {
                         return Err(unmapped_dbs(&[format!("db{n} (the stream selects it)")]));
@@ -838,6 +856,25 @@ impl<'a> Stream<'a> {
             },
         }
         Ok(())
+    }
+
+    /// Where a stream command goes. One link of several (a cluster source) first checks
+    /// it stays within the link's slots; a PUBLISH whose channel hashes elsewhere goes in
+    /// the link's first slot (its checkpoint must stay within the link's own slots).
+    fn placed(
+        &self,
+        name: &[u8],
+        cmd: &[u8],
+        args: &[std::ops::Range<usize>],
+    ) -> Result<Placement, SyncError> {
+        let Some(scope) = &self.cfg.scope else {
+            return slotting::place(cmd, args);
+        };
+        scope.check(name, cmd, args)?;
+        Ok(match slotting::place(cmd, args)? {
+            Placement::Slot(slot) if !scope.owns(slot) => Placement::Slot(scope.first_slot()),
+            p => p,
+        })
     }
 
     /// A stream command for `slot` (inside a source transaction: a part of it).
@@ -951,7 +988,8 @@ impl<'a> Stream<'a> {
         // The node of the main checkpoint runs it in one transaction with the checkpoint
         // (offset: the barrier's start), so a FLUSHALL there can't leave the run without
         // a checkpoint; the other masters run it alone.
-        let ck_slot = key_slot(checkpoint::KEY);
+        let ck_key = self.cfg.checkpoint_key();
+        let ck_slot = key_slot(ck_key);
         let owner = self.router.owner_of(ck_slot).cloned();
         let mut data = BytesMut::from(&b.cmd[..]);
         Checkpoint {
@@ -960,7 +998,7 @@ impl<'a> Stream<'a> {
             offset: b.start,
             db: self.db,
         }
-        .hset(&mut data);
+        .hset(ck_key, &mut data);
         let piece = Piece {
             data: data.freeze(),
             count: 2,
@@ -1020,10 +1058,10 @@ impl<'a> Stream<'a> {
             offset: a,
             db: self.db,
         }
-        .hset(&mut data);
+        .hset(self.cfg.checkpoint_key(), &mut data);
         self.floor_writing = true;
         self.router.send_control(
-            key_slot(checkpoint::KEY),
+            key_slot(self.cfg.checkpoint_key()),
             Piece {
                 data: data.freeze(),
                 count: 1,

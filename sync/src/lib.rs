@@ -13,15 +13,24 @@
 //! - [`syncer`]: the orchestration: start, full load, stream, resume.
 //! - [`cluster_sync`]: the same against a Redis Cluster target.
 //! - [`status`]: what STATUS and the metrics report.
+//! - [`cluster_source`]: a Redis Cluster source: one link per master, the target prepared
+//!   once for all, the source's topology watched.
+//! - [`scope`]: what one of those links owns (its slots, its checkpoint key).
+//! - [`purge`]: emptying one link's slots on the target before it loads again.
+//! - [`links`]: the links seen as one (per-link and aggregate figures).
 
 pub mod checkpoint;
+pub mod cluster_source;
 pub mod cluster_sync;
 pub mod cluster_target;
 pub mod error;
 pub mod link;
+pub mod links;
 pub mod load;
+pub mod purge;
 pub mod rdb;
 pub mod reencode;
+pub mod scope;
 pub mod slot_checkpoint;
 pub mod slotting;
 pub mod spool;
@@ -30,5 +39,6 @@ pub mod syncer;
 pub mod target;
 
 pub use error::SyncError;
+pub use links::{LinkInfo, SyncSet};
 pub use status::{SyncState, SyncStatus};
 pub use syncer::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};

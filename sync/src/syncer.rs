@@ -75,6 +75,18 @@ pub struct SyncConfig {
     pub db_map: DbMap,
     /// Cluster targets: the source's transactions whose keys span slots.
     pub cross_slot: CrossSlot,
+    /// Set when this link is one of several sharing the target (a cluster source: one
+    /// per master): what it owns ([`crate::scope`]). None: the only link.
+    pub scope: Option<Arc<crate::scope::LinkScope>>,
+}
+
+impl SyncConfig {
+    /// The hash this link's checkpoint lives in.
+    pub fn checkpoint_key(&self) -> &[u8] {
+        self.scope
+            .as_ref()
+            .map_or(checkpoint::KEY, |s| &s.checkpoint_key[..])
+    }
 }
 
 /// Default of [`SyncConfig::big_value_bytes`].
@@ -169,6 +181,9 @@ async fn run_once(
     memory: &mut TargetMemory,
 ) -> Result<(), SyncError> {
     status.set_state(SyncState::Connecting);
+    if cfg.scope.is_none() {
+        refuse_cluster_source(&cfg.source).await?;
+    }
     let mut control = match cfg.target.connect(&SessionSetup::default()).await {
         Ok(c) => c,
         Err(e) if e.is_retryable() && !memory.cluster_masters.is_empty() => {
@@ -181,7 +196,7 @@ async fn run_once(
         drop(control);
         return crate::cluster_sync::run_once(cfg, status, memory).await;
     }
-    let cp = checkpoint::read(&mut control, cfg.checkpoint_db).await?;
+    let cp = checkpoint::read(&mut control, cfg.checkpoint_db, cfg.checkpoint_key()).await?;
     let resume = cp
         .as_ref()
         .filter(|c| c.is_streaming())
@@ -208,7 +223,17 @@ async fn run_once(
                     ));
                 }
             }
-            prepare_for_full_load(cfg, &mut control, cp.as_ref(), resume.is_some()).await?;
+            match &cfg.scope {
+                // One of several links: the target was prepared once for all of them;
+                // only what this link loaded before is taken away.
+                Some(scope) if cp.is_some() => {
+                    crate::purge::node(&mut control, cfg.db_map.target(0), scope).await?;
+                }
+                Some(_) => {}
+                None => {
+                    prepare_for_full_load(cfg, &mut control, cp.as_ref(), resume.is_some()).await?
+                }
+            }
             StatusAdd::full(status);
             let mut dest = LoadDest::Node {
                 target: &mut target,
@@ -231,6 +256,27 @@ async fn run_once(
     };
     status.set_applied(offset);
     stream(cfg, status, link, target, replid, offset, db).await
+}
+
+/// A lone link replicates one node: a cluster node would give one master's share and look
+/// complete. (A cluster source gets one link per master; it ends up here only when it did
+/// not answer while cutover started and was taken for a single server.)
+async fn refuse_cluster_source(source: &Connector) -> Result<(), SyncError> {
+    let mut conn = source
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| SyncError::Source(e.to_string()))?;
+    let r = conn
+        .request(&[&[b"INFO", b"cluster"]])
+        .await
+        .map_err(|e| SyncError::Source(e.to_string()))?;
+    if memchr::memmem::find(&r[0], b"cluster_enabled:1").is_some() {
+        return Err(SyncError::Config(format!(
+            "the source {} is a Redis Cluster node, but it was not recognised as one when cutover started (it did not answer then): one link would copy one master's share only; restart cutover to sync every master",
+            source.addr()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) struct StatusAdd;
@@ -326,19 +372,26 @@ pub(crate) enum LoadDest<'a> {
 
 impl LoadDest<'_> {
     /// Writes the checkpoint hash (in `checkpoint_db`).
-    async fn write_checkpoint(&mut self, cp: &Checkpoint, ckdb: &str) -> Result<(), SyncError> {
+    async fn write_checkpoint(
+        &mut self,
+        cfg: &SyncConfig,
+        cp: &Checkpoint,
+        ckdb: &str,
+    ) -> Result<(), SyncError> {
         match self {
             LoadDest::Node { control, .. } => {
                 let mut out = BytesMut::new();
                 resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
-                cp.hset(&mut out);
+                cp.hset(cfg.checkpoint_key(), &mut out);
                 control
                     .request_raw(&out, 2)
                     .await
                     .map_err(|e| SyncError::Target(e.to_string()))?;
                 Ok(())
             }
-            LoadDest::Cluster(router) => crate::cluster_sync::write_checkpoint(router, cp).await,
+            LoadDest::Cluster(router) => {
+                crate::cluster_sync::write_checkpoint(router, cfg.checkpoint_key(), cp).await
+            }
         }
     }
 
@@ -380,7 +433,7 @@ pub(crate) async fn full_load(
         offset,
         db: 0,
     };
-    dest.write_checkpoint(&loading, &dbs).await?;
+    dest.write_checkpoint(cfg, &loading, &dbs).await?;
 
     let payload = link.payload_header().await?;
     if let Payload::Len(n) = payload {
@@ -496,7 +549,7 @@ pub(crate) async fn full_load(
         offset,
         db: stream_db,
     };
-    dest.write_checkpoint(&streaming, &dbs).await?;
+    dest.write_checkpoint(cfg, &streaming, &dbs).await?;
     tracing::info!(
         keys = SyncStatus::get(&status.keys_loaded),
         bytes = SyncStatus::get(&status.rdb_bytes_loaded),
@@ -709,6 +762,26 @@ async fn stream(
                         b"exec" => in_multi = false,
                         b"publish" if !cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
                         _ => {
+                            let refused = cfg
+                                .scope
+                                .as_ref()
+                                .and_then(|s| s.check(&name, &pbuf, args).err());
+                            if let Some(e) = refused {
+                                // Everything before it is applied, then the link stops.
+                                if !in_multi && txn.dirty {
+                                    let key = cfg.checkpoint_key();
+                                    flush_txn(&mut txn, &mut target, &replid, db, &ckdb, key)?;
+                                }
+                                target
+                                    .drain(|m, r| {
+                                        if let Some(off) = check_txn(m, &r)? {
+                                            status.set_applied(off);
+                                        }
+                                        Ok(())
+                                    })
+                                    .await?;
+                                return Err(e);
+                            }
                             if name == b"select" {
                                 if let Some(n) = std::str::from_utf8(arg(1))
                                     .ok()
@@ -749,15 +822,36 @@ async fn stream(
                 }
                 pbuf.advance(len);
                 if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
-                    flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+                    flush_txn(
+                        &mut txn,
+                        &mut target,
+                        &replid,
+                        db,
+                        &ckdb,
+                        cfg.checkpoint_key(),
+                    )?;
                 }
             }
             if !in_multi && txn.dirty {
-                flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+                flush_txn(
+                    &mut txn,
+                    &mut target,
+                    &replid,
+                    db,
+                    &ckdb,
+                    cfg.checkpoint_key(),
+                )?;
             }
         }
         if !in_multi && txn.dirty {
-            flush_txn(&mut txn, &mut target, &replid, db, &ckdb, cfg.checkpoint_db)?;
+            flush_txn(
+                &mut txn,
+                &mut target,
+                &replid,
+                db,
+                &ckdb,
+                cfg.checkpoint_key(),
+            )?;
         }
         status
             .spool_bytes
@@ -799,9 +893,8 @@ fn flush_txn(
     replid: &str,
     db: u32,
     ckdb: &str,
-    checkpoint_db: u32,
+    checkpoint_key: &[u8],
 ) -> Result<(), SyncError> {
-    let _ = checkpoint_db;
     if txn.count == 0 {
         // Nothing but the checkpoint: the db the transaction starts in does not matter.
         let sdb = "0";
@@ -815,7 +908,7 @@ fn flush_txn(
         offset: txn.end_offset,
         db,
     }
-    .hset(&mut txn.buf);
+    .hset(checkpoint_key, &mut txn.buf);
     resp::encode::command(&mut txn.buf, [&b"EXEC"[..]].into_iter());
     let count = txn.count + 5;
     let meta = Meta::Txn {

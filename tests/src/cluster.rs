@@ -44,6 +44,14 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..total)
             .map(|_| RedisServer::builder().args(&NODE_ARGS).args(extra).start())
             .collect();
+        if masters < 3 {
+            // redis-cli creates clusters of 3 masters or more: smaller ones by hand.
+            assert_eq!(
+                replicas, 0,
+                "a cluster of fewer than 3 masters has no replicas here"
+            );
+            return RedisCluster::start_small(nodes);
+        }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port()))
@@ -92,6 +100,37 @@ impl RedisCluster {
                     info.windows(21).any(|l| l == b"master_link_status:up")
                 });
             }
+        }
+        cluster
+    }
+
+    /// A cluster of 1 or 2 masters: the slots split evenly (ADDSLOTSRANGE), the nodes
+    /// introduced to each other (MEET).
+    fn start_small(nodes: Vec<RedisServer>) -> RedisCluster {
+        let n = nodes.len();
+        let per = 16384 / n;
+        for (i, node) in nodes.iter().enumerate() {
+            let lo = i * per;
+            let hi = if i + 1 == n { 16383 } else { lo + per - 1 };
+            let r = node.cmd(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()]);
+            assert_eq!(r, b"+OK\r\n", "ADDSLOTSRANGE: {}", show(&r));
+            // Distinct epochs, so no collision needs resolving.
+            node.cmd(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
+        }
+        for node in &nodes[1..] {
+            let port = node.port().to_string();
+            let r = nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &port]);
+            assert_eq!(r, b"+OK\r\n", "MEET: {}", show(&r));
+        }
+        let cluster = RedisCluster { nodes, masters: n };
+        cluster.wait_ok();
+        for i in 0..n {
+            let key = cluster.key_on(i, "ready");
+            let mut w = cluster.nodes[i].wire();
+            poll_until(Duration::from_secs(10), || {
+                w.cmd(&["SET", key.as_str(), "1"]) == b"+OK\r\n"
+            });
+            w.cmd(&["DEL", key.as_str()]);
         }
         cluster
     }

@@ -428,29 +428,3 @@ fn count(w: &mut Wire, key: &str) -> u64 {
     }
     support::Value::parse(&r).text().parse().unwrap_or(0)
 }
-
-/// Syncing from a cluster source needs a link per master: until then it is refused at
-/// start with the reason, never run half-way from one master.
-#[test]
-fn a_cluster_source_with_a_target_is_refused_at_start() {
-    if skip_direct("cluster routing") {
-        return;
-    }
-    let cluster = RedisCluster::start(3);
-    let target = support::RedisServer::start();
-    let port = support::free_port();
-    let admin = support::free_port();
-    let out = Command::new(support::cutover_bin())
-        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--source", &cluster.url(), "--target", &target.url()])
-        .output()
-        .expect("run cutover");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("syncing from a cluster source is not supported yet"),
-        "{err}"
-    );
-    assert_bytes(target.cmd(&["DBSIZE"]), int(0));
-}

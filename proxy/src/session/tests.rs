@@ -280,3 +280,13 @@ fn blocking_commands_are_reissued_with_what_is_left_of_their_timeout() {
         String::from_utf8_lossy(&r)
     );
 }
+
+#[test]
+fn a_reply_message_splits_at_frame_boundaries() {
+    let data = b"+OK\r\n*2\r\n$1\r\na\r\n:1\r\n$-1\r\n";
+    assert_eq!(frames_len(data, 1), Some(5));
+    assert_eq!(frames_len(data, 2), Some(20));
+    assert_eq!(frames_len(data, 3), Some(data.len()));
+    assert_eq!(frames_len(data, 4), None);
+    assert_eq!(frames_len(b"*2\r\n:1\r\n", 1), None);
+}

@@ -1,0 +1,92 @@
+//! Starting the syncer (`--target`): one replication link for a standalone source, one per
+//! master for a Redis Cluster source ([`sync::cluster_source`]), seen by STATUS, the
+//! metrics and CUTOVER as one [`SyncSet`].
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sync::{SyncSet, SyncStatus};
+use tokio::sync::watch;
+
+use crate::config::{Endpoint, Settings};
+use crate::upstream::Upstream;
+
+/// Starts syncing `source` into `target` until `stop` turns true.
+pub fn start(
+    settings: &Settings,
+    source: &Upstream,
+    target: &Endpoint,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<SyncSet>> {
+    let seed = Arc::new(
+        cluster::Connector::new(
+            settings.source.url.clone(),
+            settings.source.tls_ca_file.as_deref(),
+            settings.connect_timeout,
+        )
+        .context("source")?,
+    );
+    let cfg = sync::SyncConfig {
+        source: seed.clone(),
+        target: Arc::new(
+            cluster::Connector::new(
+                target.url.clone(),
+                target.tls_ca_file.as_deref(),
+                settings.connect_timeout,
+            )
+            .context("target")?,
+        ),
+        listening_port: settings.listen.port(),
+        not_empty: settings.sync.not_empty,
+        on_full_resync: settings.sync.on_full_resync,
+        checkpoint_db: settings.sync.checkpoint_db,
+        forward_publish: settings.sync.forward_publish,
+        max_txn_bytes: settings.sync.max_txn_bytes,
+        max_inflight_bytes: settings.sync.max_inflight_bytes,
+        spool_dir: settings.sync.spool_dir.clone(),
+        spool_max_bytes: settings.sync.spool_max_bytes,
+        big_value_bytes: settings.sync.big_value_bytes,
+        db_map: settings.sync.db_map.clone(),
+        cross_slot: settings.sync.cross_slot,
+        scope: None,
+    };
+    let set = match source.cluster() {
+        None => {
+            let status = Arc::new(SyncStatus::default());
+            tracing::info!(target = %target.url, "syncer starting");
+            tokio::spawn(sync::syncer::run(cfg, status.clone(), stop));
+            Arc::new(SyncSet::single(source.addr(), seed, status))
+        }
+        Some(topo) => {
+            // The masters and their slots as the proxy found them at start; the links
+            // watch for any change from here on.
+            let plan = sync::cluster_source::Plan::from_map(&topo.map().slots);
+            if plan.links.is_empty() {
+                anyhow::bail!(
+                    "the source {} is a Redis Cluster whose masters serve no slots: nothing to sync",
+                    source.addr()
+                );
+            }
+            let (links, cfgs) =
+                sync::cluster_source::links(&plan, &seed, &cfg).context("source links")?;
+            let set = Arc::new(SyncSet::new(links));
+            tracing::info!(
+                target = %target.url,
+                links = plan.links.len(),
+                plan = %plan.describe(),
+                "syncer starting: one replication link per source master"
+            );
+            tokio::spawn(sync::cluster_source::run(
+                set.clone(),
+                cfgs,
+                plan,
+                seed,
+                stop,
+            ));
+            set
+        }
+    };
+    crate::progress::spawn(set.clone());
+    crate::progress::spawn_gauges(set.clone());
+    Ok(set)
+}

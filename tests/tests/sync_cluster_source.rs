@@ -1,0 +1,610 @@
+//! The syncer from a Redis Cluster source (3 masters on loopback): one replication link per
+//! master. Into one server and into a cluster of another shape (2 masters): every key equal
+//! (DEBUG DIGEST-VALUE and PTTL) after the full load and after live writes, STATUS showing
+//! each link and their sum; exactly once through kills of cutover; a slot moved on the
+//! source stops the sync and says so; a whole-db command on one link stops it naming it;
+//! CUTOVER under load fences every master and loses nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use cluster::slots::key_slot;
+use support::*;
+
+/// Every key of one server's db 0 (SCAN).
+fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
+        let items = v.items();
+        cursor = items[0].text();
+        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys
+}
+
+/// The target: one server, or a cluster (connections to its masters, by slot, read once).
+enum Target<'a> {
+    One(Wire),
+    Cluster {
+        ranges: Vec<(i64, i64, u16)>,
+        wires: HashMap<u16, Wire>,
+        _cluster: &'a RedisCluster,
+    },
+}
+
+impl<'a> Target<'a> {
+    fn one(server: &RedisServer) -> Target<'a> {
+        Target::One(server.wire())
+    }
+
+    fn cluster(cluster: &'a RedisCluster) -> Target<'a> {
+        let ranges = cluster.nodes[0]
+            .wire()
+            .value(&["CLUSTER", "SLOTS"])
+            .items()
+            .iter()
+            .map(|r| {
+                let it = r.items();
+                (it[0].int(), it[1].int(), it[2].items()[1].int() as u16)
+            })
+            .collect();
+        Target::Cluster {
+            ranges,
+            wires: HashMap::new(),
+            _cluster: cluster,
+        }
+    }
+
+    fn wire(&mut self, key: &[u8]) -> &mut Wire {
+        match self {
+            Target::One(w) => w,
+            Target::Cluster { ranges, wires, .. } => {
+                let slot = i64::from(key_slot(key));
+                let port = ranges
+                    .iter()
+                    .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+                    .map(|r| r.2)
+                    .expect("every slot has an owner");
+                wires
+                    .entry(port)
+                    .or_insert_with(|| Wire::connect(([127, 0, 0, 1], port).into()))
+            }
+        }
+    }
+
+    /// Keys other than cutover's own, everywhere on the target.
+    fn data_keys(&mut self) -> usize {
+        let ports: Vec<u16> = match self {
+            Target::One(w) => {
+                return keys_of(w)
+                    .into_iter()
+                    .filter(|k| !k.starts_with(b"__cutover:"))
+                    .count()
+            }
+            Target::Cluster { ranges, .. } => {
+                let mut p: Vec<u16> = ranges.iter().map(|r| r.2).collect();
+                p.sort_unstable();
+                p.dedup();
+                p
+            }
+        };
+        ports
+            .into_iter()
+            .map(|port| {
+                keys_of(&mut Wire::connect(([127, 0, 0, 1], port).into()))
+                    .into_iter()
+                    .filter(|k| !k.starts_with(b"__cutover:"))
+                    .count()
+            })
+            .sum()
+    }
+}
+
+/// Every key of every source master is on the target with the same value (DEBUG
+/// DIGEST-VALUE, which ignores encodings) and a TTL within 2 s; the target holds nothing
+/// else but cutover's own `__cutover:` keys. Returns how many keys were compared.
+#[track_caller]
+fn assert_same_data(source: &RedisCluster, target: &mut Target) -> usize {
+    let mut total = 0;
+    for m in source.masters() {
+        let mut s = m.wire();
+        let keys = keys_of(&mut s);
+        total += keys.len();
+        for k in &keys {
+            let ks: &[u8] = k;
+            let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+            let t = target.wire(ks);
+            let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
+            assert_eq!(show(&a), show(&b), "key {} differs", show(ks));
+            let pa = s.value(&[&b"PTTL"[..], ks]).int();
+            let pb = t.value(&[&b"PTTL"[..], ks]).int();
+            if pa < 0 || pb < 0 {
+                assert_eq!(pa, pb, "key {}: TTL presence differs", show(ks));
+            } else {
+                assert!(
+                    (pa - pb).abs() < 2_000,
+                    "key {}: PTTL {pa} vs {pb}",
+                    show(ks)
+                );
+            }
+        }
+    }
+    assert_eq!(
+        target.data_keys(),
+        total,
+        "the target has other keys than the source"
+    );
+    total
+}
+
+/// The sum of the source masters' replication offsets.
+fn source_offset(source: &RedisCluster) -> u64 {
+    source.masters().iter().map(master_offset).sum()
+}
+
+/// Waits until every link streams and the sum applied is the sum of the masters' offsets.
+#[track_caller]
+fn wait_caught_up(source: &RedisCluster, proxy: &Cutover) {
+    let ok = try_poll_until(SYNC_WAIT, || {
+        let st = proxy.status();
+        st.get("sync_state").map(String::as_str) == Some("streaming")
+            && st
+                .get("applied_offset")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|a| a == source_offset(source))
+    });
+    assert!(
+        ok,
+        "syncer did not catch up (source at {}); status: {:?}",
+        source_offset(source),
+        proxy.status()
+    );
+}
+
+/// cutover in front of the cluster `source` (its first node's URL), syncing to `target`.
+fn cutover_from(source: &RedisCluster, target: &str, extra: &[&str]) -> Cutover {
+    let mut args = vec!["--target".to_string(), target.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Cutover::builder(&source.nodes[0])
+        .args(&args)
+        .metrics()
+        .start()
+}
+
+/// A source cluster of 3 masters that starts diskless transfers at once.
+fn source_cluster() -> RedisCluster {
+    RedisCluster::start_with(3, 0, &["--repl-diskless-sync-delay", "0"])
+}
+
+/// Fills every type on each master of `source` (keys `{<tag on master i>}:...`, so each
+/// tag's keys share one slot and are written on its master directly).
+fn fill_each_master(source: &RedisCluster, prefix: &str) {
+    for i in 0..source.masters().len() {
+        let tag = format!("{{{}}}", source.key_on(i, prefix));
+        fill_every_type(&mut source.nodes[i].wire(), &tag, &["0.1", "tenth"]);
+    }
+}
+
+/// While cutover is down: master `i` forgets the history cutover would resume from (a
+/// tiny backlog, overrun by 200 KB of writes) and deletes `gone`, so its link must load
+/// it again, emptying its own slots first (and only those) on the target.
+fn overrun_backlog(source: &RedisCluster, i: usize, gone: &str) {
+    let m = &source.masters()[i];
+    assert_bytes(
+        m.cmd(&["CONFIG", "SET", "repl-backlog-size", "16384"]),
+        b"+OK\r\n",
+    );
+    assert_bytes(m.cmd(&["DEL", gone]), int(1));
+    let tag = source.key_on(i, "filler");
+    let value = "x".repeat(1000);
+    let mut w = m.wire();
+    for j in 0..200 {
+        assert_bytes(
+            w.cmd(&["SET", &format!("{{{tag}}}:{j}"), &value]),
+            b"+OK\r\n",
+        );
+    }
+}
+
+/// After a restart where master `reloaded` overran its backlog: that link loaded again
+/// (its slots emptied first), the others continued.
+#[track_caller]
+fn assert_one_link_reloaded(proxy: &Cutover, reloaded: &RedisServer) {
+    let st = proxy.status();
+    assert_eq!(st["full_syncs"], "1", "{st:?}");
+    assert_eq!(st["partial_syncs"], "2", "{st:?}");
+    let port = format!("addr=127.0.0.1:{},", reloaded.port());
+    let line = (0..3)
+        .map(|i| st[&format!("sync_link{i}")].clone())
+        .find(|l| l.starts_with(&port))
+        .expect("the reloaded master's link");
+    assert!(line.contains("full_syncs=1"), "{line}");
+    assert!(
+        proxy.log_tail().contains("emptied this link's slots"),
+        "{}",
+        proxy.log_tail()
+    );
+}
+
+/// Checks STATUS shows one line per link, each streaming, and that the top-level
+/// offsets are their sums.
+#[track_caller]
+fn assert_links_in_status(proxy: &Cutover, masters: usize) {
+    let st = proxy.status();
+    assert_eq!(st["sync_links"], masters.to_string(), "{st:?}");
+    let mut applied = 0u64;
+    let mut slots = 0u64;
+    for i in 0..masters {
+        let line = &st[&format!("sync_link{i}")];
+        let fields: HashMap<&str, &str> = line
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        assert_eq!(fields["state"], "streaming", "{line}");
+        assert!(fields["addr"].starts_with("127.0.0.1:"), "{line}");
+        assert_eq!(fields["full_syncs"], "1", "{line}");
+        applied += fields["applied_offset"].parse::<u64>().unwrap();
+        for r in fields["slots"].split(' ') {
+            let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+            slots += hi.parse::<u64>().unwrap() - lo.parse::<u64>().unwrap() + 1;
+        }
+    }
+    assert_eq!(slots, 16384, "{st:?}");
+    assert_eq!(st["applied_offset"], applied.to_string(), "{st:?}");
+    assert_eq!(st["full_syncs"], masters.to_string(), "{st:?}");
+}
+
+/// Live writes through the proxy (which routes them to the source's masters): every type
+/// again, a transaction in one slot, MSET and DEL across slots (split by the proxy),
+/// TTL changes, a script.
+fn live_writes(proxy: &Cutover, before: &str) {
+    let mut p = proxy.wire();
+    fill_every_type(&mut p, "after", &["0.1", "tenth"]);
+    p.send(b"MULTI\r\nINCR {t}a\r\nINCRBY {t}b 5\r\nRPUSH {t}l x y\r\nEXEC\r\n");
+    for _ in 0..5 {
+        assert!(!p.read_reply().starts_with(b"-"));
+    }
+    assert_bytes(
+        p.cmd(&["MSET", "m:1", "a", "m:2", "b", "m:3", "c", "m:4", "d"]),
+        b"+OK\r\n",
+    );
+    assert_bytes(p.cmd(&["DEL", "m:1", "m:3"]), int(2));
+    let list = format!("{before}:list-small");
+    assert_bytes(p.cmd(&["EXPIRE", &list, "1000"]), int(1));
+    let ttl = format!("{before}:ttl");
+    assert_bytes(p.cmd(&["PERSIST", &ttl]), int(1));
+    p.cmd(&[
+        "EVAL",
+        "redis.call('SET', KEYS[1], 'x'); redis.call('INCR', KEYS[2]); return 1",
+        "2",
+        "{ev}1",
+        "{ev}2",
+    ]);
+}
+
+#[test]
+fn cluster_source_into_one_server_full_load_live_writes_and_a_whole_db_command() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source_cluster();
+    fill_each_master(&source, "before");
+    let target = RedisServer::start();
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    let mut t = Target::one(&target);
+    let n = assert_same_data(&source, &mut t);
+    assert!(n > 50, "{n} keys");
+    assert_links_in_status(&proxy, 3);
+    // Every master ran one full sync for its link.
+    for m in source.masters() {
+        assert_eq!(m.info_field("stats", "sync_full").unwrap(), "1");
+    }
+
+    let before = format!("{{{}}}", source.key_on(0, "before"));
+    live_writes(&proxy, &before);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_links_in_status(&proxy, 3);
+    assert_eq!(proxy.status()["lag_bytes"], "0");
+    let (_, metrics) = proxy.metrics_text();
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("cutover_sync_link_applied_offset{"))
+            .count(),
+        3,
+        "{metrics}"
+    );
+
+    // Restarted after master 2 overran its backlog (and deleted a key meanwhile): its
+    // link loads again, emptying only its own slots on the target first.
+    drop(proxy);
+    let gone = format!("{{{}}}:str", source.key_on(2, "before"));
+    overrun_backlog(&source, 2, &gone);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_bytes(target.cmd(&["EXISTS", &gone]), int(0));
+    assert_one_link_reloaded(&proxy, &source.masters()[2]);
+
+    // A FLUSHALL on one master would wipe the other links' keys on the target: that link
+    // stops, naming the command and itself; the target keeps everything.
+    let keys_before = t.data_keys();
+    let flushed = &source.masters()[1];
+    assert_bytes(flushed.cmd(&["FLUSHALL"]), b"+OK\r\n");
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(
+        err.contains("FLUSHALL") && err.contains(&format!("127.0.0.1:{}", flushed.port())),
+        "{err}"
+    );
+    assert_eq!(t.data_keys(), keys_before);
+    let r = cutover(&proxy, &["CHECK"]);
+    assert!(
+        r.starts_with(b"-ERR") && show(&r).contains("error"),
+        "{}",
+        show(&r)
+    );
+}
+
+#[test]
+fn cluster_source_into_a_cluster_of_another_shape() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source_cluster();
+    fill_each_master(&source, "before");
+    let target = RedisCluster::start(2);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    let mut t = Target::cluster(&target);
+    assert_same_data(&source, &mut t);
+    assert_links_in_status(&proxy, 3);
+
+    let before = format!("{{{}}}", source.key_on(2, "before"));
+    live_writes(&proxy, &before);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_links_in_status(&proxy, 3);
+
+    // Restarted with the same layout: each link resumes from its own checkpoint.
+    drop(proxy);
+    let mut p = source.nodes[1].wire();
+    let k = source.key_on(1, "while-down");
+    p.cmd(&["SET", &k, "v"]);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    let st = proxy.status();
+    assert_eq!(st["partial_syncs"], "3", "{st:?}");
+    assert_eq!(st["full_syncs"], "0", "{st:?}");
+
+    // Again, after master 0 overran its backlog: its link empties its slots on the
+    // target cluster (CLUSTER GETKEYSINSLOT) and loads again; the others continue.
+    drop(proxy);
+    let gone = format!("{{{}}}:hash-big", source.key_on(0, "before"));
+    overrun_backlog(&source, 0, &gone);
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+    assert_bytes(t.wire(gone.as_bytes()).cmd(&["EXISTS", &gone]), int(0));
+    assert_one_link_reloaded(&proxy, &source.masters()[0]);
+}
+
+/// Writers straight to the source's masters (so they go on while cutover is down): INCR on
+/// keys of one slot per master; returns each key's count.
+fn counters(
+    source: &RedisCluster,
+    keys: usize,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Vec<thread::JoinHandle<HashMap<String, u64>>> {
+    (0..source.masters().len())
+        .map(|i| {
+            let addr = source.nodes[i].addr();
+            let tag = source.key_on(i, "ctr");
+            let stop = stop.clone();
+            let sent = sent.clone();
+            thread::spawn(move || {
+                let mut w = Wire::connect(addr);
+                let mut counts = HashMap::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{{{tag}}}:{}", n % keys);
+                    let r = w.cmd(&["INCR", key.as_str()]);
+                    assert!(r.starts_with(b":"), "{}", show(&r));
+                    *counts.entry(key).or_insert(0) += 1;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                counts
+            })
+        })
+        .collect()
+}
+
+/// Waits until `n` more writes than now were sent.
+fn wait_writes(sent: &AtomicU64, n: u64) {
+    let from = sent.load(Ordering::Relaxed);
+    poll_until(SYNC_WAIT, || sent.load(Ordering::Relaxed) >= from + n);
+}
+
+#[test]
+fn cutover_killed_while_streaming_from_a_cluster_applies_nothing_twice() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source_cluster();
+    for m in source.masters() {
+        // Room for the writes made while cutover is down (a debug build restarts slowly).
+        m.cmd(&["CONFIG", "SET", "repl-backlog-size", "64mb"]);
+    }
+    fill_each_master(&source, "seed");
+    let target = RedisServer::start();
+    let mut proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writers = counters(&source, 50, stop.clone(), sent.clone());
+    for _ in 0..2 {
+        // Killed while it applies: once it has applied more since it (re)started.
+        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+        let from = proxy.status_u64("applied_offset");
+        poll_until(SYNC_WAIT, || {
+            proxy.status_u64("applied_offset") > from + 20_000
+        });
+        proxy.kill();
+        wait_writes(&sent, 500);
+        proxy = cutover_from(&source, &target.url(), &[]);
+    }
+    wait_writes(&sent, 1_000);
+    stop.store(true, Ordering::Relaxed);
+    let mut counts = HashMap::new();
+    for h in writers {
+        counts.extend(h.join().unwrap());
+    }
+    wait_caught_up(&source, &proxy);
+    let mut t = Target::one(&target);
+    for (k, n) in &counts {
+        assert_bytes(t.wire(k.as_bytes()).cmd(&["GET", k]), bulk(n.to_string()));
+    }
+    assert_same_data(&source, &mut t);
+    // Every restart continued each master's stream: one full sync per master in all.
+    for m in source.masters() {
+        assert_eq!(m.info_field("stats", "sync_full").unwrap(), "1");
+    }
+    assert_eq!(proxy.status()["partial_syncs"], "3");
+}
+
+#[test]
+fn a_slot_moved_on_the_source_stops_the_sync_and_says_which() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = source_cluster();
+    // Keys of the slot to move (MIGRATE carries them to the other master).
+    let mut w = source.wire_for(b"{mv}");
+    for i in 0..20 {
+        w.cmd(&["SET", &format!("{{mv}}:k{i}"), "v"]);
+    }
+    fill_each_master(&source, "before");
+    let target = RedisServer::start();
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    let slot = key_slot(b"{mv}");
+    let from = source.owner_of(b"{mv}").port();
+    let from = source
+        .masters()
+        .iter()
+        .find(|m| m.port() == from)
+        .expect("the owner");
+    let to = source
+        .masters()
+        .iter()
+        .find(|m| m.port() != from.port())
+        .expect("another master");
+    source.move_slot(slot, from, to, || {});
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let st = proxy.status();
+    let err = &st["last_error"];
+    assert!(
+        err.contains("topology changed") && err.contains(&format!("slot {slot}")),
+        "{st:?}"
+    );
+    let log = proxy.log_tail();
+    assert!(log.contains("topology changed"), "{log}");
+    let r = cutover(&proxy, &["CHECK"]);
+    assert!(r.starts_with(b"-ERR"), "{}", show(&r));
+    // The topology watch stops every link once the map shows the move.
+    poll_until(SYNC_WAIT, || {
+        let st = proxy.status();
+        st["last_error"].contains(&format!("slot {slot} moved from"))
+            || (0..3).all(|i| !st[&format!("sync_link{i}")].contains("state=streaming"))
+    });
+    drop(proxy);
+
+    // A restart against the new layout is refused: the checkpoints describe the old one.
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
+    let err = proxy.status()["last_error"].clone();
+    assert!(err.contains("topology changed since"), "{err}");
+    drop(proxy);
+
+    // Unless the target may be emptied: then it starts over with the new layout.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync]\ntarget_not_empty = \"flush\"\n").unwrap();
+    let proxy = cutover_from(&source, &target.url(), &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut Target::one(&target));
+    assert_eq!(proxy.status()["full_syncs"], "3");
+}
+
+#[test]
+fn cutover_from_a_cluster_source_under_load_loses_nothing() {
+    if skip_direct("the cutover") {
+        return;
+    }
+    let source = source_cluster();
+    let target = RedisServer::start();
+    let proxy = cutover_from(&source, &target.url(), &[]);
+    wait_caught_up(&source, &proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|i| app_client(proxy.addr(), i, stop.clone()))
+        .collect();
+    let bench = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
+        .args([
+            "-c", "20", "-n", "100000", "-P", "16", "-t", "set,incr", "-q", "-r", "1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark");
+    poll_until(SYNC_WAIT, || target.cmd(&["EXISTS", "c:5"]) == int(1));
+    thread::sleep(Duration::from_millis(300));
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "10000"]), b"+OK\r\n");
+    let st = proxy.status();
+    assert_eq!(st["route"], "target");
+    assert_eq!(st["cutover_state"], "switched");
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rounds: Vec<u64> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client saw an error"))
+        .collect();
+    let out = bench.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("ERR"), "{text}");
+    // Every acknowledged write is on the target exactly once, in order.
+    for (id, n) in rounds.iter().enumerate() {
+        for key in [format!("c:{id}"), format!("m:{id}")] {
+            assert_bytes(target.cmd(&["GET", &key]), bulk(n.to_string()));
+        }
+        let l = target
+            .wire()
+            .value(&["LRANGE", &format!("l:{id}"), "0", "-1"]);
+        let items: Vec<String> = l.items().iter().map(|v| v.text()).collect();
+        let want: Vec<String> = (1..=*n).map(|i| i.to_string()).collect();
+        assert_eq!(items, want, "list of client {id}");
+    }
+    // No master took a write past its fence.
+    assert_eq!(st["source_writes_after_fence"], "0");
+    let pause: f64 = st["last_pause_ms"].parse().unwrap();
+    eprintln!("cutover from a cluster: pause {pause} ms, rounds {rounds:?}");
+}
