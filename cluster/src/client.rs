@@ -114,6 +114,53 @@ async fn run_task(
     }
 }
 
+/// What the session learned of one command of a batch (see
+/// [`ClusterClient::send_hinted`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Hint {
+    /// Its length in the batch.
+    pub len: u32,
+    /// The slot it goes to as is, or [`Hint::NONE`] (the router looks at it itself).
+    pub slot: u16,
+}
+
+impl Hint {
+    pub const NONE: u16 = u16::MAX;
+}
+
+/// The slot of a command that goes as is to one slot's master: keys at fixed positions
+/// (no movable keys, no container), all in one slot, no pub/sub. `None` for anything else
+/// (the router then parses and routes it itself). `arg(i)` is argument i.
+pub fn direct_slot<'a>(
+    info: &command::CommandInfo,
+    argc: usize,
+    arg: impl Fn(usize) -> &'a [u8],
+) -> Option<u16> {
+    use command::flags::{CONTAINER, MOVABLE_KEYS, PUBSUB, TRANSACTION};
+    if info.first_key <= 0 || info.has(MOVABLE_KEYS | CONTAINER | PUBSUB | TRANSACTION) {
+        return None;
+    }
+    let first = info.first_key as usize;
+    let last = if info.last_key < 0 {
+        (argc as i64 + i64::from(info.last_key)).max(0) as usize
+    } else {
+        info.last_key as usize
+    };
+    let step = info.step.max(1) as usize;
+    let mut slot = None;
+    let mut i = first;
+    while i <= last && i < argc {
+        let s = key_slot(arg(i));
+        match slot {
+            None => slot = Some(s),
+            Some(x) if x != s => return None,
+            _ => {}
+        }
+        i += step;
+    }
+    slot
+}
+
 /// How the replies of an entry's parts become the client's one reply.
 #[derive(Debug, Clone)]
 enum Merge {
@@ -391,7 +438,51 @@ impl ClusterClient {
         self.entries.get_mut(usize::try_from(i).ok()?)
     }
 
+    /// [`send`](Self::send) with what the session already learned of each command while
+    /// parsing it: its length and, for a command that goes as is to one slot's master,
+    /// that slot. Those skip the router's own parse, lookup and key hashing. The hints
+    /// must cover `data` exactly, else they are ignored.
+    pub fn send_hinted(&mut self, data: Bytes, hints: &[Hint], flags: BatchFlags) {
+        let covered: usize = hints.iter().map(|h| h.len as usize).sum();
+        if covered != data.len() || !self.waiting.is_empty() || !self.can_take() {
+            return self.send(data, flags);
+        }
+        let mut pos = 0;
+        for h in hints {
+            let end = pos + h.len as usize;
+            let cmd = data.slice(pos..end);
+            pos = end;
+            if h.slot == Hint::NONE {
+                self.route_frames(cmd, flags);
+                continue;
+            }
+            let seq = self.seq_end();
+            self.entries.push_back(Entry {
+                parts: smallvec![Part::new(cmd, Some(h.slot), None)],
+                pending: 1,
+                merge: Merge::One,
+                replies: 1,
+                local: None,
+            });
+            self.send_part(seq, 0, false, flags);
+        }
+        self.end_batch();
+    }
+
     fn on_batch(&mut self, data: Bytes, flags: BatchFlags) {
+        self.route_frames(data, flags);
+        self.end_batch();
+    }
+
+    fn end_batch(&mut self) {
+        let end = self.seq_end();
+        if self.batch_ends.back().is_none_or(|&b| b < end) {
+            self.batch_ends.push_back(end);
+        }
+    }
+
+    /// Parses and routes whole commands.
+    fn route_frames(&mut self, data: Bytes, flags: BatchFlags) {
         let pubsub = flags.has(BatchFlags::PUBSUB);
         let mut pos = 0;
         while pos < data.len() {
@@ -406,10 +497,6 @@ impl ClusterClient {
                 self.on_command(cmd, pubsub, flags);
             }
             pos = end;
-        }
-        let end = self.seq_end();
-        if self.batch_ends.back().is_none_or(|&b| b < end) {
-            self.batch_ends.push_back(end);
         }
     }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use cluster::client::{ClientOptions, ClusterClient};
+use cluster::client::{ClientOptions, ClusterClient, Hint};
 use cluster::pipeline::{
     pubsub_frame, Batch, BatchFlags, PubSubKind, Reply, ReplyKind, ReplySender,
 };
@@ -142,6 +142,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         cluster: None,
         cluster_gen: 0,
         cluster_ready: Vec::new(),
+        hints: Vec::new(),
     };
     s.epoch = s.sh.router.route().epoch;
     s.changes = s.sh.router.subscribe();
@@ -386,6 +387,8 @@ struct Session {
     cluster_gen: u16,
     /// Replies the router has ready for the client (reused).
     cluster_ready: Vec<Reply>,
+    /// One per command of `batch`, for the cluster router (reused).
+    hints: Vec<Hint>,
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -549,22 +552,34 @@ impl Session {
                 } else {
                     // Redis ignores it too; let it travel with the batch.
                     self.batch.end += frame.len;
+                    self.hints.push(Hint {
+                        len: frame.len as u32,
+                        slot: Hint::NONE,
+                    });
                 }
                 continue;
             }
             let inline = frame.kind == FrameKind::Inline;
-            let action = {
+            let (action, slot) = {
                 let base: &[u8] = if inline {
                     self.parser.inline_encoded()
                 } else {
                     &self.inbuf[self.batch.end..self.batch.end + frame.len]
                 };
-                classify(
-                    &self.st,
-                    self.sh.router.route().upstream.databases(),
-                    base,
-                    self.parser.args(),
-                )
+                let args = self.parser.args();
+                let info = args.first().and_then(|r| command::lookup(&base[r.clone()]));
+                let route = self.sh.router.route();
+                // On a cluster, the slot the router would find, found now (see Hint).
+                let slot = match info {
+                    Some(i) if self.dedicated.is_none() && route.upstream.cluster().is_some() => {
+                        let arg =
+                            |n: usize| -> &[u8] { args.get(n).map_or(&[], |r| &base[r.clone()]) };
+                        cluster::client::direct_slot(i, args.len(), arg)
+                    }
+                    _ => None,
+                };
+                let action = classify_info(&self.st, route.upstream.databases(), base, args, info);
+                (action, slot.unwrap_or(Hint::NONE))
             };
             // The cutover's gate: hold the first command that may write, and everything
             // after it. A transaction in progress runs to its end first.
@@ -771,6 +786,10 @@ impl Session {
                         self.batch.count += count;
                         self.batch.flags |= flags;
                         self.batch.writes += w;
+                        self.hints.push(Hint {
+                            len: frame.len as u32,
+                            slot,
+                        });
                         // SKIP applies to this one command only: keep it a batch of its own.
                         if self.st.reply_mode == ReplyMode::Skip {
                             self.flush_batch();
@@ -850,17 +869,25 @@ impl Session {
         let (count, flags) = (self.batch.count, self.batch.flags);
         self.next_writes += self.batch.writes;
         self.batch = BatchAcc::default();
-        self.send(data, count, flags);
+        let mut hints = std::mem::take(&mut self.hints);
+        self.send_hinted(data, count, flags, &hints);
+        hints.clear();
+        self.hints = hints;
     }
 
     fn send(&mut self, data: Bytes, count: u32, flags: u8) {
+        self.send_hinted(data, count, flags, &[]);
+    }
+
+    /// `hints`: one per command of `data` for a cluster router, or none.
+    fn send_hinted(&mut self, data: Bytes, count: u32, flags: u8, hints: &[Hint]) {
         let route = self.sh.router.route();
         if self.dedicated.is_none() {
             if let Some(topo) = route.upstream.cluster() {
                 let key = (route.epoch, self.st.resp3);
                 let topo = topo.clone();
                 drop(route);
-                self.send_cluster(key, topo, data, count, flags);
+                self.send_cluster(key, topo, data, count, flags, hints);
                 return;
             }
         }
@@ -908,6 +935,7 @@ impl Session {
         data: Bytes,
         count: u32,
         flags: u8,
+        hints: &[Hint],
     ) {
         if self.cluster.as_ref().is_none_or(|(k, _)| *k != key) {
             self.cluster_gen = self.cluster_gen.wrapping_add(1).max(1);
@@ -925,7 +953,7 @@ impl Session {
         }
         self.push_pending(count);
         if let Some((_, c)) = &mut self.cluster {
-            c.send(data, BatchFlags(flags));
+            c.send_hinted(data, hints, BatchFlags(flags));
         }
     }
 
@@ -1483,15 +1511,26 @@ impl Session {
 }
 
 /// Decides what to do with one command. `base[args[i]]` is argument i.
+#[cfg(test)]
 pub(crate) fn classify(
     st: &ClientState,
     databases: u32,
     base: &[u8],
     args: &[Range<usize>],
 ) -> Action {
+    let info = args.first().and_then(|r| command::lookup(&base[r.clone()]));
+    classify_info(st, databases, base, args, info)
+}
+
+/// What to do with a command, `info` being its entry in the table (`None`: unknown).
+pub(crate) fn classify_info(
+    st: &ClientState,
+    databases: u32,
+    base: &[u8],
+    args: &[Range<usize>],
+    info: Option<&'static CommandInfo>,
+) -> Action {
     let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &base[r.clone()]).unwrap_or(&[]) };
-    let name = arg(0);
-    let info = command::lookup(name);
     if !st.authenticated {
         let allowed = match info {
             Some(i) => {

@@ -88,3 +88,56 @@ fn scan_cursor_carries_the_master() {
     let err = Bytes::from_static(b"-ERR invalid cursor\r\n");
     assert_eq!(&rewrite_scan(&err, 0, 3)[..], &err[..]);
 }
+
+fn direct(args: &[&[u8]]) -> Option<u16> {
+    let info = command::lookup(args[0])?;
+    direct_slot(info, args.len(), |i| args.get(i).copied().unwrap_or(&[]))
+}
+
+#[test]
+fn direct_slot_only_for_plain_single_slot_commands() {
+    assert_eq!(direct(&[b"SET", b"foo", b"bar"]), Some(key_slot(b"foo")));
+    assert_eq!(direct(&[b"get", b"{u1}x"]), Some(key_slot(b"u1")));
+    // Several keys: one slot, or the router's own look (split or CROSSSLOT).
+    assert_eq!(
+        direct(&[b"MSET", b"{t}a", b"1", b"{t}b", b"2"]),
+        Some(key_slot(b"t"))
+    );
+    assert_eq!(direct(&[b"MSET", b"a", b"1", b"b", b"2"]), None);
+    assert_eq!(direct(&[b"DEL", b"a", b"b"]), None);
+    // No key where one is due (the server's arity error), movable keys, containers,
+    // pub/sub and transactions: left to the router.
+    assert_eq!(direct(&[b"GET"]), None);
+    assert_eq!(direct(&[b"EVAL", b"return 1", b"1", b"k"]), None);
+    assert_eq!(direct(&[b"OBJECT", b"ENCODING", b"k"]), None);
+    assert_eq!(direct(&[b"SSUBSCRIBE", b"ch"]), None);
+    assert_eq!(direct(&[b"WATCH", b"k"]), None);
+    assert_eq!(direct(&[b"PING"]), None);
+}
+
+#[test]
+fn direct_slot_agrees_with_the_routers_key_positions() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"SET", b"k1", b"v"],
+        &[b"HSET", b"h", b"f", b"v"],
+        &[b"ZADD", b"z", b"1", b"m"],
+        &[b"LPUSH", b"l", b"a", b"b"],
+        &[b"RENAME", b"{x}a", b"{x}b"],
+        &[b"SMOVE", b"{s}a", b"{s}b", b"m"],
+        &[b"MGET", b"{m}1", b"{m}2", b"{m}3"],
+        &[b"EXPIRE", b"k", b"10"],
+        &[b"INCR", b"counter"],
+    ];
+    for args in cases {
+        let info = command::lookup(args[0]).expect("known");
+        let mut keys = Vec::new();
+        command::key_positions(info, args.len(), |i| args[i], &mut keys);
+        let slots: Vec<u16> = keys.iter().map(|&p| key_slot(args[p])).collect();
+        let expected = slots
+            .first()
+            .copied()
+            .filter(|s| slots.iter().all(|x| x == s));
+        assert_eq!(direct(args), expected, "{:?}", args[0]);
+        assert!(expected.is_some());
+    }
+}
