@@ -116,8 +116,9 @@ pub struct ProxyConfig {
     pub max_bulk_len: u64,
     /// Shared backend connections per (db, protocol) pool. Clients are pinned to one.
     pub backend_connections: usize,
-    /// Worker threads; 0 = half the CPUs (at least 1). The proxy shares its machine with
-    /// the Redis it fronts more often than not.
+    /// Worker threads; 0 = half the CPUs (at least 1), or every CPU when the source or
+    /// the target is a Redis Cluster. The proxy shares its machine with the Redis it
+    /// fronts more often than not; routing over a cluster costs it more per command.
     pub threads: usize,
     /// How long to wait for a backend connection to open.
     pub connect_timeout_ms: u64,
@@ -242,6 +243,8 @@ pub struct Settings {
     pub max_bulk_len: usize,
     pub backend_connections: usize,
     pub threads: usize,
+    /// `threads` was left to cutover (0): [`crate::server::worker_threads`] may raise it.
+    pub threads_auto: bool,
     pub connect_timeout: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
     pub log_level: String,
@@ -454,6 +457,7 @@ impl Config {
             client_output_limit: usize::try_from(p.client_output_limit).unwrap_or(usize::MAX),
             max_bulk_len: usize::try_from(p.max_bulk_len).unwrap_or(usize::MAX),
             backend_connections: p.backend_connections,
+            threads_auto: p.threads == 0,
             threads: if p.threads == 0 {
                 std::thread::available_parallelism()
                     .map(|n| (n.get() / 2).max(1))

@@ -22,8 +22,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let settings = args.settings()?;
             cutover::logging::init(&settings.log_level);
+            let threads = cutover::server::worker_threads(&settings);
             let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(settings.threads)
+                .worker_threads(threads)
                 .enable_all()
                 .thread_name("cutover")
                 .build()
