@@ -53,6 +53,10 @@ pub struct SyncSection {
     /// Redis Cluster targets: a source transaction whose keys span slots is applied as one
     /// transaction per slot (`split`, default, counted) or stops the sync (`stop`).
     pub cross_slot_transactions: String,
+    /// Redis Cluster sources: replicate from each `masters` (default) or from a replica
+    /// of each master (`replicas`: the masters serve no full sync; the cutover still
+    /// fences the masters).
+    pub source_nodes: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +96,7 @@ impl Default for SyncSection {
             big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
             db_map: Default::default(),
             cross_slot_transactions: "split".into(),
+            source_nodes: "masters".into(),
         }
     }
 }
@@ -265,6 +270,8 @@ pub struct SyncSettings {
     pub big_value_bytes: usize,
     pub db_map: sync::DbMap,
     pub cross_slot: sync::CrossSlot,
+    /// Cluster sources: link to a replica of each master instead of the master.
+    pub from_replicas: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -421,6 +428,16 @@ impl Config {
                     return Err(err(
                         "sync.cross_slot_transactions",
                         format!("`{v}`: expected \"split\" or \"stop\""),
+                    ))
+                }
+            },
+            from_replicas: match sy.source_nodes.as_str() {
+                "masters" => false,
+                "replicas" => true,
+                v => {
+                    return Err(err(
+                        "sync.source_nodes",
+                        format!("`{v}`: expected \"masters\" or \"replicas\""),
                     ))
                 }
             },

@@ -67,8 +67,13 @@ pub fn start(
                     source.addr()
                 );
             }
-            let (links, cfgs) =
-                sync::cluster_source::links(&plan, &seed, &cfg).context("source links")?;
+            let (links, cfgs) = sync::cluster_source::links(
+                &plan,
+                &seed,
+                &cfg,
+                settings.sync.from_replicas.then_some(&topo.map().slots),
+            )
+            .context("source links")?;
             let set = Arc::new(SyncSet::new(links));
             tracing::info!(
                 target = %target.url,

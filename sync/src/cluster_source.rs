@@ -121,27 +121,50 @@ impl Plan {
 }
 
 /// The links of `plan`: a status, a connector and a configuration each (`base` with the
-/// link's source node and scope).
+/// link's source node and scope). With `replicas_of` (the source's slot map), each link
+/// replicates from the first replica the map lists for its master: a replica passes its
+/// master's stream on with the same replication ids and offsets, so checkpoints, lag and
+/// the cutover's wait for each master's offset hold as they are; the cutover still
+/// fences the masters (the link's `source` in [`LinkInfo`]).
 pub fn links(
     plan: &Plan,
     seed: &Connector,
     base: &SyncConfig,
+    replicas_of: Option<&SlotMap>,
 ) -> Result<(Vec<LinkInfo>, Vec<SyncConfig>), SyncError> {
     let mut infos = Vec::new();
     let mut cfgs = Vec::new();
     for (master, ranges) in &plan.links {
-        let source = Arc::new(
-            seed.for_node(&master.host, master.port)
-                .map_err(|e| SyncError::Config(format!("source {master}: {e}")))?,
-        );
+        let node = |n: &NodeAddr| {
+            seed.for_node(&n.host, n.port)
+                .map(Arc::new)
+                .map_err(|e| SyncError::Config(format!("source {n}: {e}")))
+        };
+        let source = node(master)?;
+        let (link_source, addr) = match replicas_of {
+            None => (source.clone(), master.to_string()),
+            Some(map) => {
+                let replica = map
+                    .shards()
+                    .iter()
+                    .find(|s| &s.master == master)
+                    .and_then(|s| s.replicas.first())
+                    .ok_or_else(|| {
+                        SyncError::Config(format!(
+                            "sync.source_nodes = \"replicas\": the source master {master} has no replica to sync from"
+                        ))
+                    })?;
+                (node(replica)?, format!("{replica} (replica of {master})"))
+            }
+        };
         let scope = Arc::new(LinkScope::new(master.to_string(), ranges.clone()));
         let status = Arc::new(SyncStatus::default());
         let mut cfg = base.clone();
-        cfg.source = source.clone();
+        cfg.source = link_source;
         cfg.scope = Some(scope);
         cfgs.push(cfg);
         infos.push(LinkInfo {
-            addr: master.to_string(),
+            addr,
             ranges: ranges.clone(),
             source,
             status,

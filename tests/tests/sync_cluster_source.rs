@@ -608,3 +608,73 @@ fn cutover_from_a_cluster_source_under_load_loses_nothing() {
     let pause: f64 = st["last_pause_ms"].parse().unwrap();
     eprintln!("cutover from a cluster: pause {pause} ms, rounds {rounds:?}");
 }
+
+#[test]
+fn links_from_replicas_leave_the_masters_alone() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisCluster::start_with(3, 1, &["--repl-diskless-sync-delay", "0"]);
+    let replicas = &source.nodes[3..];
+    // Every replica linked and served its one full sync by its master.
+    poll_until(SYNC_WAIT, || {
+        replicas
+            .iter()
+            .all(|r| r.info_field("replication", "master_link_status").as_deref() == Some("up"))
+    });
+    // ...and known as replicas to the node whose URL cutover gets.
+    poll_until(SYNC_WAIT, || {
+        let nodes = source.nodes[0].cmd(&["CLUSTER", "NODES"]);
+        show(&nodes).matches(" slave ").count() == 3
+    });
+    fill_each_master(&source, "before");
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sync]\nsource_nodes = \"replicas\"\n").unwrap();
+    let proxy = cutover_from(&source, &target.url(), &["--config", cfg.to_str().unwrap()]);
+    wait_caught_up(&source, &proxy);
+    let mut t = Target::one(&target);
+    assert!(assert_same_data(&source, &mut t) > 50);
+    assert_links_in_status(&proxy, 3);
+
+    // The full syncs came from the replicas: each master served only its own replica.
+    for m in source.masters() {
+        assert_eq!(m.info_field("stats", "sync_full").unwrap(), "1");
+        assert_eq!(
+            m.info_field("replication", "connected_slaves").unwrap(),
+            "1"
+        );
+    }
+    for r in replicas {
+        assert_eq!(r.info_field("stats", "sync_full").unwrap(), "1");
+        assert_eq!(
+            r.info_field("replication", "connected_slaves").unwrap(),
+            "1"
+        );
+    }
+    let st = proxy.status();
+    for i in 0..3 {
+        assert!(
+            st[&format!("sync_link{i}")].contains("replica of"),
+            "{st:?}"
+        );
+    }
+
+    // Live writes (to the masters, through the proxy) reach the target by way of the
+    // replicas, the applied offsets matching the masters' own.
+    let before = format!("{{{}}}", source.key_on(0, "before"));
+    live_writes(&proxy, &before);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+
+    // The cutover fences the masters and waits for each link (on its replica) to reach
+    // its master's offset; then writes go to the target.
+    let mut p = proxy.wire();
+    assert_bytes(p.cmd(&["SET", "{last}before", "1"]), b"+OK\r\n");
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "10000"]), b"+OK\r\n");
+    assert_eq!(proxy.status()["route"], "target");
+    assert_bytes(target.cmd(&["GET", "{last}before"]), b"$1\r\n1\r\n");
+    assert_bytes(p.cmd(&["SET", "{last}after", "2"]), b"+OK\r\n");
+    assert_bytes(target.cmd(&["GET", "{last}after"]), b"$1\r\n2\r\n");
+}
