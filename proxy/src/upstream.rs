@@ -105,19 +105,6 @@ impl Upstream {
         self.cluster.as_ref()
     }
 
-    /// A router task for one client of a cluster (shared node connections).
-    pub fn cluster_client(&self, resp3: bool) -> Option<PipelineHandle> {
-        let topo = self.cluster.as_ref()?;
-        Some(spawn_client(
-            topo.clone(),
-            ClientOptions {
-                resp3,
-                dedicated: false,
-                name: None,
-            },
-        ))
-    }
-
     pub fn connector(&self) -> &Connector {
         &self.connector
     }
