@@ -77,9 +77,13 @@ impl Spool {
         }
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
+            // One file per spool: a cluster source runs a syncer (and a spool) per link
+            // in the same process, and a shared name would let one truncate another's.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let path = self
                 .dir
-                .join(format!("cutover-spool-{}.bin", std::process::id()));
+                .join(format!("cutover-spool-{}-{n}.bin", std::process::id()));
             let f = OpenOptions::new()
                 .create(true)
                 .truncate(true)

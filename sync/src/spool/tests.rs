@@ -50,3 +50,24 @@ fn full_when_the_file_reaches_its_bound() {
     assert!(!s.is_full());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn two_spools_in_one_dir_keep_their_own_bytes() {
+    // A cluster source runs one syncer, and one spool, per link in the same process.
+    let dir = std::env::temp_dir().join(format!("spool-two-{}", std::process::id()));
+    let mut a = Spool::new(dir.clone(), 4, 1 << 20);
+    let mut b = Spool::new(dir.clone(), 4, 1 << 20);
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    for i in 0..40u8 {
+        let ca = Bytes::from(vec![i; 3]);
+        let cb = Bytes::from(vec![200 - i; 5]);
+        ea.extend_from_slice(&ca);
+        eb.extend_from_slice(&cb);
+        a.push(ca).unwrap();
+        b.push(cb).unwrap();
+    }
+    assert!(a.file_bytes() > 0 && b.file_bytes() > 0);
+    assert_eq!(drain(&mut a), ea);
+    assert_eq!(drain(&mut b), eb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
