@@ -371,6 +371,13 @@ impl ClusterClient {
     /// Moves the replies ready for the client (in its order) into `out`.
     pub fn take_replies(&mut self, out: &mut Vec<Reply>) {
         self.emit();
+        if !self.waiting.is_empty() {
+            // What `emit` just handed over may have been all that kept a waiting batch
+            // back (a new map is adopted only with nothing in flight): nothing else would
+            // wake us for it.
+            self.after_progress();
+            self.emit();
+        }
         out.append(&mut self.ready);
     }
 
@@ -1169,8 +1176,11 @@ impl ClusterClient {
             .last()
             .copied();
         let limit = match last_end {
+            // Dedicated clients get theirs at once: a push (a tracking invalidation, a
+            // message) must not overtake a reply that is ready.
+            _ if self.opts.dedicated => upto,
             Some(l) => l,
-            None if self.opts.dedicated || complete >= HOLD_MAX_ENTRIES => upto,
+            None if complete >= HOLD_MAX_ENTRIES => upto,
             None => self.base,
         };
         // One message per batch: the session counts each message against one batch of

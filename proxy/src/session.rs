@@ -140,6 +140,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         batches_sent: 0,
         queued: Vec::new(),
         cluster: None,
+        retiring: Vec::new(),
+        deferred: VecDeque::new(),
         cluster_gen: 0,
         cluster_ready: Vec::new(),
         hints: Vec::new(),
@@ -383,6 +385,11 @@ struct Session {
     /// session (no task hop per batch), with the (route epoch, RESP3) it serves. Node
     /// replies reach it through `rx` with the tags it owns; tag 0 is everything else.
     cluster: Option<((u64, bool), ClusterClient)>,
+    /// Routers replaced while they still owed replies (a route switch that landed while a
+    /// batch was being handed over): their replies come first, in order, and the rest
+    /// (`deferred`, the current router's) wait for them.
+    retiring: Vec<ClusterClient>,
+    deferred: VecDeque<Reply>,
     /// Counts routers made, so a new one's tags differ from an old one's.
     cluster_gen: u16,
     /// Replies the router has ready for the client (reused).
@@ -438,7 +445,13 @@ impl Session {
                     self.inbuf.reserve(want);
                 }
             }
-            let next_retry = self.cluster.as_ref().and_then(|(_, c)| c.next_retry());
+            let next_retry = self
+                .cluster
+                .iter()
+                .map(|(_, c)| c)
+                .chain(&self.retiring)
+                .filter_map(|c| c.next_retry())
+                .min();
             tokio::select! {
                 biased;
                 Some(r) = self.rx.recv() => {
@@ -450,6 +463,9 @@ impl Session {
                 }
                 _ = sleep_until(next_retry), if next_retry.is_some() => {
                     if let Some((_, c)) = &mut self.cluster {
+                        c.on_timer();
+                    }
+                    for c in &mut self.retiring {
                         c.on_timer();
                     }
                     self.cluster_progress();
@@ -891,6 +907,7 @@ impl Session {
                 return;
             }
         }
+        self.retire_cluster_router();
         let batch = Batch {
             data,
             count,
@@ -938,6 +955,7 @@ impl Session {
         hints: &[Hint],
     ) {
         if self.cluster.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.retire_cluster_router();
             self.cluster_gen = self.cluster_gen.wrapping_add(1).max(1);
             let client = ClusterClient::new(
                 topo,
@@ -957,32 +975,76 @@ impl Session {
         }
     }
 
-    /// Writes what the cluster router routed and hands the client what it has ready.
-    fn cluster_progress(&mut self) {
-        let Some((_, c)) = &mut self.cluster else {
-            return;
-        };
-        c.flush();
-        c.take_replies(&mut self.cluster_ready);
-        if self.cluster_ready.is_empty() {
-            return;
+    /// The cluster router is done with (the route or the protocol changed): dropped, or
+    /// kept while it still owes replies. The session drains before either changes, so
+    /// this only keeps one when a switch landed while a batch was being handed over.
+    fn retire_cluster_router(&mut self) {
+        if let Some((_, c)) = self.cluster.take() {
+            if !c.idle() {
+                self.retiring.push(c);
+            }
         }
+    }
+
+    /// Writes what the cluster routers routed and hands the client what they have ready:
+    /// the retiring ones' first, in order; the rest once they are done.
+    fn cluster_progress(&mut self) {
         let mut ready = std::mem::take(&mut self.cluster_ready);
+        if !self.retiring.is_empty() {
+            let mut retiring = std::mem::take(&mut self.retiring);
+            let mut waiting = false;
+            retiring.retain_mut(|c| {
+                c.flush();
+                if waiting {
+                    return true;
+                }
+                c.take_replies(&mut ready);
+                waiting = !c.idle();
+                waiting
+            });
+            for r in ready.drain(..) {
+                self.on_reply(r);
+            }
+            self.retiring = retiring;
+            if !self.retiring.is_empty() {
+                if let Some((_, c)) = &mut self.cluster {
+                    c.flush();
+                }
+                self.cluster_ready = ready;
+                return;
+            }
+            let deferred = std::mem::take(&mut self.deferred);
+            for r in deferred {
+                self.on_reply(r);
+            }
+        }
+        if let Some((_, c)) = &mut self.cluster {
+            c.flush();
+            c.take_replies(&mut ready);
+        }
         for r in ready.drain(..) {
             self.on_reply(r);
         }
         self.cluster_ready = ready;
     }
 
-    /// A reply from the channel: a cluster node's (for the router) or the client's own.
+    /// A reply from the channel: a cluster node's (for its router) or the client's own.
     fn on_channel_reply(&mut self, r: Reply) {
         if r.tag != 0 {
-            if let Some((_, c)) = &mut self.cluster {
-                if c.owns(r.tag) {
-                    c.on_reply(r);
-                }
+            let router = self
+                .cluster
+                .iter_mut()
+                .map(|(_, c)| c)
+                .chain(self.retiring.iter_mut())
+                .find(|c| c.owns(r.tag));
+            // None: for a router this session no longer has (nothing waits for it).
+            if let Some(c) = router {
+                c.on_reply(r);
             }
-            // Otherwise it is for a router this session no longer has: nothing waits.
+            return;
+        }
+        if !self.retiring.is_empty() {
+            self.deferred.push_back(r);
             return;
         }
         self.on_reply(r);

@@ -116,7 +116,14 @@ pub fn encode_rdb<R: Read>(
     big_value_bytes: usize,
     db_map: &crate::syncer::DbMap,
     cluster: bool,
+    scope: Option<&crate::scope::LinkScope>,
 ) -> Result<(), SyncError> {
+    // A link of a cluster source loads the keys of its own slots only: a master's RDB
+    // may also hold keys of a slot being imported, or left behind by a failed migration,
+    // which belong to another link (RESTORE REPLACE over its keys, in no order).
+    let foreign = |key: &[u8]| scope.is_some_and(|s| !s.owns(cluster::slots::key_slot(key)));
+    let mut skipped: u64 = 0;
+    let mut skipping_big = false;
     let mut rd = RdbReader::new(input);
     rd.set_value_limit(big_value_bytes as u64);
     let mut b = Builder {
@@ -176,6 +183,13 @@ pub fn encode_rdb<R: Read>(
                 resp::encode::command(&mut b.buf, [&b"SELECT"[..], n.as_bytes()].into_iter());
                 b.mark("SELECT", Bytes::new());
             }
+            Event::Key(k) if foreign(&k.key) => skipped += 1,
+            Event::BigValueStart { key, .. } if foreign(&key) => {
+                skipped += 1;
+                skipping_big = true;
+            }
+            Event::BigValueChunk(_) if skipping_big => {}
+            Event::BigValueEnd if skipping_big => skipping_big = false,
             Event::Key(k) if !caps.restore || k.value.len() > big_value_bytes => {
                 rebuild(&k, caps, version, &mut b, out, &mut payload)?;
                 keys_loaded.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +259,13 @@ pub fn encode_rdb<R: Read>(
     if !b.buf.is_empty() || b.stream_db.is_some() {
         out.blocking_send(Ok(LoadMsg::Batch(b.take())))
             .map_err(gone)?;
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            keys = skipped,
+            link = %scope.map(|s| s.ranges_text()).unwrap_or_default(),
+            "keys of slots this link does not own were in its master's RDB (a slot being imported, or left by a failed migration): not loaded"
+        );
     }
     Ok(())
 }

@@ -453,6 +453,7 @@ pub(crate) async fn full_load(
     let big_value_bytes = cfg.big_value_bytes;
     let db_map = cfg.db_map.clone();
     let cluster = matches!(dest, LoadDest::Cluster(_));
+    let scope = cfg.scope.clone();
     // The parser thread also encodes the RESTORE commands: the async side only ships
     // finished batches, one channel message per ~256 KB instead of one per key.
     let reader = tokio::task::spawn_blocking(move || {
@@ -463,6 +464,7 @@ pub(crate) async fn full_load(
             big_value_bytes,
             &db_map,
             cluster,
+            scope.as_deref(),
         );
         if let Err(e) = r {
             let _ = batch_tx.blocking_send(Err(e));

@@ -584,6 +584,16 @@ fn encode(
     caps: TargetCaps,
     big: usize,
 ) -> (Result<(), SyncError>, Commands, Vec<usize>) {
+    encode_scoped(data, caps, big, None)
+}
+
+/// [`encode`] for a link of a cluster source owning `scope`.
+fn encode_scoped(
+    data: Vec<u8>,
+    caps: TargetCaps,
+    big: usize,
+    scope: Option<crate::scope::LinkScope>,
+) -> (Result<(), SyncError>, Commands, Vec<usize>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let keys = AtomicU64::new(0);
     let enc = std::thread::spawn(move || {
@@ -594,6 +604,7 @@ fn encode(
             big,
             &crate::syncer::DbMap::default(),
             false,
+            scope.as_ref(),
         )
     });
     let mut cmds = Vec::new();
@@ -957,4 +968,33 @@ fn encoder_streams_big_values_with_the_same_commands() {
             .all(|&s| s < 256 * 1024 + CHUNK_BYTES + 64 * 1024),
         "{sizes:?}"
     );
+}
+
+#[test]
+fn a_link_loads_only_the_keys_of_its_own_slots() {
+    let slot_of = |k: &[u8]| cluster::slots::key_slot(k);
+    let only = |k: &[u8]| crate::scope::LinkScope::new("m".into(), vec![(slot_of(k), slot_of(k))]);
+    // `small` is a plain key; `bigset` (60k members, over the 64 KB bound) comes in pieces.
+    let (r, cmds, _) = encode_scoped(
+        rdb(60_000, &[]),
+        TargetCaps::ALL,
+        64 * 1024,
+        Some(only(b"small")),
+    );
+    r.unwrap();
+    let names: Vec<&[u8]> = cmds.iter().map(|c| &c[0][..]).collect();
+    assert_eq!(names, [&b"SELECT"[..], b"RESTORE"]);
+    assert_eq!(cmds[1][1], b"small");
+
+    let (r, cmds, _) = encode_scoped(
+        rdb(60_000, &[]),
+        TargetCaps::ALL,
+        64 * 1024,
+        Some(only(b"bigset")),
+    );
+    r.unwrap();
+    assert_eq!(&cmds[0][0], b"SELECT");
+    assert!(cmds[1..].iter().all(|c| c[1] == b"bigset"));
+    assert_eq!(&cmds[1][..], &[b"DEL".to_vec(), b"bigset".to_vec()]);
+    assert_eq!(&cmds.last().unwrap()[0], b"PEXPIREAT");
 }
