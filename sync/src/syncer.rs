@@ -201,6 +201,16 @@ async fn run_once(
         .as_ref()
         .filter(|c| c.is_streaming())
         .map(|c| (c.replid.as_str(), c.offset));
+    // A link of a cluster source whose last full load did not finish loads again: its
+    // slots are emptied first, before the source starts sending (emptying them SCANs the
+    // whole target, and a source left unread that long drops the replica).
+    let purged = match (&cfg.scope, &cp) {
+        (Some(scope), Some(c)) if resume.is_none() && !c.is_streaming() => {
+            crate::purge::node(&mut control, cfg.db_map.target(0), scope).await?;
+            true
+        }
+        _ => false,
+    };
     let (mut link, reply) = Link::open(&cfg.source, cfg.listening_port, resume).await?;
     let mut target = Target::connect(&cfg.target).await?;
     let (replid, offset, db) = match reply {
@@ -226,7 +236,7 @@ async fn run_once(
             match &cfg.scope {
                 // One of several links: the target was prepared once for all of them;
                 // only what this link loaded before is taken away.
-                Some(scope) if cp.is_some() => {
+                Some(scope) if cp.is_some() && !purged => {
                     crate::purge::node(&mut control, cfg.db_map.target(0), scope).await?;
                 }
                 Some(_) => {}
