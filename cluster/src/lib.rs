@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod slots;
 pub mod topology;
 pub mod url;
+pub mod worker;
 
 pub use connect::{Connector, NodeStream, SessionSetup};
 pub use error::{ConnectError, UrlError};

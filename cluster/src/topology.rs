@@ -41,8 +41,8 @@ impl MapState {
 
 struct Node {
     connector: Arc<Connector>,
-    /// Shared connections, RESP2 and RESP3.
-    shared: [Option<PipelineHandle>; 2],
+    /// Shared connections, RESP2 and RESP3, per session worker (`worker * 2 + resp3`).
+    shared: Vec<Option<PipelineHandle>>,
 }
 
 pub struct Topology {
@@ -117,7 +117,7 @@ impl Topology {
             addr.clone(),
             Node {
                 connector: connector.clone(),
-                shared: [None, None],
+                shared: Vec::new(),
             },
         );
         Ok(connector)
@@ -129,9 +129,13 @@ impl Topology {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = nodes.entry(addr.clone()).or_insert_with(|| Node {
             connector: connector.clone(),
-            shared: [None, None],
+            shared: Vec::new(),
         });
-        let h = node.shared[resp3 as usize].get_or_insert_with(|| {
+        let i = crate::worker::current() * 2 + resp3 as usize;
+        if node.shared.len() <= i {
+            node.shared.resize(i + 1, None);
+        }
+        let h = node.shared[i].get_or_insert_with(|| {
             let setup = SessionSetup {
                 db: 0,
                 resp3,

@@ -250,6 +250,9 @@ pub struct Settings {
     pub threads: usize,
     /// `threads` was left to cutover (0): [`crate::server::worker_threads`] may raise it.
     pub threads_auto: bool,
+    /// Session workers beside the main runtime (a cluster on one side: see
+    /// [`crate::server::worker_threads`]); set at start, 0 in the configuration.
+    pub session_workers: usize,
     pub connect_timeout: std::time::Duration,
     pub shutdown_timeout: std::time::Duration,
     pub log_level: String,
@@ -475,6 +478,7 @@ impl Config {
             max_bulk_len: usize::try_from(p.max_bulk_len).unwrap_or(usize::MAX),
             backend_connections: p.backend_connections,
             threads_auto: p.threads == 0,
+            session_workers: 0,
             threads: if p.threads == 0 {
                 std::thread::available_parallelism()
                     .map(|n| (n.get() / 2).max(1))

@@ -20,9 +20,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
-            let settings = args.settings()?;
+            let mut settings = args.settings()?;
             cutover::logging::init(&settings.log_level);
-            let threads = cutover::server::worker_threads(&settings);
+            let (threads, session_workers) = cutover::server::worker_threads(&settings);
+            settings.session_workers = session_workers;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .enable_all()
