@@ -1483,6 +1483,22 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 // Syncing
 // ---------------------------------------------------------------------------------------
 
+/// Every key of the connection's current db (SCAN, 1000 at a time).
+pub fn scan_keys(w: &mut Wire) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
+        let items = v.items();
+        cursor = items[0].text();
+        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys
+}
+
 /// Writes one key of each type and encoding the sync tests care about, small and big
 /// (`extra_zset`: score/member pairs added to the big sorted set), plus a binary key and
 /// value. Keys start with `<tag>:`.
@@ -1659,6 +1675,55 @@ pub fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
     let mut cmd = vec!["CUTOVER"];
     cmd.extend_from_slice(args);
     a.cmd(&cmd)
+}
+
+/// The cutover tests' load: six [`app_client`]s and `redis-benchmark -c 20 -P 16 -t
+/// set,incr -r 1000` of `requests` requests, all through the proxy at `addr`.
+pub struct AppLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<u64>>,
+    bench: std::process::Child,
+}
+
+impl AppLoad {
+    pub fn start(addr: std::net::SocketAddr, requests: u32) -> AppLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..6).map(|i| app_client(addr, i, stop.clone())).collect();
+        let bench = std::process::Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-c", "20", "-n", &requests.to_string(), "-P", "16"])
+            .args(["-t", "set,incr", "-q", "-r", "1000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-benchmark");
+        AppLoad {
+            stop,
+            clients,
+            bench,
+        }
+    }
+
+    /// Stops the clients and waits for the benchmark: the rounds each client had
+    /// acknowledged (client i owns `c:i`, `m:i`, `l:i`). Panics if a client or the
+    /// benchmark saw an error.
+    pub fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = self
+            .clients
+            .into_iter()
+            .map(|c| c.join().expect("a client saw an error"))
+            .collect();
+        let out = self.bench.wait_with_output().expect("redis-benchmark");
+        assert!(
+            out.status.success(),
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("ERR"), "{text}");
+        rounds
+    }
 }
 
 /// One application client: its own counter (INCR), its own list (RPUSH of a sequence), an

@@ -41,20 +41,8 @@ fn cutover_under_load_loses_nothing_and_shows_no_errors() {
         return;
     }
     let (source, target, proxy) = synced();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| app_client(proxy.addr(), i, stop.clone()))
-        .collect();
-    // redis-benchmark -P 16 alongside.
-    let bench = std::process::Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
-        .args([
-            "-c", "20", "-n", "200000", "-P", "16", "-t", "set,incr", "-q", "-r", "1000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("redis-benchmark");
+    // Six application clients and redis-benchmark -P 16 alongside.
+    let load = AppLoad::start(proxy.addr(), 200000);
     poll_until(WAIT, || target.cmd(&["EXISTS", "c:5"]) == int(1));
     thread::sleep(Duration::from_millis(300));
     assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
@@ -63,19 +51,7 @@ fn cutover_under_load_loses_nothing_and_shows_no_errors() {
     assert_eq!(st["cutover_state"], "switched");
     let pause: f64 = st["last_pause_ms"].parse().unwrap();
     thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let rounds: Vec<u64> = clients
-        .into_iter()
-        .map(|c| c.join().expect("a client saw an error"))
-        .collect();
-    let out = bench.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "redis-benchmark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("ERR"), "{text}");
+    let rounds = load.finish();
     // Every acknowledged write is on the target exactly once, in order.
     for (id, n) in rounds.iter().enumerate() {
         assert_bytes(

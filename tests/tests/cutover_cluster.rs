@@ -3,8 +3,6 @@
 //! the proxy), every acknowledged write is on the cluster exactly once, in order, and no
 //! client sees an error; after the switch the proxy routes by slot.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -26,19 +24,8 @@ fn cutover_to_a_cluster_under_load_loses_nothing() {
             && st["applied_offset"].parse::<u64>().unwrap_or(0) >= master_offset(&source)
     });
     assert!(ok, "syncer not streaming: {:?}", proxy.status());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| app_client(proxy.addr(), i, stop.clone()))
-        .collect();
-    let bench = std::process::Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
-        .args([
-            "-c", "20", "-n", "100000", "-P", "16", "-t", "set,incr", "-q", "-r", "1000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("redis-benchmark");
+    // Six application clients and redis-benchmark -P 16 alongside.
+    let load = AppLoad::start(proxy.addr(), 100000);
     poll_until(WAIT, || {
         cluster.owner_of(b"c:5").cmd(&["EXISTS", "c:5"]) == int(1)
     });
@@ -51,19 +38,7 @@ fn cutover_to_a_cluster_under_load_loses_nothing() {
     let st = proxy.status();
     assert_eq!(st["route"], "target");
     thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let rounds: Vec<u64> = clients
-        .into_iter()
-        .map(|c| c.join().expect("a client saw an error"))
-        .collect();
-    let out = bench.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "redis-benchmark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("ERR"), "{text}");
+    let rounds = load.finish();
     for (id, n) in rounds.iter().enumerate() {
         for key in [format!("c:{id}"), format!("m:{id}")] {
             assert_bytes(

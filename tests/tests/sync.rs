@@ -9,18 +9,7 @@ use support::*;
 fn keys_of(server: &RedisServer, db: u32) -> Vec<Vec<u8>> {
     let mut w = server.wire();
     w.cmd(&["SELECT", &db.to_string()]);
-    let mut keys = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
-        let items = v.items();
-        cursor = items[0].text();
-        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
-        if cursor == "0" {
-            break;
-        }
-    }
-    keys
+    scan_keys(&mut w)
 }
 
 /// Every key of every db is on the target with the same value (DEBUG DIGEST-VALUE, which

@@ -11,22 +11,6 @@ use std::thread;
 use cluster::slots::key_slot;
 use support::*;
 
-/// Every key of `server`'s db 0 (SCAN).
-fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
-        let items = v.items();
-        cursor = items[0].text();
-        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
-        if cursor == "0" {
-            break;
-        }
-    }
-    keys
-}
-
 /// Connections to the cluster's nodes and who owns which slot, read once (fresh after a
 /// reshard: build another).
 struct Owners {
@@ -90,7 +74,7 @@ impl Owners {
 fn assert_same_data(source: &RedisServer, cluster: &RedisCluster) {
     let mut s = source.wire();
     let mut owners = Owners::of(cluster);
-    let keys = keys_of(&mut s);
+    let keys = scan_keys(&mut s);
     for k in &keys {
         let ks: &[u8] = k;
         let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
@@ -111,7 +95,7 @@ fn assert_same_data(source: &RedisServer, cluster: &RedisCluster) {
     }
     let mut total = 0;
     for port in owners.masters() {
-        total += keys_of(owners.port(port))
+        total += scan_keys(owners.port(port))
             .into_iter()
             .filter(|k| !k.starts_with(b"__cutover:"))
             .count();

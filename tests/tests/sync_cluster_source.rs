@@ -14,22 +14,6 @@ use std::time::Duration;
 use cluster::slots::key_slot;
 use support::*;
 
-/// Every key of one server's db 0 (SCAN).
-fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
-        let items = v.items();
-        cursor = items[0].text();
-        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
-        if cursor == "0" {
-            break;
-        }
-    }
-    keys
-}
-
 /// The target: one server, or a cluster (connections to its masters, by slot, read once).
 enum Target<'a> {
     One(Wire),
@@ -84,7 +68,7 @@ impl<'a> Target<'a> {
     fn data_keys(&mut self) -> usize {
         let ports: Vec<u16> = match self {
             Target::One(w) => {
-                return keys_of(w)
+                return scan_keys(w)
                     .into_iter()
                     .filter(|k| !k.starts_with(b"__cutover:"))
                     .count()
@@ -99,7 +83,7 @@ impl<'a> Target<'a> {
         ports
             .into_iter()
             .map(|port| {
-                keys_of(&mut Wire::connect(([127, 0, 0, 1], port).into()))
+                scan_keys(&mut Wire::connect(([127, 0, 0, 1], port).into()))
                     .into_iter()
                     .filter(|k| !k.starts_with(b"__cutover:"))
                     .count()
@@ -116,7 +100,7 @@ fn assert_same_data(source: &RedisCluster, target: &mut Target) -> usize {
     let mut total = 0;
     for m in source.masters() {
         let mut s = m.wire();
-        let keys = keys_of(&mut s);
+        let keys = scan_keys(&mut s);
         total += keys.len();
         for k in &keys {
             let ks: &[u8] = k;
@@ -558,19 +542,8 @@ fn cutover_from_a_cluster_source_under_load_loses_nothing() {
     let target = RedisServer::start();
     let proxy = cutover_from(&source, &target.url(), &[]);
     wait_caught_up(&source, &proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| app_client(proxy.addr(), i, stop.clone()))
-        .collect();
-    let bench = std::process::Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &proxy.addr().port().to_string()])
-        .args([
-            "-c", "20", "-n", "100000", "-P", "16", "-t", "set,incr", "-q", "-r", "1000",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("redis-benchmark");
+    // Six application clients and redis-benchmark -P 16 alongside.
+    let load = AppLoad::start(proxy.addr(), 100000);
     poll_until(SYNC_WAIT, || target.cmd(&["EXISTS", "c:5"]) == int(1));
     thread::sleep(Duration::from_millis(300));
     assert_bytes(cutover(&proxy, &["TIMEOUT", "10000"]), b"+OK\r\n");
@@ -578,19 +551,7 @@ fn cutover_from_a_cluster_source_under_load_loses_nothing() {
     assert_eq!(st["route"], "target");
     assert_eq!(st["cutover_state"], "switched");
     thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let rounds: Vec<u64> = clients
-        .into_iter()
-        .map(|c| c.join().expect("a client saw an error"))
-        .collect();
-    let out = bench.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "redis-benchmark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("ERR"), "{text}");
+    let rounds = load.finish();
     // Every acknowledged write is on the target exactly once, in order.
     for (id, n) in rounds.iter().enumerate() {
         for key in [format!("c:{id}"), format!("m:{id}")] {

@@ -8,21 +8,6 @@
 
 use support::*;
 
-fn keys_of(w: &mut Wire) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let v = w.value(&["SCAN", &cursor, "COUNT", "1000"]);
-        let items = v.items();
-        cursor = items[0].text();
-        keys.extend(items[1].items().iter().map(|k| k.bytes().to_vec()));
-        if cursor == "0" {
-            break;
-        }
-    }
-    keys
-}
-
 /// Pairs of a flat `[name, value, ...]` reply.
 fn pairs(v: &Value) -> Vec<(String, Value)> {
     v.items()
@@ -99,7 +84,7 @@ fn assert_same_data(source: &RedisServer, target: &RedisServer, same_version: bo
         let dbs = db.to_string();
         s.cmd(&["SELECT", &dbs]);
         t.cmd(&["SELECT", &dbs]);
-        let keys = keys_of(&mut s);
+        let keys = scan_keys(&mut s);
         for k in &keys {
             let ks: &[u8] = k;
             let what = || format!("db {db} key {}", show(ks));
