@@ -152,7 +152,13 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
                 sh.metrics.clients.increment(1.0);
                 let sh2 = sh.clone();
                 next_worker = next_worker.wrapping_add(1);
-                let pick = next_worker % (workers.handles.len() + 1);
+                // With session workers, every client goes to one of them (the main
+                // runtime keeps the admin, the syncer and the topology).
+                let pick = if workers.handles.is_empty() {
+                    0
+                } else {
+                    1 + next_worker % workers.handles.len()
+                };
                 if pick == 0 {
                     tracker.spawn(async move {
                         session::serve(stream, peer, sh2.clone()).await;
@@ -234,12 +240,14 @@ fn raise_fd_limit() {
 ///
 /// With a Redis Cluster on either side (asked before any runtime exists, 2 s deadline; a
 /// side that does not answer counts as one server), routing costs the proxy about twice
-/// the CPU per command, and the threads (`proxy.threads`, 0: every CPU) are one main
-/// worker plus session workers, each a single-threaded runtime whose clients use node
-/// connections of their own (`cluster::worker`), so replies never wake a task on
-/// another thread. Measured on 2 cores, 3 masters, -P 16 (A/B, 3 rounds): a second
-/// worker of one multi-threaded runtime cost ~1.6-1.7 us of proxy CPU per request; a
-/// session worker instead ~1.4, and SET 363k -> 399k, GET 380k -> 443k requests/s.
+/// the CPU per command, and the clients are served by session workers (`proxy.threads`
+/// of them, 0: every CPU), each a single-threaded runtime whose clients use node
+/// connections of their own (`cluster::worker`), so replies never wake a task on another
+/// thread; one more worker (the main runtime) keeps the admin, the syncer and the
+/// topology. Measured on 2 cores, 3 masters, -P 16 (A/B, 3 rounds each): a second worker
+/// of one multi-threaded runtime cost ~1.6-1.7 us of proxy CPU per request; one main
+/// worker serving clients plus a session worker ~1.4, and SET 363k -> 399k, GET 380k ->
+/// 443k requests/s; clients on two session workers then SET 420k -> 443k, GET equal.
 pub fn worker_threads(settings: &Settings) -> (usize, usize) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = if settings.threads_auto {
@@ -269,10 +277,9 @@ pub fn worker_threads(settings: &Settings) -> (usize, usize) {
     if rt.block_on(probe) {
         tracing::info!(
             threads = wanted,
-            "a Redis Cluster on one side: one main worker and {} session workers",
-            wanted - 1
+            "a Redis Cluster on one side: {wanted} session workers (and one for the rest)"
         );
-        (1, wanted - 1)
+        (1, wanted)
     } else {
         (settings.threads, 0)
     }
