@@ -1483,6 +1483,26 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
 // Syncing
 // ---------------------------------------------------------------------------------------
 
+/// `key` has the same value on both connections (DEBUG DIGEST-VALUE, which ignores
+/// encodings) and a TTL on both or neither, within 2 s. `what` names it in a failure.
+#[track_caller]
+pub fn assert_same_key(s: &mut Wire, t: &mut Wire, key: &[u8], what: &str) {
+    let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", key]);
+    let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", key]);
+    assert_eq!(show(&a), show(&b), "{what} key {} differs", show(key));
+    let pa = s.value(&[&b"PTTL"[..], key]).int();
+    let pb = t.value(&[&b"PTTL"[..], key]).int();
+    if pa < 0 || pb < 0 {
+        assert_eq!(pa, pb, "{what} key {}: TTL presence differs", show(key));
+    } else {
+        assert!(
+            (pa - pb).abs() < 2_000,
+            "{what} key {}: PTTL {pa} vs {pb}",
+            show(key)
+        );
+    }
+}
+
 /// Every key of the connection's current db (SCAN, 1000 at a time).
 pub fn scan_keys(w: &mut Wire) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();

@@ -25,21 +25,7 @@ fn assert_same_data(source: &RedisServer, target: &RedisServer) {
         t.cmd(&["SELECT", &dbs]);
         let keys = keys_of(source, db);
         for k in &keys {
-            let ks: &[u8] = k;
-            let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-            let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-            assert_eq!(show(&a), show(&b), "db {db} key {} differs", show(ks));
-            let pa = s.value(&[&b"PTTL"[..], ks]).int();
-            let pb = t.value(&[&b"PTTL"[..], ks]).int();
-            if pa < 0 || pb < 0 {
-                assert_eq!(pa, pb, "db {db} key {}: TTL presence differs", show(ks));
-            } else {
-                assert!(
-                    (pa - pb).abs() < 2_000,
-                    "db {db} key {}: PTTL {pa} vs {pb}",
-                    show(ks)
-                );
-            }
+            assert_same_key(&mut s, &mut t, k, &format!("db {db}"));
         }
         let own = u64::from(db == 0);
         let ts = t.value(&["DBSIZE"]).int() as u64;

@@ -76,22 +76,7 @@ fn assert_same_data(source: &RedisServer, cluster: &RedisCluster) {
     let mut owners = Owners::of(cluster);
     let keys = scan_keys(&mut s);
     for k in &keys {
-        let ks: &[u8] = k;
-        let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-        let t = owners.wire(ks);
-        let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-        assert_eq!(show(&a), show(&b), "key {} differs", show(ks));
-        let pa = s.value(&[&b"PTTL"[..], ks]).int();
-        let pb = t.value(&[&b"PTTL"[..], ks]).int();
-        if pa < 0 || pb < 0 {
-            assert_eq!(pa, pb, "key {}: TTL presence differs", show(ks));
-        } else {
-            assert!(
-                (pa - pb).abs() < 2_000,
-                "key {}: PTTL {pa} vs {pb}",
-                show(ks)
-            );
-        }
+        assert_same_key(&mut s, owners.wire(k), k, "db 0");
     }
     let mut total = 0;
     for port in owners.masters() {

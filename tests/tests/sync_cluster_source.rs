@@ -103,22 +103,7 @@ fn assert_same_data(source: &RedisCluster, target: &mut Target) -> usize {
         let keys = scan_keys(&mut s);
         total += keys.len();
         for k in &keys {
-            let ks: &[u8] = k;
-            let a = s.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-            let t = target.wire(ks);
-            let b = t.cmd(&[&b"DEBUG"[..], b"DIGEST-VALUE", ks]);
-            assert_eq!(show(&a), show(&b), "key {} differs", show(ks));
-            let pa = s.value(&[&b"PTTL"[..], ks]).int();
-            let pb = t.value(&[&b"PTTL"[..], ks]).int();
-            if pa < 0 || pb < 0 {
-                assert_eq!(pa, pb, "key {}: TTL presence differs", show(ks));
-            } else {
-                assert!(
-                    (pa - pb).abs() < 2_000,
-                    "key {}: PTTL {pa} vs {pb}",
-                    show(ks)
-                );
-            }
+            assert_same_key(&mut s, target.wire(k), k, "source");
         }
     }
     assert_eq!(
