@@ -103,6 +103,16 @@ impl NodeAddr {
     }
 }
 
+impl std::str::FromStr for NodeAddr {
+    type Err = crate::UrlError;
+
+    /// `host:port`, `[v6]:port`, or a host alone (port 6379), as written in a config file.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = crate::url::split_host_port(s)?;
+        Ok(NodeAddr::new(host, port))
+    }
+}
+
 impl From<&RedisUrl> for NodeAddr {
     fn from(url: &RedisUrl) -> Self {
         NodeAddr::new(url.host.clone(), url.port)

@@ -73,7 +73,8 @@ impl RedisUrl {
     }
 }
 
-fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
+/// `host:port` or `[v6]:port` (the port 6379 when left out).
+pub(crate) fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
     if hp.is_empty() {
         return Err(UrlError::NoHost);
     }

@@ -57,6 +57,10 @@ pub struct SyncSection {
     /// of each master (`replicas`: the masters serve no full sync; the cutover still
     /// fences the masters).
     pub source_nodes: String,
+    /// With `source_nodes = "replicas"`: the replicas to link through (`host:port` as the
+    /// cluster lists them), at most one per master; a master with none listed links
+    /// through the first replica the slot map gives.
+    pub source_replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +101,7 @@ impl Default for SyncSection {
             db_map: Default::default(),
             cross_slot_transactions: "split".into(),
             source_nodes: "masters".into(),
+            source_replicas: Vec::new(),
         }
     }
 }
@@ -275,6 +280,8 @@ pub struct SyncSettings {
     pub cross_slot: sync::CrossSlot,
     /// Cluster sources: link to a replica of each master instead of the master.
     pub from_replicas: bool,
+    /// The replicas named in `sync.source_replicas` (only with `from_replicas`).
+    pub chosen_replicas: Vec<cluster::slots::NodeAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -443,6 +450,25 @@ impl Config {
                         format!("`{v}`: expected \"masters\" or \"replicas\""),
                     ))
                 }
+            },
+            chosen_replicas: {
+                let mut out = Vec::with_capacity(sy.source_replicas.len());
+                for (i, a) in sy.source_replicas.iter().enumerate() {
+                    let addr: cluster::slots::NodeAddr = a.parse().map_err(|e| {
+                        err(
+                            &format!("sync.source_replicas[{i}]"),
+                            format!("`{a}`: {e} (expected host:port)"),
+                        )
+                    })?;
+                    out.push(addr);
+                }
+                if !out.is_empty() && sy.source_nodes != "replicas" {
+                    return Err(err(
+                        "sync.source_replicas",
+                        "names replicas to link through, which needs sync.source_nodes = \"replicas\"".into(),
+                    ));
+                }
+                out
             },
         };
         for (i, u) in p.users.iter().enumerate() {

@@ -60,7 +60,9 @@ pub fn start(
         Some(topo) => {
             // The masters and their slots as the proxy found them at start; the links
             // watch for any change from here on.
-            let plan = sync::cluster_source::Plan::from_map(&topo.map().slots);
+            // One reading of the map for both the plan and the replicas.
+            let map = topo.map();
+            let plan = sync::cluster_source::Plan::from_map(&map.slots);
             if plan.links.is_empty() {
                 anyhow::bail!(
                     "the source {} is a Redis Cluster whose masters serve no slots: nothing to sync",
@@ -71,7 +73,14 @@ pub fn start(
                 &plan,
                 &seed,
                 &cfg,
-                settings.sync.from_replicas.then_some(&topo.map().slots),
+                if settings.sync.from_replicas {
+                    sync::cluster_source::LinkNodes::Replicas {
+                        map: &map.slots,
+                        chosen: &settings.sync.chosen_replicas,
+                    }
+                } else {
+                    sync::cluster_source::LinkNodes::Masters
+                },
             )
             .context("source links")?;
             let set = Arc::new(SyncSet::new(links));

@@ -120,18 +120,34 @@ impl Plan {
     }
 }
 
+/// Which node of each source master a link replicates from.
+#[derive(Debug, Clone, Copy)]
+pub enum LinkNodes<'a> {
+    /// The master itself.
+    Masters,
+    /// A replica of it, from the source's slot map: the one `chosen` names for that
+    /// master, else the first the map lists.
+    Replicas {
+        map: &'a SlotMap,
+        chosen: &'a [NodeAddr],
+    },
+}
+
 /// The links of `plan`: a status, a connector and a configuration each (`base` with the
-/// link's source node and scope). With `replicas_of` (the source's slot map), each link
-/// replicates from the first replica the map lists for its master: a replica passes its
-/// master's stream on with the same replication ids and offsets, so checkpoints, lag and
-/// the cutover's wait for each master's offset hold as they are; the cutover still
-/// fences the masters (the link's `source` in [`LinkInfo`]).
+/// link's source node and scope). Linked through replicas ([`LinkNodes::Replicas`]), each
+/// link still carries its master's offsets: a replica passes its master's stream on with
+/// the same replication ids and offsets, so checkpoints, lag and the cutover's wait for
+/// each master's offset hold as they are; the cutover still fences the masters (the
+/// link's `source` in [`LinkInfo`]).
 pub fn links(
     plan: &Plan,
     seed: &Connector,
     base: &SyncConfig,
-    replicas_of: Option<&SlotMap>,
+    nodes: LinkNodes<'_>,
 ) -> Result<(Vec<LinkInfo>, Vec<SyncConfig>), SyncError> {
+    if let LinkNodes::Replicas { map, chosen } = nodes {
+        check_chosen(plan, map, chosen)?;
+    }
     let mut infos = Vec::new();
     let mut cfgs = Vec::new();
     for (master, ranges) in &plan.links {
@@ -141,19 +157,10 @@ pub fn links(
                 .map_err(|e| SyncError::Config(format!("source {n}: {e}")))
         };
         let source = node(master)?;
-        let (link_source, addr) = match replicas_of {
-            None => (source.clone(), master.to_string()),
-            Some(map) => {
-                let replica = map
-                    .shards()
-                    .iter()
-                    .find(|s| &s.master == master)
-                    .and_then(|s| s.replicas.first())
-                    .ok_or_else(|| {
-                        SyncError::Config(format!(
-                            "sync.source_nodes = \"replicas\": the source master {master} has no replica to sync from"
-                        ))
-                    })?;
+        let (link_source, addr) = match nodes {
+            LinkNodes::Masters => (source.clone(), master.to_string()),
+            LinkNodes::Replicas { map, chosen } => {
+                let replica = replica_for(map, master, chosen)?;
                 (node(replica)?, format!("{replica} (replica of {master})"))
             }
         };
@@ -171,6 +178,66 @@ pub fn links(
         });
     }
     Ok((infos, cfgs))
+}
+
+/// The replica a link for `master` replicates from: the one `chosen` names, else the
+/// first the map lists.
+fn replica_for<'m>(
+    map: &'m SlotMap,
+    master: &NodeAddr,
+    chosen: &[NodeAddr],
+) -> Result<&'m NodeAddr, SyncError> {
+    let replicas = replicas_of(map, master);
+    replicas
+        .iter()
+        .find(|r| chosen.contains(r))
+        .or(replicas.first())
+        .ok_or_else(|| {
+            SyncError::Config(format!(
+                "sync.source_nodes = \"replicas\": the source master {master} has no replica to sync from"
+            ))
+        })
+}
+
+fn replicas_of<'m>(map: &'m SlotMap, master: &NodeAddr) -> &'m [NodeAddr] {
+    map.shards()
+        .iter()
+        .find(|s| &s.master == master)
+        .map_or(&[], |s| s.replicas.as_slice())
+}
+
+/// Every replica in `chosen` (`sync.source_replicas`) must be a replica of a master in
+/// the plan, and no master may have two: a name that matches nothing is a typo or a
+/// stale list, and silently linking elsewhere would put the full sync on a node the user
+/// meant to spare.
+fn check_chosen(plan: &Plan, map: &SlotMap, chosen: &[NodeAddr]) -> Result<(), SyncError> {
+    for (i, want) in chosen.iter().enumerate() {
+        let owner = plan
+            .links
+            .iter()
+            .map(|(m, _)| m)
+            .find(|m| replicas_of(map, m).contains(want));
+        let Some(master) = owner else {
+            let known: Vec<String> = plan
+                .links
+                .iter()
+                .flat_map(|(m, _)| replicas_of(map, m).iter().map(|r| r.to_string()))
+                .collect();
+            return Err(SyncError::Config(format!(
+                "sync.source_replicas: {want} is not a replica of any source master (the source's replicas: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        if let Some(other) = chosen[..i]
+            .iter()
+            .find(|o| replicas_of(map, master).contains(o))
+        {
+            return Err(SyncError::Config(format!(
+                "sync.source_replicas names two replicas of the master {master}: {other} and {want}; a master has one link"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs every link until `stop` turns true: the target prepared once, then the links, and
@@ -406,53 +473,4 @@ async fn connect(c: &Arc<Connector>) -> Result<NodeStream, SyncError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(reply: &[u8]) -> SlotMap {
-        SlotMap::from_cluster_slots(reply, &NodeAddr::new("127.0.0.1", 1)).unwrap()
-    }
-
-    /// A CLUSTER SLOTS reply: (lo, hi, port) per range.
-    fn slots_reply(ranges: &[(u16, u16, u16)]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", ranges.len()).into_bytes();
-        for (lo, hi, port) in ranges {
-            out.extend_from_slice(
-                format!(
-                    "*3\r\n:{lo}\r\n:{hi}\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$40\r\n{}\r\n",
-                    "a".repeat(40)
-                )
-                .as_bytes(),
-            );
-        }
-        out
-    }
-
-    #[test]
-    fn plans_and_their_changes() {
-        let m = map(&slots_reply(&[(0, 99, 7001), (100, 16383, 7002)]));
-        let plan = Plan::from_map(&m);
-        assert_eq!(plan.links.len(), 2);
-        assert_eq!(plan.describe(), "0-99 100-16383");
-        assert_eq!(plan.changes(&m), None);
-        let moved = map(&slots_reply(&[(0, 100, 7001), (101, 16383, 7002)]));
-        let why = plan.changes(&moved).unwrap();
-        assert!(
-            why.contains("slot 100 moved from 127.0.0.1:7002 to 127.0.0.1:7001"),
-            "{why}"
-        );
-        let failed_over = map(&slots_reply(&[(0, 99, 7003), (100, 16383, 7002)]));
-        let why = plan.changes(&failed_over).unwrap();
-        assert!(
-            why.contains("100 slots from slot 0 moved from 127.0.0.1:7001 to 127.0.0.1:7003"),
-            "{why}"
-        );
-        let split = map(&slots_reply(&[
-            (0, 49, 7001),
-            (50, 99, 7002),
-            (100, 16383, 7001),
-        ]));
-        let p = Plan::from_map(&split);
-        assert_eq!(p.describe(), "0-49,100-16383 50-99");
-    }
-}
+mod tests;

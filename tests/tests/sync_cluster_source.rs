@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use cluster::slots::key_slot;
+use cluster::slots::{key_slot, NodeAddr, SlotMap};
 use support::*;
 
 /// The target: one server, or a cluster (connections to its masters, by slot, read once).
@@ -560,7 +560,7 @@ fn links_from_replicas_leave_the_masters_alone() {
     if skip_direct("the syncer") {
         return;
     }
-    let source = RedisCluster::start_with(3, 1, &["--repl-diskless-sync-delay", "0"]);
+    let source = RedisCluster::start_with(3, 2, &["--repl-diskless-sync-delay", "0"]);
     let replicas = &source.nodes[3..];
     // Every replica linked and served its one full sync by its master.
     poll_until(SYNC_WAIT, || {
@@ -571,40 +571,74 @@ fn links_from_replicas_leave_the_masters_alone() {
     // ...and known as replicas to the node whose URL cutover gets.
     poll_until(SYNC_WAIT, || {
         let nodes = source.nodes[0].cmd(&["CLUSTER", "NODES"]);
-        show(&nodes).matches(" slave ").count() == 3
+        show(&nodes).matches(" slave ").count() == 6
     });
+    // The slot map as cutover reads it from that node. Two masters get their replica
+    // named in sync.source_replicas: the one listed last, which cutover would not pick by
+    // itself; the third links through its first.
+    let origin = NodeAddr::new("127.0.0.1", source.nodes[0].port());
+    let map = SlotMap::from_cluster_shards(&source.nodes[0].cmd(&["CLUSTER", "SHARDS"]), &origin)
+        .unwrap();
+    assert_eq!(map.shards().len(), 3);
+    let mut linked = Vec::new();
+    let mut spared = Vec::new();
+    let mut names = Vec::new();
+    for (i, shard) in map.shards().iter().enumerate() {
+        let r = &shard.replicas;
+        assert_eq!(r.len(), 2, "{shard:?}");
+        let (used, other) = if i < 2 {
+            names.push(format!("\"{}\"", r[1]));
+            (r[1].port, r[0].port)
+        } else {
+            (r[0].port, r[1].port)
+        };
+        linked.push(used);
+        spared.push(other);
+    }
+    let node = |port: u16| replicas.iter().find(|r| r.port() == port).unwrap();
+
     fill_each_master(&source, "before");
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[sync]\nsource_nodes = \"replicas\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sync]\nsource_nodes = \"replicas\"\nsource_replicas = [{}]\n",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
     let proxy = cutover_from(&source, &target.url(), &["--config", cfg.to_str().unwrap()]);
     wait_caught_up(&source, &proxy);
     let mut t = Target::one(&target);
     assert!(assert_same_data(&source, &mut t) > 50);
     assert_links_in_status(&proxy, 3);
 
-    // The full syncs came from the replicas: each master served only its own replica.
+    // The full syncs came from the replicas cutover was told to use: each master served
+    // only its own two replicas, each linked replica one full sync, the others none.
     for m in source.masters() {
-        assert_eq!(m.info_field("stats", "sync_full").unwrap(), "1");
+        assert_eq!(m.info_field("stats", "sync_full").unwrap(), "2");
         assert_eq!(
             m.info_field("replication", "connected_slaves").unwrap(),
-            "1"
+            "2"
         );
     }
-    for r in replicas {
-        assert_eq!(r.info_field("stats", "sync_full").unwrap(), "1");
+    for (&used, &other) in linked.iter().zip(&spared) {
+        assert_eq!(node(used).info_field("stats", "sync_full").unwrap(), "1");
         assert_eq!(
-            r.info_field("replication", "connected_slaves").unwrap(),
+            node(used)
+                .info_field("replication", "connected_slaves")
+                .unwrap(),
             "1"
         );
+        assert_eq!(node(other).info_field("stats", "sync_full").unwrap(), "0");
     }
     let st = proxy.status();
-    for i in 0..3 {
-        assert!(
-            st[&format!("sync_link{i}")].contains("replica of"),
-            "{st:?}"
-        );
+    let lines: Vec<&String> = (0..3).map(|i| &st[&format!("sync_link{i}")]).collect();
+    for used in &linked {
+        let addr = format!("127.0.0.1:{used} (replica of");
+        assert!(lines.iter().any(|l| l.contains(&addr)), "{addr}: {lines:?}");
     }
 
     // Live writes (to the masters, through the proxy) reach the target by way of the

@@ -417,3 +417,18 @@ fn redirects() {
         );
     }
 }
+
+#[test]
+fn node_addresses_parse_as_written_in_a_config_file() {
+    let p = |s: &str| s.parse::<NodeAddr>();
+    assert_eq!(p("10.0.0.5:7001").unwrap(), NodeAddr::new("10.0.0.5", 7001));
+    assert_eq!(p("[::1]:7001").unwrap(), NodeAddr::new("::1", 7001));
+    assert_eq!(p("cache-1").unwrap(), NodeAddr::new("cache-1", 6379));
+    // What it prints parses back to itself.
+    for a in [NodeAddr::new("::1", 7001), NodeAddr::new("h", 1)] {
+        assert_eq!(p(&a.to_string()).unwrap(), a);
+    }
+    for bad in ["", ":7001", "h:0", "h:70000", "h:x", "[::1"] {
+        assert!(p(bad).is_err(), "{bad}");
+    }
+}

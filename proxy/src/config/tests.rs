@@ -70,3 +70,41 @@ fn cross_slot_transactions_is_split_or_stop() {
     let msg = cfg.validate("f.toml").unwrap_err().to_string();
     assert!(msg.contains("sync.cross_slot_transactions"), "{msg}");
 }
+
+#[test]
+fn source_replicas_are_addresses_and_need_source_nodes_replicas() {
+    let base = "[source]\nurl = \"redis://h:1\"\n[sync]\n";
+    let validate = |extra: &str| {
+        Config::from_toml(&format!("{base}{extra}"), "f.toml")
+            .unwrap()
+            .validate("f.toml")
+    };
+    let s = validate(
+        "source_nodes = \"replicas\"\nsource_replicas = [\"10.0.0.5:7001\", \"[::1]:7002\"]\n",
+    )
+    .unwrap();
+    assert!(s.sync.from_replicas);
+    assert_eq!(
+        s.sync.chosen_replicas,
+        vec![
+            cluster::slots::NodeAddr::new("10.0.0.5", 7001),
+            cluster::slots::NodeAddr::new("::1", 7002)
+        ]
+    );
+    assert!(validate("").unwrap().sync.chosen_replicas.is_empty());
+
+    let msg = validate("source_replicas = [\"10.0.0.5:7001\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("sync.source_replicas") && msg.contains("source_nodes = \"replicas\""),
+        "{msg}"
+    );
+    let msg = validate("source_nodes = \"replicas\"\nsource_replicas = [\"a:1\", \"b:x\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("sync.source_replicas[1]") && msg.contains("b:x"),
+        "{msg}"
+    );
+}
