@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Users;
 use crate::config::Settings;
 use crate::metrics::{Kind, Metrics};
-use crate::route::Router;
+use crate::route::{Route, Router};
 use crate::stats::Stats;
 
 /// What every session shares.
@@ -84,13 +84,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     let mut parser = RequestParser::new(limits);
     let auth_required = sh.users.auth_required();
     parser.set_authenticated(!auth_required);
+    let sh_route = Arc::clone(&sh.router.route());
     let mut s = Session {
         st: ClientState {
             id,
             peer,
             local_addr,
             created: Instant::now(),
-            db: sh.router.route().upstream.default_db(),
+            db: sh_route.upstream.default_db(),
             resp3: false,
             name: None,
             lib_name: None,
@@ -134,7 +135,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         block: None,
         unblocking: false,
         reissue_pending: false,
-        epoch: 0,
+        route: Arc::clone(&sh_route),
         changes: tokio::sync::watch::channel(0).1,
         skip_pending: false,
         batches_sent: 0,
@@ -146,7 +147,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         cluster_ready: Vec::new(),
         hints: Vec::new(),
     };
-    s.epoch = s.sh.router.route().epoch;
     s.changes = s.sh.router.subscribe();
     let result = s.run(stream).await;
     // Replies this client will never read still count as in flight until they come; the
@@ -374,8 +374,15 @@ struct Session {
     /// settles.
     unblocking: bool,
     reissue_pending: bool,
-    /// The route epoch this client's connections belong to.
-    epoch: u64,
+    /// The route this client's commands go to (its `epoch` is the one its connections
+    /// belong to). Adopted from the router in `route_changed` only, never read afresh
+    /// when a batch leaves: a switch landing between the check at the top of
+    /// `process_input` and the flush of the batch parsed meanwhile would otherwise send it
+    /// to the new upstream while the old one still owes replies, and replies from two
+    /// servers could come back out of order. Such a batch holds reads only (a write keeps
+    /// the drain, hence the switch, waiting until its reply is in) and goes to the fenced
+    /// old side, behind what it owes; the next command sees the switch first.
+    route: Arc<Route>,
     changes: tokio::sync::watch::Receiver<u64>,
     /// Backend batches sent, for sampling the latency histogram.
     batches_sent: u32,
@@ -584,7 +591,7 @@ impl Session {
                 };
                 let args = self.parser.args();
                 let info = args.first().and_then(|r| command::lookup(&base[r.clone()]));
-                let route = self.sh.router.route();
+                let route = &self.route;
                 // On a cluster, the slot the router would find, found now (see Hint).
                 let slot = match info {
                     Some(i) if self.dedicated.is_none() && route.upstream.cluster().is_some() => {
@@ -897,7 +904,7 @@ impl Session {
 
     /// `hints`: one per command of `data` for a cluster router, or none.
     fn send_hinted(&mut self, data: Bytes, count: u32, flags: u8, hints: &[Hint]) {
-        let route = self.sh.router.route();
+        let route = Arc::clone(&self.route);
         if self.dedicated.is_none() {
             if let Some(topo) = route.upstream.cluster() {
                 let key = (route.epoch, self.st.resp3);
@@ -1321,19 +1328,23 @@ impl Session {
                 }
             });
         }
-        if gating && self.counted_subscriber && self.presub.is_none() && route.epoch == self.epoch {
+        if gating
+            && self.counted_subscriber
+            && self.presub.is_none()
+            && route.epoch == self.route.epoch
+        {
             // Subscribe on the target too before anything is released there (opened in
             // `process_input`, which may wait for the connection).
             self.presub_wanted = true;
         }
-        if !gating && route.epoch == self.epoch && self.presub.is_some() {
+        if !gating && route.epoch == self.route.epoch && self.presub.is_some() {
             // Aborted: the source connection stays, the target one goes.
             drop(route);
             self.drop_presub();
             return self.route_changed();
         }
-        if route.epoch != self.epoch && !gating {
-            self.epoch = route.epoch;
+        if route.epoch != self.route.epoch && !gating {
+            self.route = Arc::clone(&route);
             if let Some(p) = self.presub.take() {
                 // Switched: the target connection, already subscribed, takes over (once
                 // replies still owed by the old one, e.g. a RESP3 subscriber's read, are in).
@@ -1494,7 +1505,7 @@ impl Session {
             tag: 0,
         };
         // The gate may have reopened (abort) while the connection was opening.
-        let still = self.sh.router.gating() && self.sh.router.route().epoch == self.epoch;
+        let still = self.sh.router.gating() && self.sh.router.route().epoch == self.route.epoch;
         if still && h.send(batch).is_ok() {
             self.presub = Some(h);
             self.presub_pending = n;

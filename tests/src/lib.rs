@@ -1697,11 +1697,13 @@ pub fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
     a.cmd(&cmd)
 }
 
-/// The cutover tests' load: six [`app_client`]s and `redis-benchmark -c 20 -P 16 -t
-/// set,incr -r 1000` of `requests` requests, all through the proxy at `addr`.
+/// The cutover tests' load: six [`app_client`]s, two [`pipelined_reader`]s and
+/// `redis-benchmark -c 20 -P 16 -t set,incr -r 1000` of `requests` requests, all through
+/// the proxy at `addr`.
 pub struct AppLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     clients: Vec<std::thread::JoinHandle<u64>>,
+    readers: Vec<std::thread::JoinHandle<u64>>,
     bench: std::process::Child,
 }
 
@@ -1709,6 +1711,9 @@ impl AppLoad {
     pub fn start(addr: std::net::SocketAddr, requests: u32) -> AppLoad {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients = (0..6).map(|i| app_client(addr, i, stop.clone())).collect();
+        let readers = (0..2)
+            .map(|i| pipelined_reader(addr, i, stop.clone()))
+            .collect();
         let bench = std::process::Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
             .args(["-c", "20", "-n", &requests.to_string(), "-P", "16"])
@@ -1720,6 +1725,7 @@ impl AppLoad {
         AppLoad {
             stop,
             clients,
+            readers,
             bench,
         }
     }
@@ -1734,6 +1740,10 @@ impl AppLoad {
             .into_iter()
             .map(|c| c.join().expect("a client saw an error"))
             .collect();
+        for r in self.readers {
+            let batches = r.join().expect("a pipelined reader saw a wrong reply");
+            assert!(batches > 0, "a pipelined reader got no batch through");
+        }
         let out = self.bench.wait_with_output().expect("redis-benchmark");
         assert!(
             out.status.success(),
@@ -1744,6 +1754,39 @@ impl AppLoad {
         assert!(!text.contains("ERR"), "{text}");
         rounds
     }
+}
+
+/// A reader of 16 keys of its own (`r:<id>:<j>` = `j`, written first), asking for all of
+/// them in one write each round: every reply must be its own key's value, in order. The
+/// proxy splits and merges these batches, and across a switch must not take one server's
+/// replies for the other's. Returns how many batches were answered.
+pub fn pipelined_reader(
+    addr: std::net::SocketAddr,
+    id: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    const KEYS: usize = 16;
+    let keys: Vec<String> = (0..KEYS).map(|j| format!("r:{id}:{j}")).collect();
+    let mut w = Wire::connect(addr);
+    w.set_timeout(Duration::from_secs(20));
+    for (j, k) in keys.iter().enumerate() {
+        assert_bytes(w.cmd(&["SET", k, &j.to_string()]), b"+OK\r\n");
+    }
+    let mut batch = Vec::new();
+    for k in &keys {
+        batch.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes());
+    }
+    thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            w.send(&batch);
+            for j in 0..KEYS {
+                assert_bytes(w.read_reply(), bulk(j.to_string()));
+            }
+            n += 1;
+        }
+        n
+    })
 }
 
 /// One application client: its own counter (INCR), its own list (RPUSH of a sequence), an
