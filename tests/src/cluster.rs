@@ -40,10 +40,28 @@ impl RedisCluster {
     /// node (e.g. `--requirepass`).
     #[track_caller]
     pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
+        RedisCluster::start_built(masters, replicas, || {
+            RedisServer::builder().args(&NODE_ARGS).args(extra)
+        })
+    }
+
+    /// `masters` Redis 6.2 masters, no replicas: no CLUSTER SHARDS there, so whoever
+    /// reads the slot map must use CLUSTER SLOTS.
+    #[track_caller]
+    pub fn start_v62(masters: usize) -> RedisCluster {
+        RedisCluster::start_built(masters, 0, || {
+            RedisServer::builder().redis62().args(&NODE_ARGS)
+        })
+    }
+
+    #[track_caller]
+    fn start_built(
+        masters: usize,
+        replicas: usize,
+        node: impl Fn() -> crate::RedisBuilder,
+    ) -> RedisCluster {
         let total = masters * (1 + replicas);
-        let nodes: Vec<RedisServer> = (0..total)
-            .map(|_| RedisServer::builder().args(&NODE_ARGS).args(extra).start())
-            .collect();
+        let nodes: Vec<RedisServer> = (0..total).map(|_| node().start()).collect();
         if masters < 3 {
             // redis-cli creates clusters of 3 masters or more: smaller ones by hand.
             assert_eq!(

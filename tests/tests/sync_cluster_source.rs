@@ -658,3 +658,66 @@ fn links_from_replicas_leave_the_masters_alone() {
     assert_bytes(p.cmd(&["SET", "{last}after", "2"]), b"+OK\r\n");
     assert_bytes(target.cmd(&["GET", "{last}after"]), b"$1\r\n2\r\n");
 }
+
+#[test]
+fn a_redis_6_2_cluster_is_routed_synced_and_cut_over_to_7_0() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisCluster::start_v62(3);
+    // 6.2 has no CLUSTER SHARDS: the proxy's and the links' slot maps come from CLUSTER
+    // SLOTS.
+    let r = source.nodes[0].cmd(&["CLUSTER", "SHARDS"]);
+    assert!(r.starts_with(b"-ERR"), "{}", show(&r));
+    assert!(source.nodes[0]
+        .info_field("server", "redis_version")
+        .unwrap()
+        .starts_with("6.2."));
+    fill_each_master(&source, "before");
+    let target = RedisServer::start();
+    let proxy = cutover_from(&source, &target.url(), &[]);
+
+    // Clients see one server: keys on every master, split and merged, counted and scanned.
+    let mut p = proxy.wire();
+    let keys: Vec<String> = (0..30).map(|i| format!("k:{i}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for (i, k) in keys.iter().enumerate() {
+        mset.push(k.clone());
+        mset.push(format!("v{i}"));
+    }
+    assert_bytes(p.cmd(&mset), b"+OK\r\n");
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    let got: Vec<String> = p.value(&mget).items().iter().map(|v| v.text()).collect();
+    let want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    assert_eq!(got, want);
+    let sizes: Vec<i64> = source
+        .masters()
+        .iter()
+        .map(|m| m.wire().value(&["DBSIZE"]).int())
+        .collect();
+    assert!(
+        sizes.iter().all(|&n| n > 10),
+        "the keys did not spread over the masters: {sizes:?}"
+    );
+    let total: i64 = sizes.iter().sum();
+    assert_bytes(p.cmd(&["DBSIZE"]), int(total));
+    assert_eq!(scan_keys(&mut p).len() as i64, total);
+
+    // The 6.2 masters' data on the 7.0 target, the live writes too.
+    wait_caught_up(&source, &proxy);
+    let mut t = Target::one(&target);
+    assert!(assert_same_data(&source, &mut t) > 50);
+    assert_links_in_status(&proxy, 3);
+    let before = format!("{{{}}}", source.key_on(0, "before"));
+    live_writes(&proxy, &before);
+    wait_caught_up(&source, &proxy);
+    assert_same_data(&source, &mut t);
+
+    // CUTOVER: the 6.2 masters fenced, then writes go to the 7.0 target.
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "10000"]), b"+OK\r\n");
+    assert_eq!(proxy.status()["route"], "target");
+    assert_bytes(p.cmd(&["SET", "{x}after", "1"]), b"+OK\r\n");
+    assert_bytes(target.cmd(&["GET", "{x}after"]), b"$1\r\n1\r\n");
+    assert_bytes(p.cmd(&["GET", "k:7"]), b"$2\r\nv7\r\n");
+}
