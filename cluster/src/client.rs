@@ -12,6 +12,9 @@
 //! - `-MOVED`: the map is refreshed and the command resent to the named node. `-ASK`:
 //!   `ASKING` + the command, once, to the named node. `-TRYAGAIN`/`-CLUSTERDOWN`: resent
 //!   after a backoff. Replies still leave in the client's order.
+//! - Order across a `-TRYAGAIN`: a command with several keys of a slot seen migrating
+//!   ([`crate::migrating`]) is a barrier: the client's later commands wait until it is
+//!   answered, so its retry can't be overtaken.
 //! - Order across a map change: commands routed with an older map may still be in flight
 //!   (and be redirected); commands routed with the new map could overtake them. So a new
 //!   map is adopted only when nothing is in flight: until then new batches wait.
@@ -287,6 +290,10 @@ pub struct ClusterClient {
     /// Where each batch taken ends (the sequence number after its last entry): replies
     /// are handed over a whole batch at a time, see [`emit`](Self::emit).
     batch_ends: VecDeque<u64>,
+    /// A command with several keys of a slot seen migrating ([`crate::migrating`]): it
+    /// may get `-TRYAGAIN` and be resent later, so nothing after it goes until it is
+    /// answered (the rest of its batch waits in `waiting`).
+    barrier: Option<u64>,
 }
 
 /// Complete replies held back for the rest of their batch at most (a batch that big is
@@ -327,6 +334,7 @@ impl ClusterClient {
             watch: None,
             retries: Vec::new(),
             batch_ends: VecDeque::new(),
+            barrier: None,
         }
     }
 
@@ -405,6 +413,12 @@ impl ClusterClient {
         if !self.retries.is_empty() {
             return false;
         }
+        if let Some(b) = self.barrier {
+            if !self.answered(b) {
+                return false;
+            }
+            self.barrier = None;
+        }
         let epoch = self.topo.map().epoch;
         if epoch != self.map.epoch {
             if !self.entries.is_empty() {
@@ -436,6 +450,19 @@ impl ClusterClient {
         }
     }
 
+    /// Whether entry `seq` has its whole reply (or was handed over already).
+    fn answered(&self, seq: u64) -> bool {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return true;
+        };
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .is_none_or(|e| {
+                e.local.is_some() || (e.pending == 0 && e.parts.iter().all(|p| p.result.is_some()))
+            })
+    }
+
     fn seq_end(&self) -> u64 {
         self.base + self.entries.len() as u64
     }
@@ -459,8 +486,13 @@ impl ClusterClient {
             let end = pos + h.len as usize;
             let cmd = data.slice(pos..end);
             pos = end;
-            if h.slot == Hint::NONE {
-                self.route_frames(cmd, flags);
+            // A slot seen migrating: the router looks at the command itself (it may have
+            // several keys there, and hold what follows).
+            if h.slot == Hint::NONE || self.topo.migrating.is_migrating(h.slot) {
+                if self.route_frames(&cmd, flags).is_some() && end < data.len() {
+                    self.waiting.push_front((data.slice(end..), flags));
+                    return;
+                }
                 continue;
             }
             let seq = self.seq_end();
@@ -477,8 +509,12 @@ impl ClusterClient {
     }
 
     fn on_batch(&mut self, data: Bytes, flags: BatchFlags) {
-        self.route_frames(data, flags);
-        self.end_batch();
+        match self.route_frames(&data, flags) {
+            // A barrier: the rest of the batch goes once it is answered, and the batch
+            // ends with that rest (its replies are still handed over together).
+            Some(end) if end < data.len() => self.waiting.push_front((data.slice(end..), flags)),
+            _ => self.end_batch(),
+        }
     }
 
     fn end_batch(&mut self) {
@@ -488,8 +524,9 @@ impl ClusterClient {
         }
     }
 
-    /// Parses and routes whole commands.
-    fn route_frames(&mut self, data: Bytes, flags: BatchFlags) {
+    /// Parses and routes whole commands. Stops after a command that became a
+    /// [`barrier`](Self::barrier) and returns where it ended (the rest is not routed).
+    fn route_frames(&mut self, data: &Bytes, flags: BatchFlags) -> Option<usize> {
         let pubsub = flags.has(BatchFlags::PUBSUB);
         let mut pos = 0;
         while pos < data.len() {
@@ -501,20 +538,25 @@ impl ClusterClient {
             let end = pos + frame.len;
             if frame.kind == FrameKind::Multibulk {
                 let cmd = data.slice(pos..end);
-                self.on_command(cmd, pubsub, flags);
+                if self.on_command(cmd, pubsub, flags) {
+                    return Some(end);
+                }
             }
             pos = end;
         }
+        None
     }
 
-    /// Routes one command: makes its entry and sends its parts.
-    fn on_command(&mut self, cmd: Bytes, pubsub: bool, flags: BatchFlags) {
+    /// Routes one command: makes its entry and sends its parts. True if it is a barrier.
+    fn on_command(&mut self, cmd: Bytes, pubsub: bool, flags: BatchFlags) -> bool {
         // The argument list is reused from command to command (no allocation per command).
         let mut args = std::mem::take(&mut self.argbuf);
         args.clear();
         args.extend_from_slice(self.parser.args());
+        let seq = self.seq_end();
         self.route_command(cmd, &args, pubsub, flags);
         self.argbuf = args;
+        self.barrier == Some(seq)
     }
 
     fn route_command(
@@ -626,6 +668,16 @@ impl ClusterClient {
         let mut entry = entry;
         if entry.local.is_none() {
             entry.replies = replies;
+            // Several keys in a slot being migrated: -TRYAGAIN is possible, and a retry
+            // must not be overtaken by what the client sent after it.
+            if self.keybuf.len() >= 2
+                && entry
+                    .parts
+                    .iter()
+                    .any(|p| p.slot.is_some_and(|s| self.topo.migrating.is_migrating(s)))
+            {
+                self.barrier = Some(seq);
+            }
         }
         self.entries.push_back(entry);
         let n = self.entries.back().map_or(0, |e| e.parts.len());
@@ -1111,7 +1163,9 @@ impl ClusterClient {
                 let addr = rd.node.clone();
                 part.node = Some(addr);
                 let asking = rd.kind == RedirectKind::Ask;
-                if !asking {
+                if asking {
+                    self.topo.migrating.mark(rd.slot);
+                } else {
                     self.topo.request_refresh();
                 }
                 self.send_part(seq, p, asking, BatchFlags::default());
@@ -1121,8 +1175,12 @@ impl ClusterClient {
                 part.attempts += 1;
                 let backoff = (RETRY_MIN * 2u32.saturating_pow(part.attempts - 1)).min(RETRY_MAX);
                 // Resent to its slot's master as the map then says.
-                if part.slot.is_some() {
+                let slot = part.slot;
+                if slot.is_some() {
                     part.node = None;
+                }
+                if let Some(s) = slot.filter(|_| frame.starts_with(b"-TRYAGAIN")) {
+                    self.topo.migrating.mark(s);
                 }
                 self.topo.request_refresh();
                 self.retries.push((Instant::now() + backoff, seq, p));

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::connect::{Connector, SessionSetup};
+use crate::migrating::MigratingSlots;
 use crate::pipeline::PipelineHandle;
 use crate::slots::{NodeAddr, SlotMap, SlotsError};
 use crate::ConnectError;
@@ -52,6 +53,8 @@ pub struct Topology {
     map: ArcSwap<MapState>,
     nodes: Mutex<HashMap<NodeAddr, Node>>,
     refresh: Notify,
+    /// Slots recently answered with `-ASK` or `-TRYAGAIN`, as any client saw them.
+    pub migrating: MigratingSlots,
 }
 
 impl Topology {
@@ -91,6 +94,7 @@ impl Topology {
             }),
             nodes: Mutex::new(HashMap::new()),
             refresh: Notify::new(),
+            migrating: MigratingSlots::default(),
         });
         tokio::spawn(refresher(topo.clone()));
         Ok(Some(topo))
@@ -211,6 +215,7 @@ impl Topology {
 async fn refresher(t: Arc<Topology>) {
     loop {
         let _ = tokio::time::timeout(REFRESH_EVERY, t.refresh.notified()).await;
+        t.migrating.expire();
         if let Err(e) = t.refresh_once().await {
             tracing::warn!(side = t.label, error = %e, "cluster slot map refresh failed");
         }

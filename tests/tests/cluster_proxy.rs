@@ -428,3 +428,54 @@ fn count(w: &mut Wire, key: &str) -> u64 {
     }
     support::Value::parse(&r).text().parse().unwrap_or(0)
 }
+
+/// A command with two keys of a slot being migrated, one moved and one not, gets
+/// -TRYAGAIN until the migration ends and is resent. Once the proxy has seen the slot
+/// migrating (a -ASK), what the client pipelined after such a command waits for it: a
+/// write to the key still on the source must not run before the read sent ahead of it.
+#[test]
+fn a_write_pipelined_behind_a_tryagain_waits_for_it() {
+    if skip_direct("cluster routing") {
+        return;
+    }
+    let cluster = RedisCluster::start(3);
+    let p = proxy(&cluster);
+    let tag = "{ta}";
+    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+    let slot = cluster.slot_of(tag.as_bytes());
+    let from = cluster.owner_of(tag.as_bytes());
+    let to = cluster
+        .masters()
+        .iter()
+        .find(|m| m.port() != from.port())
+        .expect("another master");
+    let mut w = p.wire();
+    assert_bytes(w.cmd(&["SET", &a, "1"]), b"+OK\r\n");
+    assert_bytes(w.cmd(&["SET", &b, "1"]), b"+OK\r\n");
+    let tryagains = |s: &support::RedisServer| {
+        s.info_field("errorstats", "errorstat_TRYAGAIN")
+            .and_then(|v| v.strip_prefix("count=").and_then(|n| n.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    let mut stayed_key = String::new();
+    cluster.move_slot(slot, from, to, || {
+        // One of the two keys has moved: which one is up to GETKEYSINSLOT's order.
+        let moved_a = from.cmd(&["EXISTS", &a]) == int(0);
+        let (moved, stayed) = if moved_a { (&a, &b) } else { (&b, &a) };
+        stayed_key = stayed.clone();
+        // A read of the moved key: -ASK, followed; the slot is now known to migrate.
+        assert_bytes(w.cmd(&["GET", moved]), bulk("1"));
+        let before = tryagains(from);
+        w.send_cmd(&["MGET", &a, &b]);
+        w.send_cmd(&["SET", stayed, "2"]);
+        // The MGET is refused (-TRYAGAIN) and retried while the slot migrates...
+        poll_until(Duration::from_secs(10), || tryagains(from) > before + 1);
+        // ...and the SET behind it has not run.
+        assert_bytes(from.cmd(&["GET", stayed]), bulk("1"));
+    });
+    // The migration ended: the MGET read both keys before the SET, then the SET ran.
+    assert_bytes(w.read_reply(), b"*2\r\n$1\r\n1\r\n$1\r\n1\r\n");
+    assert_bytes(w.read_reply(), b"+OK\r\n");
+    assert_bytes(to.cmd(&["GET", &stayed_key]), bulk("2"));
+    assert_bytes(w.cmd(&["GET", &stayed_key]), bulk("2"));
+}
