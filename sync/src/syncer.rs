@@ -706,7 +706,7 @@ async fn stream(
     status: &SyncStatus,
     mut link: Link,
     mut target: Target,
-    mut replid: String,
+    replid: String,
     start: i64,
     start_db: u32,
 ) -> Result<(), SyncError> {
@@ -725,6 +725,11 @@ async fn stream(
     let mut ack = tokio::time::interval(Duration::from_secs(1));
     ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ckdb = cfg.checkpoint_db.to_string();
+    let ck = TxnCheckpoint {
+        replid: &replid,
+        ckdb: &ckdb,
+        key: cfg.checkpoint_key(),
+    };
     loop {
         // Take stream bytes from the spool while the target has room for more.
         while target.inflight_bytes() < cfg.max_inflight_bytes {
@@ -781,8 +786,7 @@ async fn stream(
                             if let Some(e) = refused {
                                 // Everything before it is applied, then the link stops.
                                 if !in_multi && txn.dirty {
-                                    let key = cfg.checkpoint_key();
-                                    flush_txn(&mut txn, &mut target, &replid, db, &ckdb, key)?;
+                                    flush_txn(&mut txn, &mut target, &ck, db)?;
                                 }
                                 target
                                     .drain(|m, r| {
@@ -834,36 +838,15 @@ async fn stream(
                 }
                 pbuf.advance(len);
                 if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
-                    flush_txn(
-                        &mut txn,
-                        &mut target,
-                        &replid,
-                        db,
-                        &ckdb,
-                        cfg.checkpoint_key(),
-                    )?;
+                    flush_txn(&mut txn, &mut target, &ck, db)?;
                 }
             }
             if !in_multi && txn.dirty {
-                flush_txn(
-                    &mut txn,
-                    &mut target,
-                    &replid,
-                    db,
-                    &ckdb,
-                    cfg.checkpoint_key(),
-                )?;
+                flush_txn(&mut txn, &mut target, &ck, db)?;
             }
         }
         if !in_multi && txn.dirty {
-            flush_txn(
-                &mut txn,
-                &mut target,
-                &replid,
-                db,
-                &ckdb,
-                cfg.checkpoint_key(),
-            )?;
+            flush_txn(&mut txn, &mut target, &ck, db)?;
         }
         status
             .spool_bytes
@@ -884,7 +867,6 @@ async fn stream(
             }
             _ = ack.tick() => link.ack(status.applied()).await?,
         }
-        let _ = &mut replid;
     }
 }
 
@@ -898,14 +880,20 @@ fn spool_err(e: std::io::Error) -> SyncError {
     SyncError::Config(format!("spooling the stream to disk: {e}"))
 }
 
+/// What every checkpoint of one stream names: the source's replication id, the db and the
+/// key of the checkpoint hash.
+struct TxnCheckpoint<'a> {
+    replid: &'a str,
+    ckdb: &'a str,
+    key: &'a [u8],
+}
+
 /// Sends the transaction: MULTI, SELECT, commands, SELECT, checkpoint, EXEC.
 fn flush_txn(
     txn: &mut Txn,
     target: &mut Target,
-    replid: &str,
+    ck: &TxnCheckpoint<'_>,
     db: u32,
-    ckdb: &str,
-    checkpoint_key: &[u8],
 ) -> Result<(), SyncError> {
     if txn.count == 0 {
         // Nothing but the checkpoint: the db the transaction starts in does not matter.
@@ -913,14 +901,17 @@ fn flush_txn(
         resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
         resp::encode::command(&mut txn.buf, [&b"SELECT"[..], sdb.as_bytes()].into_iter());
     }
-    resp::encode::command(&mut txn.buf, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+    resp::encode::command(
+        &mut txn.buf,
+        [&b"SELECT"[..], ck.ckdb.as_bytes()].into_iter(),
+    );
     Checkpoint {
         state: "streaming".into(),
-        replid: replid.to_string(),
+        replid: ck.replid.to_string(),
         offset: txn.end_offset,
         db,
     }
-    .hset(checkpoint_key, &mut txn.buf);
+    .hset(ck.key, &mut txn.buf);
     resp::encode::command(&mut txn.buf, [&b"EXEC"[..]].into_iter());
     let count = txn.count + 5;
     let meta = Meta::Txn {
