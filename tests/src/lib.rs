@@ -1697,6 +1697,68 @@ pub fn cutover(proxy: &Cutover, args: &[&str]) -> Vec<u8> {
     a.cmd(&cmd)
 }
 
+/// Writers straight to servers (so they go on while cutover is down or restarting): each
+/// INCRs its own keys in turn. [`finish`](Self::finish) gives each key's count, which the
+/// target must then hold exactly (nothing lost, nothing applied twice).
+pub struct Counters {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    writers: Vec<thread::JoinHandle<HashMap<String, u64>>>,
+}
+
+impl Counters {
+    /// One writer per `(server, keys)`.
+    pub fn start(writers: Vec<(std::net::SocketAddr, Vec<String>)>) -> Counters {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writers = writers
+            .into_iter()
+            .map(|(addr, keys)| {
+                let (stop, sent) = (stop.clone(), sent.clone());
+                thread::spawn(move || {
+                    let mut w = Wire::connect(addr);
+                    let mut counts = HashMap::new();
+                    for key in keys.iter().cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let r = w.cmd(&["INCR", key.as_str()]);
+                        assert!(r.starts_with(b":"), "{}", show(&r));
+                        *counts.entry(key.clone()).or_insert(0) += 1;
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    counts
+                })
+            })
+            .collect();
+        Counters {
+            stop,
+            sent,
+            writers,
+        }
+    }
+
+    /// Waits until `n` more writes than now were acknowledged.
+    #[track_caller]
+    pub fn wait_writes(&self, n: u64) {
+        let sent = || self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let from = sent();
+        poll_until(SYNC_WAIT, || sent() >= from + n);
+    }
+
+    /// Stops the writers: each key's count.
+    pub fn finish(self) -> HashMap<String, u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = HashMap::new();
+        for h in self.writers {
+            for (k, v) in h.join().expect("a counter writer failed") {
+                *all.entry(k).or_insert(0) += v;
+            }
+        }
+        all
+    }
+}
+
 /// The cutover tests' load: six [`app_client`]s, two [`pipelined_reader`]s and
 /// `redis-benchmark -c 20 -P 16 -t set,incr -r 1000` of `requests` requests, all through
 /// the proxy at `addr`.

@@ -190,46 +190,19 @@ fn full_sync_then_live_stream_into_a_cluster() {
     assert_same_data(&source, &cluster);
 }
 
-/// Writers straight to the source (so they go on while cutover is down): INCR on keys
-/// spread over the slots; returns each key's count.
-fn counters(
+/// Keys spread over the slots (`ctr:0` .. `ctr:<keys - 1>`), dealt to `writers` writers
+/// on `source`, for [`Counters`].
+fn spread(
     source: &RedisServer,
-    threads: usize,
+    writers: usize,
     keys: usize,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) -> Vec<thread::JoinHandle<HashMap<String, u64>>> {
-    (0..threads)
+) -> Vec<(std::net::SocketAddr, Vec<String>)> {
+    (0..writers)
         .map(|t| {
-            let addr = source.addr();
-            let stop = stop.clone();
-            let sent = sent.clone();
-            thread::spawn(move || {
-                let mut w = Wire::connect(addr);
-                let mut counts = HashMap::new();
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("ctr:{}", i % keys);
-                    let r = w.cmd(&["INCR", key.as_str()]);
-                    assert!(r.starts_with(b":"), "{}", show(&r));
-                    *counts.entry(key).or_insert(0) += 1;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    i += threads;
-                }
-                counts
-            })
+            let mine = (t..keys).step_by(writers).map(|k| format!("ctr:{k}"));
+            (source.addr(), mine.collect())
         })
         .collect()
-}
-
-fn merged(handles: Vec<thread::JoinHandle<HashMap<String, u64>>>) -> HashMap<String, u64> {
-    let mut all = HashMap::new();
-    for h in handles {
-        for (k, v) in h.join().unwrap() {
-            *all.entry(k).or_insert(0) += v;
-        }
-    }
-    all
 }
 
 /// Waits until `n` more writes than `now` were sent.
@@ -252,9 +225,7 @@ fn cutover_killed_while_streaming_into_a_cluster_applies_nothing_twice() {
     source.cmd(&["SET", "seed", "1"]);
     let mut proxy = cutover_to(&source, &cluster, &[]);
     wait_caught_up(&source, &proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let writers = counters(&source, 3, 200, stop.clone(), sent.clone());
+    let counters = Counters::start(spread(&source, 3, 200));
     for _ in 0..3 {
         // Killed while it applies: wait until it has applied more writes since it
         // (re)started, then SIGKILL it in the middle of the flow.
@@ -264,12 +235,11 @@ fn cutover_killed_while_streaming_into_a_cluster_applies_nothing_twice() {
             proxy.status_u64("applied_offset") > from + 20_000
         });
         proxy.kill();
-        wait_writes(&sent, 500);
+        counters.wait_writes(500);
         proxy = cutover_to(&source, &cluster, &[]);
     }
-    wait_writes(&sent, 2_000);
-    stop.store(true, Ordering::Relaxed);
-    let counts = merged(writers);
+    counters.wait_writes(2_000);
+    let counts = counters.finish();
     wait_caught_up(&source, &proxy);
     let mut owners = Owners::of(&cluster);
     for (k, n) in &counts {
@@ -501,9 +471,7 @@ fn a_failover_of_the_target_and_its_url_node_going_down_lose_nothing() {
     source.cmd(&["SET", "seed", "1"]);
     let proxy = cutover_to(&source, &cluster, &[]);
     wait_caught_up(&source, &proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let writers = counters(&source, 2, 200, stop.clone(), sent.clone());
+    let counters = Counters::start(spread(&source, 2, 200));
     let progress = |proxy: &Cutover| {
         let from = proxy.status_u64("applied_offset");
         poll_until(SYNC_WAIT, || {
@@ -540,8 +508,7 @@ fn a_failover_of_the_target_and_its_url_node_going_down_lose_nothing() {
     source.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
     poll_until(SYNC_WAIT, || proxy.status_u64("partial_syncs") > partial);
     progress(&proxy);
-    stop.store(true, Ordering::Relaxed);
-    let counts = merged(writers);
+    let counts = counters.finish();
     wait_caught_up(&source, &proxy);
     let mut owners = Owners::of(&cluster);
     for (k, n) in &counts {

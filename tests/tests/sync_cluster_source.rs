@@ -6,8 +6,6 @@
 //! CUTOVER under load fences every master and loses nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -369,42 +367,15 @@ fn cluster_source_into_a_cluster_of_another_shape() {
     assert_one_link_reloaded(&proxy, &source.masters()[0]);
 }
 
-/// Writers straight to the source's masters (so they go on while cutover is down): INCR on
-/// keys of one slot per master; returns each key's count.
-fn counters(
-    source: &RedisCluster,
-    keys: usize,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) -> Vec<thread::JoinHandle<HashMap<String, u64>>> {
+/// For [`Counters`]: one writer per master of `source`, on `keys` keys of one slot there.
+fn per_master(source: &RedisCluster, keys: usize) -> Vec<(std::net::SocketAddr, Vec<String>)> {
     (0..source.masters().len())
         .map(|i| {
-            let addr = source.nodes[i].addr();
             let tag = source.key_on(i, "ctr");
-            let stop = stop.clone();
-            let sent = sent.clone();
-            thread::spawn(move || {
-                let mut w = Wire::connect(addr);
-                let mut counts = HashMap::new();
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("{{{tag}}}:{}", n % keys);
-                    let r = w.cmd(&["INCR", key.as_str()]);
-                    assert!(r.starts_with(b":"), "{}", show(&r));
-                    *counts.entry(key).or_insert(0) += 1;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    n += 1;
-                }
-                counts
-            })
+            let mine = (0..keys).map(|n| format!("{{{tag}}}:{n}"));
+            (source.nodes[i].addr(), mine.collect())
         })
         .collect()
-}
-
-/// Waits until `n` more writes than now were sent.
-fn wait_writes(sent: &AtomicU64, n: u64) {
-    let from = sent.load(Ordering::Relaxed);
-    poll_until(SYNC_WAIT, || sent.load(Ordering::Relaxed) >= from + n);
 }
 
 #[test]
@@ -421,9 +392,7 @@ fn cutover_killed_while_streaming_from_a_cluster_applies_nothing_twice() {
     let target = RedisServer::start();
     let mut proxy = cutover_from(&source, &target.url(), &[]);
     wait_caught_up(&source, &proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let writers = counters(&source, 50, stop.clone(), sent.clone());
+    let counters = Counters::start(per_master(&source, 50));
     for _ in 0..2 {
         // Killed while it applies: once it has applied more since it (re)started.
         poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
@@ -432,15 +401,11 @@ fn cutover_killed_while_streaming_from_a_cluster_applies_nothing_twice() {
             proxy.status_u64("applied_offset") > from + 20_000
         });
         proxy.kill();
-        wait_writes(&sent, 500);
+        counters.wait_writes(500);
         proxy = cutover_from(&source, &target.url(), &[]);
     }
-    wait_writes(&sent, 1_000);
-    stop.store(true, Ordering::Relaxed);
-    let mut counts = HashMap::new();
-    for h in writers {
-        counts.extend(h.join().unwrap());
-    }
+    counters.wait_writes(1_000);
+    let counts = counters.finish();
     wait_caught_up(&source, &proxy);
     let mut t = Target::one(&target);
     for (k, n) in &counts {
