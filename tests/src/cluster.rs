@@ -194,6 +194,18 @@ impl RedisCluster {
         panic!("slot {slot} has no owner");
     }
 
+    /// What moving `key`'s slot takes: the slot, the master serving it, and another
+    /// master to move it to (for [`move_slot`](Self::move_slot)).
+    pub fn slot_move_for(&self, key: &[u8]) -> (u16, &RedisServer, &RedisServer) {
+        let from = self.owner_of(key);
+        let to = self
+            .masters()
+            .iter()
+            .find(|m| m.port() != from.port())
+            .expect("another master");
+        (self.slot_of(key), from, to)
+    }
+
     /// `CLUSTER KEYSLOT key`.
     pub fn slot_of(&self, key: &[u8]) -> u16 {
         let mut w = self.nodes[0].wire();

@@ -1677,15 +1677,50 @@ pub fn cutover_with_target(source: &RedisServer, target: &RedisServer, extra: &[
 /// once writers have stopped: with writers running the source's offset keeps moving).
 #[track_caller]
 pub fn wait_caught_up(source: &RedisServer, proxy: &Cutover) {
+    wait_applied(proxy, || master_offset(source));
+}
+
+/// Waits until the syncer streams and its applied offset (the sum over its links) is
+/// `offset()`, read again at every poll.
+#[track_caller]
+pub fn wait_applied(proxy: &Cutover, offset: impl Fn() -> u64) {
     let ok = try_poll_until(SYNC_WAIT, || {
         let st = proxy.status();
         st.get("sync_state").map(String::as_str) == Some("streaming")
             && st
                 .get("applied_offset")
                 .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|a| a == master_offset(source))
+                .is_some_and(|a| a == offset())
     });
-    assert!(ok, "syncer did not catch up; status: {:?}", proxy.status());
+    assert!(
+        ok,
+        "syncer did not catch up (source at {}); status: {:?}",
+        offset(),
+        proxy.status()
+    );
+}
+
+/// SIGKILLs the proxy `times` times in the middle of applying (once it has applied 20 KB
+/// more since it (re)started), lets `counters` write 500 more while it is down, and
+/// starts it again with `restart`. Returns the last one started.
+#[track_caller]
+pub fn kill_while_applying(
+    mut proxy: Cutover,
+    times: usize,
+    counters: &Counters,
+    restart: impl Fn() -> Cutover,
+) -> Cutover {
+    for _ in 0..times {
+        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+        let from = proxy.status_u64("applied_offset");
+        poll_until(SYNC_WAIT, || {
+            proxy.status_u64("applied_offset") > from + 20_000
+        });
+        proxy.kill();
+        counters.wait_writes(500);
+        proxy = restart();
+    }
+    proxy
 }
 
 /// CUTOVER with `args` on the proxy's admin port (20 s reply timeout).

@@ -289,13 +289,7 @@ fn reshard_under_load_loses_and_reorders_nothing() {
     let p = proxy(&cluster);
     // Keys sharing one slot (hash tag), plus keys elsewhere.
     let tag = "{mv}";
-    let slot = cluster.slot_of(tag.as_bytes());
-    let from = cluster.owner_of(tag.as_bytes());
-    let to = cluster
-        .masters()
-        .iter()
-        .find(|m| m.port() != from.port())
-        .expect("another master");
+    let (slot, from, to) = cluster.slot_move_for(tag.as_bytes());
     let keys: Vec<String> = (0..20).map(|i| format!("{tag}list:{i}")).collect();
     // Some data in the slot first, so MIGRATE has keys to move in two steps.
     let mut c = p.wire();
@@ -442,13 +436,7 @@ fn a_write_pipelined_behind_a_tryagain_waits_for_it() {
     let p = proxy(&cluster);
     let tag = "{ta}";
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-    let slot = cluster.slot_of(tag.as_bytes());
-    let from = cluster.owner_of(tag.as_bytes());
-    let to = cluster
-        .masters()
-        .iter()
-        .find(|m| m.port() != from.port())
-        .expect("another master");
+    let (slot, from, to) = cluster.slot_move_for(tag.as_bytes());
     let mut w = p.wire();
     assert_bytes(w.cmd(&["SET", &a, "1"]), b"+OK\r\n");
     assert_bytes(w.cmd(&["SET", &b, "1"]), b"+OK\r\n");

@@ -152,40 +152,17 @@ fn cutover_killed_and_restarted_applies_nothing_twice() {
     }
     let source = sync_source();
     let target = RedisServer::start();
-    let mut proxy = cutover_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &[]);
     wait_caught_up(&source, &proxy);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Writers straight to the source, so they keep going while cutover is down.
-    let mut handles = Vec::new();
-    for _ in 0..2 {
-        let stop = stop.clone();
-        let addr = source.addr();
-        handles.push(thread::spawn(move || {
-            let mut w = Wire::connect(addr);
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                w.cmd(&["INCR", "restart-counter"]);
-                n += 1;
-            }
-            n
-        }));
-    }
-    for _ in 0..3 {
-        poll_until(SYNC_WAIT, || {
-            target.cmd(&["EXISTS", "restart-counter"]) == int(1)
-        });
-        thread::sleep(Duration::from_millis(100));
-        proxy.kill();
-        thread::sleep(Duration::from_millis(50));
-        proxy = cutover_with_target(&source, &target, &[]);
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    // Two writers straight to the source, so they keep going while cutover is down.
+    let key = "restart-counter".to_string();
+    let counters = Counters::start(vec![(source.addr(), vec![key.clone()]); 2]);
+    let proxy = kill_while_applying(proxy, 3, &counters, || {
+        cutover_with_target(&source, &target, &[])
+    });
+    let counts = counters.finish();
     wait_caught_up(&source, &proxy);
-    assert_bytes(
-        target.cmd(&["GET", "restart-counter"]),
-        bulk(total.to_string()),
-    );
+    assert_bytes(target.cmd(&["GET", &key]), bulk(counts[&key].to_string()));
     // Every restart continued the stream: no second full sync.
     assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
     assert_eq!(proxy.status()["partial_syncs"], "1");

@@ -223,21 +223,10 @@ fn cutover_killed_while_streaming_into_a_cluster_applies_nothing_twice() {
     source.cmd(&["CONFIG", "SET", "repl-backlog-size", "64mb"]);
     let cluster = RedisCluster::start(3);
     source.cmd(&["SET", "seed", "1"]);
-    let mut proxy = cutover_to(&source, &cluster, &[]);
+    let proxy = cutover_to(&source, &cluster, &[]);
     wait_caught_up(&source, &proxy);
     let counters = Counters::start(spread(&source, 3, 200));
-    for _ in 0..3 {
-        // Killed while it applies: wait until it has applied more writes since it
-        // (re)started, then SIGKILL it in the middle of the flow.
-        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
-        let from = proxy.status_u64("applied_offset");
-        poll_until(SYNC_WAIT, || {
-            proxy.status_u64("applied_offset") > from + 20_000
-        });
-        proxy.kill();
-        counters.wait_writes(500);
-        proxy = cutover_to(&source, &cluster, &[]);
-    }
+    let proxy = kill_while_applying(proxy, 3, &counters, || cutover_to(&source, &cluster, &[]));
     counters.wait_writes(2_000);
     let counts = counters.finish();
     wait_caught_up(&source, &proxy);
@@ -294,18 +283,7 @@ fn a_reshard_of_the_target_while_streaming_loses_and_reorders_nothing() {
         })
     };
     wait_writes(&sent, 300);
-    let slot = key_slot(b"{rs}");
-    let from = cluster.owner_of(b"{rs}").port();
-    let to = cluster
-        .masters()
-        .iter()
-        .find(|m| m.port() != from)
-        .expect("another master");
-    let from = cluster
-        .masters()
-        .iter()
-        .find(|m| m.port() == from)
-        .expect("the owner");
+    let (slot, from, to) = cluster.slot_move_for(b"{rs}");
     // Half the slot's keys moved: writes flow while the syncer meets ASK and TRYAGAIN.
     // And the syncer restarts in the middle of it: it reads the slots' checkpoints (one
     // of them half-way to its new node) and resumes.

@@ -120,20 +120,7 @@ fn source_offset(source: &RedisCluster) -> u64 {
 /// Waits until every link streams and the sum applied is the sum of the masters' offsets.
 #[track_caller]
 fn wait_caught_up(source: &RedisCluster, proxy: &Cutover) {
-    let ok = try_poll_until(SYNC_WAIT, || {
-        let st = proxy.status();
-        st.get("sync_state").map(String::as_str) == Some("streaming")
-            && st
-                .get("applied_offset")
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|a| a == source_offset(source))
-    });
-    assert!(
-        ok,
-        "syncer did not catch up (source at {}); status: {:?}",
-        source_offset(source),
-        proxy.status()
-    );
+    wait_applied(proxy, || source_offset(source));
 }
 
 /// cutover in front of the cluster `source` (its first node's URL), syncing to `target`.
@@ -390,20 +377,12 @@ fn cutover_killed_while_streaming_from_a_cluster_applies_nothing_twice() {
     }
     fill_each_master(&source, "seed");
     let target = RedisServer::start();
-    let mut proxy = cutover_from(&source, &target.url(), &[]);
+    let proxy = cutover_from(&source, &target.url(), &[]);
     wait_caught_up(&source, &proxy);
     let counters = Counters::start(per_master(&source, 50));
-    for _ in 0..2 {
-        // Killed while it applies: once it has applied more since it (re)started.
-        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
-        let from = proxy.status_u64("applied_offset");
-        poll_until(SYNC_WAIT, || {
-            proxy.status_u64("applied_offset") > from + 20_000
-        });
-        proxy.kill();
-        counters.wait_writes(500);
-        proxy = cutover_from(&source, &target.url(), &[]);
-    }
+    let proxy = kill_while_applying(proxy, 2, &counters, || {
+        cutover_from(&source, &target.url(), &[])
+    });
     counters.wait_writes(1_000);
     let counts = counters.finish();
     wait_caught_up(&source, &proxy);
@@ -434,18 +413,7 @@ fn a_slot_moved_on_the_source_stops_the_sync_and_says_which() {
     let target = RedisServer::start();
     let proxy = cutover_from(&source, &target.url(), &[]);
     wait_caught_up(&source, &proxy);
-    let slot = key_slot(b"{mv}");
-    let from = source.owner_of(b"{mv}").port();
-    let from = source
-        .masters()
-        .iter()
-        .find(|m| m.port() == from)
-        .expect("the owner");
-    let to = source
-        .masters()
-        .iter()
-        .find(|m| m.port() != from.port())
-        .expect("another master");
+    let (slot, from, to) = source.slot_move_for(b"{mv}");
     source.move_slot(slot, from, to, || {});
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
     let st = proxy.status();
