@@ -23,6 +23,9 @@ pub enum Command {
     Run(RunArgs),
     /// Talk to a running cutover's admin port: `ctl status`, `ctl cutover [--check]`.
     Ctl(CtlArgs),
+    /// Restore backup files (RDB, AOF, multi-part AOF directory) into a Redis or a Redis
+    /// Cluster; run it again to continue after an interruption.
+    Restore(crate::restore::RestoreArgs),
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //!   dedicated ones.
 //! - [`syncing`]: starting the syncer (one link, or one per master of a cluster source).
 //! - [`admin`], [`metrics`], [`stats`]: the operator's view.
+//! - [`restore`]: `cutover restore`, backup files into a Redis.
 //! - [`config`], [`cli`], [`logging`]: how it is configured.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod cutover;
 pub mod logging;
 pub mod metrics;
 pub mod progress;
+pub mod restore;
 pub mod route;
 pub mod scripts;
 pub mod server;

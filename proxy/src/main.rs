@@ -33,5 +33,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(cutover::server::run(settings))
         }
         Command::Ctl(args) => cutover::ctl::run(&args),
+        Command::Restore(args) => {
+            cutover::logging::init(&args.log_level);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let input = args.input.display().to_string();
+            let r = runtime.block_on(cutover::restore::run(args))?;
+            println!(
+                "restored {input}: {} keys loaded, {} commands applied, {:.2} s{}",
+                r.keys,
+                r.commands,
+                r.secs,
+                if r.resumed {
+                    " (continued from the target's checkpoint)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
     }
 }

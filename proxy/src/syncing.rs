@@ -27,7 +27,7 @@ pub fn start(
         .context("source")?,
     );
     let cfg = sync::SyncConfig {
-        source: seed.clone(),
+        source: sync::source::SourceSpec::Link(seed.clone()),
         target: Arc::new(
             cluster::Connector::new(
                 target.url.clone(),

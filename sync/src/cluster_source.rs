@@ -167,7 +167,7 @@ pub fn links(
         let scope = Arc::new(LinkScope::new(master.to_string(), ranges.clone()));
         let status = Arc::new(SyncStatus::default());
         let mut cfg = base.clone();
-        cfg.source = link_source;
+        cfg.source = crate::source::SourceSpec::Link(link_source);
         cfg.scope = Some(scope);
         cfgs.push(cfg);
         infos.push(LinkInfo {

@@ -25,24 +25,25 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use cluster::slots::{key_slot, NodeAddr};
 use cluster::NodeStream;
-use resp::{FrameKind, Limits, RequestParser};
+use resp::{Limits, RequestParser};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cluster_target::{Done, Mode, Piece, PieceInfo, Router};
-use crate::link::{Link, PsyncReply};
 use crate::load::LoadMsg;
 use crate::reencode;
 use crate::slot_checkpoint::{self, SkipTable};
 use crate::slotting::{self, Placement};
+use crate::source::{PsyncReply, Source};
 use crate::spool::Spool;
 use crate::status::{SyncState, SyncStatus};
+use crate::stream::{Front, Step};
 use crate::syncer::{
-    full_load, load_error, nth_command, CrossSlot, LoadDest, NotEmpty, OnFullResync, StatusAdd,
-    SyncConfig, TargetMemory,
+    bad_stream, full_load, load_error, nth_command, ours, warn_truncated, CrossSlot, LoadDest,
+    NotEmpty, OnFullResync, StatusAdd, SyncConfig, TargetMemory,
 };
 use crate::target::{array_elements, error_text};
 use crate::SyncError;
@@ -138,9 +139,15 @@ pub(crate) async fn run_once(
         .as_ref()
         .filter(|c| c.is_streaming())
         .map(|c| (c.replid.as_str(), c.offset));
-    let (mut link, reply) = Link::open(&cfg.source, cfg.listening_port, resume).await?;
+    let (mut link, reply) = Source::open(&cfg.source, cfg.listening_port, resume).await?;
     let (replid, offset, db, skip) = match reply {
         PsyncReply::Full { replid, offset } => {
+            // Files: a checkpoint of other files is not this run's to resume or redo.
+            let (ours_cp, resume) = ours(&link, record.checkpoint.as_ref(), resume, &replid);
+            let record = checkpoint::Record {
+                checkpoint: ours_cp.cloned(),
+                switched: record.switched,
+            };
             if status.fence().is_some() {
                 return Err(SyncError::Config(
                     "the source offered a full resync after the cutover; the target is live and nothing is loaded into it".into(),
@@ -168,7 +175,8 @@ pub(crate) async fn run_once(
             }
             StatusAdd::full(status);
             let mut dest = LoadDest::Cluster(&mut router);
-            let db = full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
+            let (db, offset) =
+                full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
             (replid, offset, db, SkipTable::new(offset))
         }
         PsyncReply::Continue { replid: new_id } => {
@@ -269,8 +277,11 @@ pub(crate) async fn write_checkpoint(
 /// Refuses a source with keys in dbs that do not map to db 0 (before any PSYNC: a full
 /// sync would fork the source for nothing).
 async fn check_source_dbs(cfg: &SyncConfig) -> Result<(), SyncError> {
-    let mut conn = cfg
-        .source
+    // Files: the load and the stream check each db they meet.
+    let Some(source) = cfg.source.connector() else {
+        return Ok(());
+    };
+    let mut conn = source
         .connect(&cluster::SessionSetup::default())
         .await
         .map_err(|e| SyncError::Source(e.to_string()))?;
@@ -344,7 +355,7 @@ async fn prepare_for_full_load(
     let flush = busy.is_empty() || ours || resuming || cfg.not_empty == NotEmpty::Flush;
     if !busy.is_empty() && !flush {
         return Err(SyncError::Config(format!(
-            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" to let cutover empty it",
+            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" (cutover restore: --target-not-empty flush) to let cutover empty it",
             busy.join(", ")
         )));
     }
@@ -664,49 +675,66 @@ impl<'a> Stream<'a> {
         }
     }
 
-    async fn run(mut self, mut link: Link) -> Result<(), SyncError> {
+    async fn run(mut self, mut link: Source) -> Result<(), SyncError> {
         let cfg = self.cfg;
         let status = self.status;
         status.set_state(SyncState::Streaming);
         let mut spool = Spool::new(cfg.spool_dir.clone(), SPOOL_MEMORY, cfg.spool_max_bytes);
-        let mut received = self.offset + link.rbuf.len() as i64;
-        spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+        let mut received = self.offset + link.rbuf().len() as i64;
+        spool
+            .push(link.rbuf().split().freeze())
+            .map_err(spool_err)?;
         status.set_received(received);
+        let front = Front::new(cfg.forward_publish, link.until());
         let mut pbuf = BytesMut::new();
         let mut parser = RequestParser::new(Limits::default());
         let mut ack = tokio::time::interval(Duration::from_secs(1));
         ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Every complete frame in `pbuf` was handled (a full target can leave some).
+        let mut parsed_all = true;
+        // The point in time was reached (files): nothing more is read or applied.
+        let mut until_reached = false;
         loop {
             // Parse while the target has room, up to a barrier.
-            'fill: while self.barrier.is_none()
+            'fill: while !until_reached
+                && self.barrier.is_none()
                 && self.router.inflight_bytes() < cfg.max_inflight_bytes
             {
-                match spool.pop(256 * 1024).map_err(spool_err)? {
-                    Some(c) => pbuf.extend_from_slice(&c),
-                    None => break,
+                if parsed_all {
+                    match spool.pop(256 * 1024).map_err(spool_err)? {
+                        Some(c) => pbuf.extend_from_slice(&c),
+                        None => break,
+                    }
                 }
+                parsed_all = false;
                 loop {
                     let frame = match parser.parse(&pbuf) {
                         Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => {
-                            return Err(SyncError::Source(format!("invalid command stream: {e}")))
+                        Ok(None) => {
+                            parsed_all = true;
+                            break;
                         }
+                        Err(e) => return Err(bad_stream(&link, self.offset, e)),
                     };
                     let len = frame.len;
-                    if frame.kind == FrameKind::Multibulk {
-                        // Where the target stops if this command can't be applied.
-                        let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
-                        // The command's bytes, shared (not copied) by the pieces that
-                        // carry it.
-                        let cmd = pbuf.split_to(len).freeze();
-                        if let Err(e) = self.command(&cmd, parser.args(), &mut link).await {
-                            return self.stop(e, at).await;
+                    let step =
+                        front.step(&parser, frame.kind, &pbuf, self.offset + len as i64, status);
+                    match step {
+                        Step::Stop => {
+                            until_reached = true;
+                            break 'fill;
                         }
-                    } else {
-                        // Masters send multibulk only; a bare newline is a keepalive.
-                        self.offset += len as i64;
-                        pbuf.advance(len);
+                        Step::Invalid => {
+                            return Err(bad_stream(&link, self.offset, "not a command"))
+                        }
+                        _ => {}
+                    }
+                    // Where the target stops if this command can't be applied.
+                    let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
+                    // The command's bytes, shared (not copied) by the pieces that carry it.
+                    let cmd = pbuf.split_to(len).freeze();
+                    if let Err(e) = self.command(step, &cmd, parser.args(), &mut link).await {
+                        return self.stop(e, at).await;
                     }
                     if self.barrier.is_some() {
                         break 'fill;
@@ -719,18 +747,24 @@ impl<'a> Stream<'a> {
             self.router.flush()?;
             self.barrier_step()?;
             self.publish_applied();
+            // Files end: what is complete is applied, the rest reported.
+            let ended = until_reached || (link.at_end() && spool.is_empty() && parsed_all);
+            if ended && self.barrier.is_none() {
+                return self.finish(&link, pbuf.len(), until_reached).await;
+            }
             // The floor follows the applied offset closely (one small write at a time):
             // a resume starts there, and must stay within the source's backlog.
             self.write_floor()?;
             status
                 .spool_bytes
                 .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
+            let read = !spool.is_full() && (link.eager() || spool.is_empty()) && !link.at_end();
             tokio::select! {
-                r = link.fill(), if !spool.is_full() => {
+                r = link.fill(), if read => {
                     r?;
-                    received += link.rbuf.len() as i64;
+                    received += link.rbuf().len() as i64;
                     status.set_received(received);
-                    spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+                    spool.push(link.rbuf().split().freeze()).map_err(spool_err)?;
                 }
                 done = self.router.next() => self.done(done?)?,
                 _ = ack.tick() => {
@@ -738,6 +772,37 @@ impl<'a> Stream<'a> {
                     self.write_floor()?;
                 }
             }
+            if self.router.wants_refresh() {
+                self.router.refresh().await?;
+            }
+        }
+    }
+
+    /// The end of a file source: an unclosed source transaction is dropped (as Redis
+    /// drops it when it loads an AOF), everything else confirmed, and the floor written
+    /// at the end.
+    async fn finish(
+        &mut self,
+        link: &Source,
+        left: usize,
+        until_reached: bool,
+    ) -> Result<(), SyncError> {
+        let open_multi = self.txn.take().map(|t| self.offset = t.start).is_some();
+        if !until_reached {
+            warn_truncated(link, self.offset, left, open_multi);
+        }
+        loop {
+            self.router.flush()?;
+            self.barrier_step()?;
+            self.publish_applied();
+            if self.router.idle() && self.barrier.is_none() && !self.floor_writing {
+                if self.status.applied() <= self.floor {
+                    return Ok(());
+                }
+                self.write_floor()?;
+            }
+            let d = self.router.next().await?;
+            self.done(d)?;
             if self.router.wants_refresh() {
                 self.router.refresh().await?;
             }
@@ -764,96 +829,98 @@ impl<'a> Stream<'a> {
     /// One command of the stream (whole, raw, with its argument ranges).
     async fn command(
         &mut self,
+        step: Step,
         cmd: &Bytes,
         args: &[std::ops::Range<usize>],
-        link: &mut Link,
+        link: &mut Source,
     ) -> Result<(), SyncError> {
         let arg = |i: usize| -> &[u8] { args.get(i).map(|r| &cmd[r.clone()]).unwrap_or(&[]) };
         let start = self.offset;
         self.offset += cmd.len() as i64;
         let end = self.offset;
-        // Lower-cased on the stack: this runs for every command of the stream.
-        let mut lower = [0u8; 16];
-        let raw = arg(0);
-        let name: &[u8] = match lower.get_mut(..raw.len()) {
-            Some(buf) => {
-                buf.copy_from_slice(raw);
-                buf.make_ascii_lowercase();
-                buf
-            }
-            None => raw,
-        };
-        let past_fence = self.status.fence().is_some_and(|f| end > f);
-        if past_fence && !matches!(name, b"ping" | b"replconf") {
-            SyncStatus::add(&self.status.writes_after_fence, 1);
-            tracing::error!(
-                command = %String::from_utf8_lossy(name),
-                offset = end,
-                "the source was written after the cutover's fence; not applied"
-            );
-            return Ok(());
-        }
-        match name {
-            b"ping" => {}
-            b"replconf" => {
-                if arg(1).eq_ignore_ascii_case(b"getack") {
-                    link.ack(self.status.applied()).await?;
-                }
-            }
-            b"multi" => {
+        match step {
+            Step::Skip | Step::Stop | Step::Invalid => Ok(()),
+            Step::GetAck => link.ack(self.status.applied()).await,
+            Step::Multi => {
                 self.txn = Some(SourceTxn {
                     start,
                     parts: Vec::new(),
                     commands: 0,
-                })
+                });
+                Ok(())
             }
-            b"exec" => {
+            Step::Exec => {
                 if let Some(t) = self.txn.take() {
                     self.source_txn(t, end)?;
                 }
+                Ok(())
             }
-            b"publish" | b"spublish"
-                if !self.cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
-            _ => match self.placed(name, cmd, args)? {
-                Placement::Select(n) => {
-                    if self.cfg.db_map.target(n) != 0 {
-                        return Err(unmapped_dbs(&[format!("db{n} (the stream selects it)")]));
+            Step::Apply | Step::Select(_) => {
+                SyncStatus::add(&self.status.stream_commands, 1);
+                // Lower-cased on the stack: this runs for every command of the stream.
+                let mut lower = [0u8; 16];
+                let raw = arg(0);
+                let name: &[u8] = match lower.get_mut(..raw.len()) {
+                    Some(buf) => {
+                        buf.copy_from_slice(raw);
+                        buf.make_ascii_lowercase();
+                        buf
                     }
-                    self.db = n;
+                    None => raw,
+                };
+                self.apply(name, cmd, args, start, end)
+            }
+        }
+    }
+
+    /// A command to apply: placed in its slot(s), or a barrier.
+    fn apply(
+        &mut self,
+        name: &[u8],
+        cmd: &Bytes,
+        args: &[std::ops::Range<usize>],
+        start: i64,
+        end: i64,
+    ) -> Result<(), SyncError> {
+        match self.placed(name, cmd, args)? {
+            Placement::Select(n) => {
+                if self.cfg.db_map.target(n) != 0 {
+                    return Err(unmapped_dbs(&[format!("db{n} (the stream selects it)")]));
                 }
-                Placement::Slot(slot) => self.add(slot, cmd.clone(), start, end),
-                Placement::Split(parts) => {
-                    metrics::counter!("cutover_sync_split_commands_total").increment(1);
-                    for (slot, part) in parts {
-                        self.add(slot, part.freeze(), start, end);
-                    }
+                self.db = n;
+            }
+            Placement::Slot(slot) => self.add(slot, cmd.clone(), start, end),
+            Placement::Split(parts) => {
+                metrics::counter!("cutover_sync_split_commands_total").increment(1);
+                for (slot, part) in parts {
+                    self.add(slot, part.freeze(), start, end);
                 }
-                Placement::Broadcast {
-                    cmd: bcmd,
-                    tolerate,
-                } => {
-                    if self.txn.is_some() {
-                        return Err(SyncError::Cluster {
+            }
+            Placement::Broadcast {
+                cmd: bcmd,
+                tolerate,
+            } => {
+                if self.txn.is_some() {
+                    return Err(SyncError::Cluster {
                             command: String::from_utf8_lossy(name).to_uppercase(),
                             why: "it is inside a transaction of the source, and on a cluster it must run on every master on its own".into(),
                         });
-                    }
-                    if self.skip.max() >= end {
-                        // Resuming: a later command of some slot was applied, so this one
-                        // ran on every master before it.
-                        return Ok(());
-                    }
-                    self.barrier = Some(Barrier {
-                        cmd: bcmd.freeze(),
-                        tolerate,
-                        start,
-                        end,
-                        sent: false,
-                        covered: HashSet::new(),
-                        waiting: 0,
-                    });
                 }
-            },
+                if self.skip.max() >= end {
+                    // Resuming: a later command of some slot was applied, so this one
+                    // ran on every master before it.
+                    return Ok(());
+                }
+                self.barrier = Some(Barrier {
+                    cmd: bcmd.freeze(),
+                    tolerate,
+                    start,
+                    end,
+                    sent: false,
+                    covered: HashSet::new(),
+                    waiting: 0,
+                });
+            }
         }
         Ok(())
     }

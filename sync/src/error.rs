@@ -13,6 +13,10 @@ pub enum SyncError {
     /// The source refuses to be replicated from (managed services block SYNC/PSYNC).
     #[error("the source refuses replication ({0}); SYNC/PSYNC are blocked there, so only a SCAN-based copy can move this data")]
     Forbidden(String),
+    /// Backup files that can't be read or are not what they should be (the message names
+    /// the file and the byte). Retrying can't help.
+    #[error("input file: {0}")]
+    File(String),
     #[error("source RDB: {0}")]
     Rdb(#[from] RdbError),
     /// The target refused a command: the sync stops at this offset.

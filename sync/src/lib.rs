@@ -1,7 +1,9 @@
 //! The syncer: acts as a replica of the source (PSYNC handshake, full RDB transfer, live
 //! command stream) and applies everything to the target, tracking the applied offset.
 //!
-//! - [`link`]: the replication link (handshake, payload framing, ACKs).
+//! - [`source`]: where data comes from: the replication link (handshake, payload framing,
+//!   ACKs), or backup files (RDB, AOF, multi-part AOF directory).
+//! - [`stream`]: what each command of a source's stream means (shared by every sink).
 //! - [`rdb`]: the streaming RDB reader.
 //! - [`load`]: RDB values turned into commands for the target (RESTORE).
 //! - [`reencode`]: values re-created with ordinary commands (older targets, big values).
@@ -24,7 +26,6 @@ pub mod cluster_source;
 pub mod cluster_sync;
 pub mod cluster_target;
 pub mod error;
-pub mod link;
 pub mod links;
 pub mod load;
 pub mod purge;
@@ -33,8 +34,10 @@ pub mod reencode;
 pub mod scope;
 pub mod slot_checkpoint;
 pub mod slotting;
+pub mod source;
 pub mod spool;
 pub mod status;
+pub mod stream;
 pub mod syncer;
 pub mod target;
 

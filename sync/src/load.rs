@@ -106,7 +106,7 @@ fn stopped() -> SyncError {
     SyncError::Target("full load stopped".into())
 }
 
-/// Reads the whole RDB from `input`, sending batches to `out`. Values whose serialized
+/// Reads the whole RDB from `input`, sending batches to `out`; returns its length. Values whose serialized
 /// size passes `big_value_bytes` are re-created in chunks. For a `cluster` target no SELECT
 /// is written (every db must map to db 0). Blocking: run it on a blocking thread.
 pub fn encode_rdb<R: Read>(
@@ -117,7 +117,7 @@ pub fn encode_rdb<R: Read>(
     db_map: &crate::syncer::DbMap,
     cluster: bool,
     scope: Option<&crate::scope::LinkScope>,
-) -> Result<(), SyncError> {
+) -> Result<u64, SyncError> {
     // A link of a cluster source loads the keys of its own slots only: a master's RDB
     // may also hold keys of a slot being imported, or left behind by a failed migration,
     // which belong to another link (RESTORE REPLACE over its keys, in no order).
@@ -267,7 +267,8 @@ pub fn encode_rdb<R: Read>(
             "keys of slots this link does not own were in its master's RDB (a slot being imported, or left by a failed migration): not loaded"
         );
     }
-    Ok(())
+    // Where the RDB ended (files: the commands of an AOF follow).
+    Ok(rd.position())
 }
 
 /// A key re-created with commands (older target, or a big value of a type the reader

@@ -57,6 +57,9 @@ pub struct SyncStatus {
     pub partial_syncs: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub commands_applied: AtomicU64,
+    /// Commands of the stream handed to the target (SELECT included; MULTI/EXEC, PING
+    /// and the like not).
+    pub stream_commands: AtomicU64,
     /// Cluster targets: source transactions applied as one transaction per slot.
     pub split_transactions: AtomicU64,
     /// Milliseconds since `epoch` when the applied offset last reached the source offset.
@@ -81,6 +84,7 @@ impl Default for SyncStatus {
             partial_syncs: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
             commands_applied: AtomicU64::new(0),
+            stream_commands: AtomicU64::new(0),
             split_transactions: AtomicU64::new(0),
             caught_up_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),

@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cluster::{Connector, SessionSetup};
-use resp::{FrameKind, Limits, RequestParser};
+use resp::{Limits, RequestParser};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::link::{ChunkReader, Link, Payload, PsyncReply};
 use crate::load::LoadMsg;
 use crate::reencode;
+use crate::source::{ChunkReader, Link, Payload, PsyncReply, Snapshot, Source, SourceSpec};
 use crate::spool::Spool;
 use crate::status::{SyncState, SyncStatus};
+use crate::stream::{Front, Step};
 use crate::target::{array_elements, error_text, frames, transient, Meta, Target};
 use crate::SyncError;
 
@@ -52,7 +53,8 @@ pub enum CrossSlot {
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    pub source: Arc<Connector>,
+    /// Where the data comes from: a live Redis (replication) or backup files.
+    pub source: SourceSpec,
     pub target: Arc<Connector>,
     /// Announced to the source with `REPLCONF listening-port` (shows in its INFO).
     pub listening_port: u16,
@@ -115,7 +117,10 @@ pub(crate) struct TargetMemory {
 
 /// Runs until `stop` turns true, retrying what can be retried.
 pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
-    let poller = tokio::spawn(poll_source_offset(cfg.source.clone(), status.clone()));
+    let poller = cfg
+        .source
+        .connector()
+        .map(|c| tokio::spawn(poll_source_offset(c.clone(), status.clone())));
     let mut backoff = Duration::from_millis(100);
     let mut memory = TargetMemory::default();
     loop {
@@ -146,7 +151,9 @@ pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Rece
             }
         }
     }
-    poller.abort();
+    if let Some(p) = poller {
+        p.abort();
+    }
 }
 
 /// Polls the source's `master_repl_offset` once a second: the other half of the lag.
@@ -181,8 +188,8 @@ async fn run_once(
     memory: &mut TargetMemory,
 ) -> Result<(), SyncError> {
     status.set_state(SyncState::Connecting);
-    if cfg.scope.is_none() {
-        refuse_cluster_source(&cfg.source).await?;
+    if let (None, Some(c)) = (&cfg.scope, cfg.source.connector()) {
+        refuse_cluster_source(c).await?;
     }
     let mut control = match cfg.target.connect(&SessionSetup::default()).await {
         Ok(c) => c,
@@ -211,10 +218,12 @@ async fn run_once(
         }
         _ => false,
     };
-    let (mut link, reply) = Link::open(&cfg.source, cfg.listening_port, resume).await?;
+    let (mut link, reply) = Source::open(&cfg.source, cfg.listening_port, resume).await?;
     let mut target = Target::connect(&cfg.target).await?;
     let (replid, offset, db) = match reply {
         PsyncReply::Full { replid, offset } => {
+            // Files: a checkpoint of other files is not this run's to resume or redo.
+            let (cp, resume) = ours(&link, cp.as_ref(), resume, &replid);
             if status.fence().is_some() {
                 // After the cutover the target is live: loading (and first emptying) it
                 // would destroy the writes it took since.
@@ -240,16 +249,15 @@ async fn run_once(
                     crate::purge::node(&mut control, cfg.db_map.target(0), scope).await?;
                 }
                 Some(_) => {}
-                None => {
-                    prepare_for_full_load(cfg, &mut control, cp.as_ref(), resume.is_some()).await?
-                }
+                None => prepare_for_full_load(cfg, &mut control, cp, resume.is_some()).await?,
             }
             StatusAdd::full(status);
             let mut dest = LoadDest::Node {
                 target: &mut target,
                 control: &mut control,
             };
-            let db = full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
+            let (db, offset) =
+                full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
             (replid, offset, db)
         }
         PsyncReply::Continue { replid: new_id } => {
@@ -266,6 +274,28 @@ async fn run_once(
     };
     status.set_applied(offset);
     stream(cfg, status, link, target, replid, offset, db).await
+}
+
+/// For files, a checkpoint of another input (another id) is not ours: the target then
+/// counts as not empty, and is neither resumed nor emptied as our own partial load.
+pub(crate) fn ours<'a, T>(
+    source: &Source,
+    cp: Option<T>,
+    resume: Option<(&'a str, i64)>,
+    replid: &str,
+) -> (Option<T>, Option<(&'a str, i64)>)
+where
+    T: std::borrow::Borrow<Checkpoint>,
+{
+    let other = source.is_files()
+        && cp
+            .as_ref()
+            .is_some_and(|c| c.borrow().replid.as_str() != replid);
+    if other {
+        (None, None)
+    } else {
+        (cp, resume)
+    }
 }
 
 /// A lone link replicates one node: a cluster node would give one master's share and look
@@ -353,7 +383,7 @@ async fn prepare_for_full_load(
     let flush = busy.is_empty() || ours || resuming || cfg.not_empty == NotEmpty::Flush;
     if !busy.is_empty() && !flush {
         return Err(SyncError::Config(format!(
-            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" to let cutover empty it",
+            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" (cutover restore: --target-not-empty flush) to let cutover empty it",
             busy.join(", ")
         )));
     }
@@ -420,15 +450,16 @@ impl LoadDest<'_> {
     }
 }
 
-/// Streams the RDB into the target. Returns the db the command stream starts in.
+/// Loads the source's snapshot into the target. Returns the db the command stream starts
+/// in and the offset it starts at (files: the byte after the RDB).
 pub(crate) async fn full_load(
     cfg: &SyncConfig,
     status: &SyncStatus,
-    link: &mut Link,
+    source: &mut Source,
     dest: &mut LoadDest<'_>,
     replid: &str,
     offset: i64,
-) -> Result<u32, SyncError> {
+) -> Result<(u32, i64), SyncError> {
     status.set_state(SyncState::FullSync);
     status
         .rdb_bytes_loaded
@@ -445,18 +476,67 @@ pub(crate) async fn full_load(
     };
     dest.write_checkpoint(cfg, &loading, &dbs).await?;
 
-    let payload = link.payload_header().await?;
-    if let Payload::Len(n) = payload {
+    let snapshot = source.snapshot().await?;
+    let total = match &snapshot {
+        Snapshot::Payload(Payload::Len(n)) => Some(*n),
+        Snapshot::Preamble { total } => Some(*total),
+        _ => None,
+    };
+    if let Some(n) = total {
         status
             .rdb_bytes
             .store(n, std::sync::atomic::Ordering::Relaxed);
     }
-    tracing::info!(
-        ?payload,
-        "full sync: loading the source's RDB into the target"
-    );
-    let started = std::time::Instant::now();
+    let (stream_db, offset) = if snapshot == Snapshot::None {
+        // Commands from the first byte (an AOF without an RDB preamble).
+        (0, offset)
+    } else {
+        tracing::info!(
+            ?snapshot,
+            "full load: loading the source's RDB into the target"
+        );
+        let started = std::time::Instant::now();
+        let (db, rdb_len) = load_snapshot(cfg, status, source, dest, &snapshot).await?;
+        tracing::info!(
+            keys = SyncStatus::get(&status.keys_loaded),
+            bytes = SyncStatus::get(&status.rdb_bytes_loaded),
+            secs = started.elapsed().as_secs_f64(),
+            "snapshot loaded"
+        );
+        match snapshot {
+            Snapshot::Payload(Payload::Eof(_)) => {
+                // A diskless master sends no stream until the replica's first ACK.
+                source.ack(offset).await?;
+                (db, offset)
+            }
+            Snapshot::Preamble { .. } => {
+                // Files: the commands follow the RDB's checksum, and every AOF part starts
+                // in db 0.
+                source.seek(rdb_len)?;
+                (0, rdb_len as i64)
+            }
+            _ => (db, offset),
+        }
+    };
+    let streaming = Checkpoint {
+        state: "streaming".into(),
+        replid: replid.to_string(),
+        offset,
+        db: stream_db,
+    };
+    dest.write_checkpoint(cfg, &streaming, &dbs).await?;
+    Ok((stream_db, offset))
+}
 
+/// Reads the RDB (on a blocking thread, encoding the target's commands there too) and
+/// ships them. Returns the db the stream starts in and the RDB's length.
+async fn load_snapshot(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    source: &mut Source,
+    dest: &mut LoadDest<'_>,
+    snapshot: &Snapshot,
+) -> Result<(u32, u64), SyncError> {
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
     let (batch_tx, mut batch_rx) = mpsc::channel::<Result<LoadMsg, SyncError>>(16);
     let keys_loaded = status.keys_loaded_handle();
@@ -476,16 +556,52 @@ pub(crate) async fn full_load(
             cluster,
             scope.as_deref(),
         );
-        if let Err(e) = r {
-            let _ = batch_tx.blocking_send(Err(e));
+        match r {
+            Ok(len) => Some(len),
+            Err(e) => {
+                let _ = batch_tx.blocking_send(Err(e));
+                None
+            }
         }
     });
+    let name = source.locate(0);
+    let feeding = async {
+        match (source, snapshot) {
+            (Source::Link(link), Snapshot::Payload(p)) => {
+                feed_link(cfg, status, link, p, chunk_tx).await
+            }
+            (Source::Backup(b), _) => b.feed(chunk_tx, &status.rdb_bytes_loaded).await,
+            _ => Err(SyncError::Config("internal: no snapshot to feed".into())),
+        }
+    };
+    let apply = dest.apply_batches(cfg, status, &mut batch_rx);
+    let (fed, applied) = tokio::join!(feeding, apply);
+    let rdb_len = reader.await.ok().flatten();
+    fed?;
+    let stream_db = applied.map_err(|e| match e {
+        // Files: the error names the file (the RDB's own message has the byte offset).
+        SyncError::Rdb(e) if matches!(snapshot, Snapshot::Preamble { .. }) => {
+            SyncError::File(format!("{name}: {e}"))
+        }
+        e => e,
+    })?;
+    let rdb_len =
+        rdb_len.ok_or_else(|| SyncError::Source("the RDB reader stopped early".into()))?;
+    Ok((stream_db, rdb_len))
+}
 
+/// The link's payload: read at network speed into the spool (memory, then a bounded
+/// file); a pump hands it to the reader as fast as the target takes it. A slow target never
+/// makes the source wait (its replica output buffer fills meanwhile with the writes it
+/// takes, and past its limit it would drop us).
+async fn feed_link(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    link: &mut Link,
+    payload: &Payload,
+    chunk_tx: mpsc::Sender<Bytes>,
+) -> Result<(), SyncError> {
     let loaded = &status.rdb_bytes_loaded;
-    // The payload is read at network speed into the spool (memory, then a bounded file);
-    // the pump hands it to the reader as fast as the target takes it. A slow target never
-    // makes the source wait (its replica output buffer fills meanwhile with the writes it
-    // takes, and past its limit it would drop us).
     // (A mutex only to be Send; it is never held across an await.)
     let spool = std::sync::Mutex::new(Spool::new(
         cfg.spool_dir.clone(),
@@ -497,7 +613,7 @@ pub(crate) async fn full_load(
     let feed = async {
         let r = link
             .stream_payload(
-                &payload,
+                payload,
                 |c| {
                     let mut sp = spool
                         .lock()
@@ -522,7 +638,6 @@ pub(crate) async fn full_load(
         r
     };
     let pump = async {
-        let gone = |_| SyncError::Source("RDB reader stopped".into());
         loop {
             // "All fed" is read BEFORE popping: if it was set, nothing can arrive after the
             // pop, so an empty pop then means the payload is done.
@@ -534,7 +649,13 @@ pub(crate) async fn full_load(
                 .pop(64 * 1024)
                 .map_err(spool_err)?;
             match next {
-                Some(c) => chunk_tx.send(c).await.map_err(gone)?,
+                Some(c) => {
+                    if chunk_tx.send(c).await.is_err() {
+                        // The reader stopped: its error (or its early end) is what the
+                        // load reports.
+                        break;
+                    }
+                }
                 None if all => break,
                 None => arrived.notified().await,
             }
@@ -545,30 +666,9 @@ pub(crate) async fn full_load(
         drop(chunk_tx);
         Ok::<(), SyncError>(())
     };
-    let apply = dest.apply_batches(cfg, status, &mut batch_rx);
-    let (fed, pumped, applied) = tokio::join!(feed, pump, apply);
-    let _ = reader.await;
+    let (fed, pumped) = tokio::join!(feed, pump);
     fed?;
-    pumped?;
-    let stream_db = applied?;
-    if matches!(payload, Payload::Eof(_)) {
-        // A diskless master sends no stream until the replica's first ACK.
-        link.ack(offset).await?;
-    }
-    let streaming = Checkpoint {
-        state: "streaming".into(),
-        replid: replid.to_string(),
-        offset,
-        db: stream_db,
-    };
-    dest.write_checkpoint(cfg, &streaming, &dbs).await?;
-    tracing::info!(
-        keys = SyncStatus::get(&status.keys_loaded),
-        bytes = SyncStatus::get(&status.rdb_bytes_loaded),
-        secs = started.elapsed().as_secs_f64(),
-        "full sync loaded; streaming"
-    );
-    Ok(stream_db)
+    pumped
 }
 
 /// Ships the encoded batches to the target, keeping a bounded amount in flight.
@@ -685,6 +785,19 @@ struct Txn {
     start_db: u32,
     end_offset: i64,
     dirty: bool,
+    /// Where the source's MULTI began in it: an unclosed MULTI at the end of a file is
+    /// rolled back to there, as Redis does when it loads an AOF.
+    multi_mark: Option<TxnMark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TxnMark {
+    buf: usize,
+    cmds: usize,
+    count: u32,
+    end_offset: i64,
+    dirty: bool,
+    db: u32,
 }
 
 impl Txn {
@@ -696,7 +809,58 @@ impl Txn {
             start_db: db,
             end_offset: offset,
             dirty: false,
+            multi_mark: None,
         }
+    }
+
+    fn mark(&mut self, db: u32) {
+        self.multi_mark = Some(TxnMark {
+            buf: self.buf.len(),
+            cmds: self.cmds.len(),
+            count: self.count,
+            end_offset: self.end_offset,
+            dirty: self.dirty,
+            db,
+        });
+    }
+
+    /// Drops the source transaction left open; returns the db it began in.
+    fn roll_back(&mut self) -> Option<u32> {
+        let m = self.multi_mark.take()?;
+        self.buf.truncate(m.buf);
+        self.cmds.truncate(m.cmds);
+        self.count = m.count;
+        self.end_offset = m.end_offset;
+        self.dirty = m.dirty;
+        Some(m.db)
+    }
+}
+
+/// The error for bytes of the stream that are not commands.
+pub(crate) fn bad_stream(source: &Source, at: i64, what: impl std::fmt::Display) -> SyncError {
+    let msg = format!("invalid command stream at {}: {what}", source.locate(at));
+    if source.is_files() {
+        SyncError::File(msg)
+    } else {
+        SyncError::Source(msg)
+    }
+}
+
+/// What is left when a file source ends: a truncated last command is dropped with a
+/// warning, as Redis's `aof-load-truncated yes` does.
+pub(crate) fn warn_truncated(source: &Source, at: i64, left: usize, open_multi: bool) {
+    if left > 0 {
+        tracing::warn!(
+            bytes = left,
+            at = %source.locate(at),
+            "the input ends inside a command (a truncated AOF): that command is not applied"
+        );
+    }
+    if open_multi {
+        tracing::warn!(
+            at = %source.locate(at),
+            "the input ends inside a MULTI without EXEC: that transaction is not applied"
+        );
     }
 }
 
@@ -704,7 +868,7 @@ impl Txn {
 async fn stream(
     cfg: &SyncConfig,
     status: &SyncStatus,
-    mut link: Link,
+    mut link: Source,
     mut target: Target,
     replid: String,
     start: i64,
@@ -713,14 +877,19 @@ async fn stream(
     status.set_state(SyncState::Streaming);
     // The socket is always read; what the target can't take yet waits in the spool.
     let mut spool = Spool::new(cfg.spool_dir.clone(), SPOOL_MEMORY, cfg.spool_max_bytes);
-    let mut received = start + link.rbuf.len() as i64;
-    spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+    let mut received = start + link.rbuf().len() as i64;
+    spool
+        .push(link.rbuf().split().freeze())
+        .map_err(spool_err)?;
     status.set_received(received);
+    let front = Front::new(cfg.forward_publish, link.until());
     let mut pbuf = BytesMut::new();
     let mut parser = RequestParser::new(Limits::default());
     let mut offset = start;
     let mut db = start_db;
     let mut in_multi = false;
+    // The point in time was reached (files): nothing more is read or applied.
+    let mut until_reached = false;
     let mut txn = Txn::new(db, offset);
     let mut ack = tokio::time::interval(Duration::from_secs(1));
     ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -732,7 +901,7 @@ async fn stream(
     };
     loop {
         // Take stream bytes from the spool while the target has room for more.
-        while target.inflight_bytes() < cfg.max_inflight_bytes {
+        while !until_reached && target.inflight_bytes() < cfg.max_inflight_bytes {
             match spool.pop(256 * 1024).map_err(spool_err)? {
                 Some(c) => pbuf.extend_from_slice(&c),
                 None => break,
@@ -742,100 +911,83 @@ async fn stream(
                 let frame = match parser.parse(&pbuf) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => {
-                        return Err(SyncError::Source(format!("invalid command stream: {e}")))
-                    }
+                    Err(e) => return Err(bad_stream(&link, offset, e)),
                 };
                 let len = frame.len;
-                if frame.kind == FrameKind::Multibulk {
-                    let args = parser.args();
-                    let arg = |i: usize| -> &[u8] {
-                        args.get(i).map(|r| &pbuf[r.clone()]).unwrap_or(&[])
-                    };
-                    let name = arg(0).to_ascii_lowercase();
-                    offset += len as i64;
-                    let past_fence = status.fence().is_some_and(|f| offset > f);
-                    if past_fence && !matches!(name.as_slice(), b"ping" | b"replconf") {
-                        // After the switch the target takes writes itself: a source write
-                        // past the fence is never applied over them. Reported, not lost
-                        // silently.
-                        SyncStatus::add(&status.writes_after_fence, 1);
-                        tracing::error!(
-                            command = %String::from_utf8_lossy(&name),
-                            offset,
-                            "the source was written after the cutover's fence; not applied"
-                        );
-                        pbuf.advance(len);
-                        continue;
+                let args = parser.args();
+                let arg =
+                    |i: usize| -> &[u8] { args.get(i).map(|r| &pbuf[r.clone()]).unwrap_or(&[]) };
+                let step = front.step(&parser, frame.kind, &pbuf, offset + len as i64, status);
+                match step {
+                    Step::Stop => {
+                        until_reached = true;
+                        break;
                     }
-                    match name.as_slice() {
-                        b"ping" => {}
-                        b"replconf" => {
-                            if arg(1).eq_ignore_ascii_case(b"getack") {
-                                link.ack(status.applied()).await?;
-                            }
-                        }
-                        b"multi" => in_multi = true,
-                        b"exec" => in_multi = false,
-                        b"publish" if !cfg.forward_publish || arg(1) == b"__sentinel__:hello" => {}
-                        _ => {
-                            let refused = cfg
-                                .scope
-                                .as_ref()
-                                .and_then(|s| s.check(&name, &pbuf, args).err());
-                            if let Some(e) = refused {
-                                // Everything before it is applied, then the link stops.
-                                if !in_multi && txn.dirty {
-                                    flush_txn(&mut txn, &mut target, &ck, db)?;
-                                }
-                                target
-                                    .drain(|m, r| {
-                                        if let Some(off) = check_txn(m, &r)? {
-                                            status.set_applied(off);
-                                        }
-                                        Ok(())
-                                    })
-                                    .await?;
-                                return Err(e);
-                            }
-                            if name == b"select" {
-                                if let Some(n) = std::str::from_utf8(arg(1))
-                                    .ok()
-                                    .and_then(|s| s.parse().ok())
-                                {
-                                    db = n;
-                                }
-                            }
-                            if txn.count == 0 {
-                                let sdb = cfg.db_map.target(txn.start_db).to_string();
-                                resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
-                                resp::encode::command(
-                                    &mut txn.buf,
-                                    [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
-                                );
-                            }
-                            if name == b"select" && !cfg.db_map.0.is_empty() {
-                                // The stream's db, renumbered for the target.
-                                let t = cfg.db_map.target(db).to_string();
-                                resp::encode::command(
-                                    &mut txn.buf,
-                                    [&b"SELECT"[..], t.as_bytes()].into_iter(),
-                                );
-                            } else {
-                                txn.buf.extend_from_slice(&pbuf[..len]);
-                            }
-                            txn.cmds.extend_from_slice(&pbuf[..len]);
-                            txn.count += 1;
-                        }
+                    Step::Invalid => {
+                        return Err(bad_stream(&link, offset, "not a command"));
                     }
-                    txn.end_offset = offset;
-                    txn.dirty = true;
-                } else if frame.kind == FrameKind::Inline {
-                    // Masters send multibulk only; a bare newline is a keepalive.
-                    offset += len as i64;
-                    txn.end_offset = offset;
-                    txn.dirty = true;
+                    _ => {}
                 }
+                offset += len as i64;
+                match step {
+                    Step::GetAck => link.ack(status.applied()).await?,
+                    Step::Multi => {
+                        in_multi = true;
+                        txn.mark(db);
+                    }
+                    Step::Exec => {
+                        in_multi = false;
+                        txn.multi_mark = None;
+                    }
+                    Step::Apply | Step::Select(_) => {
+                        let refused = cfg
+                            .scope
+                            .as_ref()
+                            .and_then(|s| s.check(&arg(0).to_ascii_lowercase(), &pbuf, args).err());
+                        if let Some(e) = refused {
+                            // Everything before it is applied, then the link stops.
+                            if !in_multi && txn.dirty {
+                                flush_txn(&mut txn, &mut target, &ck, db)?;
+                            }
+                            target
+                                .drain(|m, r| {
+                                    if let Some(off) = check_txn(m, &r)? {
+                                        status.set_applied(off);
+                                    }
+                                    Ok(())
+                                })
+                                .await?;
+                            return Err(e);
+                        }
+                        if let Step::Select(n) = step {
+                            db = n;
+                        }
+                        if txn.count == 0 {
+                            let sdb = cfg.db_map.target(txn.start_db).to_string();
+                            resp::encode::command(&mut txn.buf, [&b"MULTI"[..]].into_iter());
+                            resp::encode::command(
+                                &mut txn.buf,
+                                [&b"SELECT"[..], sdb.as_bytes()].into_iter(),
+                            );
+                        }
+                        if matches!(step, Step::Select(_)) && !cfg.db_map.0.is_empty() {
+                            // The stream's db, renumbered for the target.
+                            let t = cfg.db_map.target(db).to_string();
+                            resp::encode::command(
+                                &mut txn.buf,
+                                [&b"SELECT"[..], t.as_bytes()].into_iter(),
+                            );
+                        } else {
+                            txn.buf.extend_from_slice(&pbuf[..len]);
+                        }
+                        txn.cmds.extend_from_slice(&pbuf[..len]);
+                        txn.count += 1;
+                        SyncStatus::add(&status.stream_commands, 1);
+                    }
+                    Step::Skip | Step::Stop | Step::Invalid => {}
+                }
+                txn.end_offset = offset;
+                txn.dirty = true;
                 pbuf.advance(len);
                 if !in_multi && txn.buf.len() >= cfg.max_txn_bytes {
                     flush_txn(&mut txn, &mut target, &ck, db)?;
@@ -848,15 +1000,39 @@ async fn stream(
         if !in_multi && txn.dirty {
             flush_txn(&mut txn, &mut target, &ck, db)?;
         }
+        // Files end: what is complete is applied, the rest reported.
+        if until_reached || (link.at_end() && spool.is_empty()) {
+            if in_multi {
+                if let Some(d) = txn.roll_back() {
+                    db = d;
+                }
+            }
+            if txn.dirty {
+                flush_txn(&mut txn, &mut target, &ck, db)?;
+            }
+            target
+                .drain(|m, r| {
+                    if let Some(off) = check_txn(m, &r)? {
+                        status.set_applied(off);
+                    }
+                    Ok(())
+                })
+                .await?;
+            if !until_reached {
+                warn_truncated(&link, offset, pbuf.len(), in_multi);
+            }
+            return Ok(());
+        }
         status
             .spool_bytes
             .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
+        let read = !spool.is_full() && (link.eager() || spool.is_empty()) && !link.at_end();
         tokio::select! {
-            r = link.fill(), if !spool.is_full() => {
+            r = link.fill(), if read => {
                 r?;
-                received += link.rbuf.len() as i64;
+                received += link.rbuf().len() as i64;
                 status.set_received(received);
-                spool.push(link.rbuf.split().freeze()).map_err(spool_err)?;
+                spool.push(link.rbuf().split().freeze()).map_err(spool_err)?;
             }
             done = target.next_done() => {
                 let (meta, replies) = done?;

@@ -628,7 +628,7 @@ fn encode_scoped(
         }
     }
     assert_eq!(probes, 1);
-    (enc.join().unwrap(), cmds, sizes)
+    (enc.join().unwrap().map(|_| ()), cmds, sizes)
 }
 
 #[test]
