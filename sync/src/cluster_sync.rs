@@ -714,7 +714,10 @@ impl<'a> Stream<'a> {
                             parsed_all = true;
                             break;
                         }
-                        Err(e) => return Err(bad_stream(&link, self.offset, e)),
+                        Err(e) => {
+                            let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
+                            return self.stop(bad_stream(&link, self.offset, e), at).await;
+                        }
                     };
                     let len = frame.len;
                     let step =
@@ -725,7 +728,9 @@ impl<'a> Stream<'a> {
                             break 'fill;
                         }
                         Step::Invalid => {
-                            return Err(bad_stream(&link, self.offset, "not a command"))
+                            let at = self.txn.as_ref().map_or(self.offset, |t| t.start);
+                            let e = bad_stream(&link, self.offset, "not a command");
+                            return self.stop(e, at).await;
                         }
                         _ => {}
                     }

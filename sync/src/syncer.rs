@@ -864,6 +864,40 @@ pub(crate) fn warn_truncated(source: &Source, at: i64, left: usize, open_multi: 
     }
 }
 
+/// Ends the stream with `e` (bad bytes in a file): what came before them is applied
+/// first (an open source transaction dropped), so the checkpoint stands exactly there and
+/// a run over mended files goes on from it.
+async fn stop_at(
+    e: SyncError,
+    mut txn: Txn,
+    in_multi: bool,
+    target: &mut Target,
+    ck: &TxnCheckpoint<'_>,
+    mut db: u32,
+    status: &SyncStatus,
+) -> Result<(), SyncError> {
+    if e.is_retryable() {
+        return Err(e);
+    }
+    if in_multi {
+        if let Some(d) = txn.roll_back() {
+            db = d;
+        }
+    }
+    if txn.dirty {
+        flush_txn(&mut txn, target, ck, db)?;
+    }
+    target
+        .drain(|m, r| {
+            if let Some(off) = check_txn(m, &r)? {
+                status.set_applied(off);
+            }
+            Ok(())
+        })
+        .await?;
+    Err(e)
+}
+
 /// Applies the command stream, one checkpointed transaction at a time.
 async fn stream(
     cfg: &SyncConfig,
@@ -911,7 +945,10 @@ async fn stream(
                 let frame = match parser.parse(&pbuf) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(e) => return Err(bad_stream(&link, offset, e)),
+                    Err(e) => {
+                        let e = bad_stream(&link, offset, e);
+                        return stop_at(e, txn, in_multi, &mut target, &ck, db, status).await;
+                    }
                 };
                 let len = frame.len;
                 let args = parser.args();
@@ -924,7 +961,8 @@ async fn stream(
                         break;
                     }
                     Step::Invalid => {
-                        return Err(bad_stream(&link, offset, "not a command"));
+                        let e = bad_stream(&link, offset, "not a command");
+                        return stop_at(e, txn, in_multi, &mut target, &ck, db, status).await;
                     }
                     _ => {}
                 }

@@ -1,0 +1,415 @@
+//! `cutover restore`: backup files made by real Redis servers (RDB files, single-file AOFs
+//! of 6.2, multi-part AOF directories of 7.0) restored into fresh servers and a cluster,
+//! compared key by key with the server that wrote them (DEBUG DIGEST-VALUE and PTTL);
+//! point-in-time restore, truncated and corrupted files, and kills during an import.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{
+    assert_same_key, cutover_bin, fill_every_type, poll_until, scan_keys, show, RedisCluster,
+    RedisServer, Value, Wire, SYNC_WAIT,
+};
+
+/// Runs `cutover restore <input> --target <url> <extra...>` to its end.
+fn restore(input: &Path, target: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(cutover_bin());
+    cmd.arg("restore")
+        .arg(input)
+        .args(["--target", target])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    cmd.output().expect("run cutover restore")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn restore_ok(input: &Path, target: &str, extra: &[&str]) -> String {
+    let o = restore(input, target, extra);
+    assert!(o.status.success(), "restore failed: {}", text(&o));
+    text(&o)
+}
+
+/// Waits until the server has no AOF rewrite under way or scheduled.
+fn wait_rewrite_done(s: &RedisServer) {
+    poll_until(SYNC_WAIT, || {
+        s.info_field("persistence", "aof_rewrite_in_progress")
+            .as_deref()
+            == Some("0")
+            && s.info_field("persistence", "aof_rewrite_scheduled")
+                .as_deref()
+                == Some("0")
+    });
+}
+
+/// Writes the dataset the AOF tests restore: every type, counters, a transaction, a
+/// script, TTLs, a deleted key, keys in db 3. `round` keeps the keys of two calls apart
+/// where they must differ.
+fn feed(w: &mut Wire, round: u32) {
+    let tag = format!("r{round}");
+    fill_every_type(w, &tag, &[]);
+    for i in 0..300 {
+        w.cmd(&["INCR", &format!("counter:{}", i % 7)]);
+    }
+    for c in [
+        vec!["MULTI"],
+        vec!["INCR", "tx:a"],
+        vec!["LPUSH", "tx:list", "x"],
+        vec!["EXEC"],
+    ] {
+        let r = w.cmd(&c);
+        assert!(!r.starts_with(b"-"), "{c:?}: {}", show(&r));
+    }
+    let r = w.cmd(&[
+        "EVAL",
+        "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])",
+        "2",
+        "ev:a",
+        "ev:b",
+        "v",
+    ]);
+    assert!(r.starts_with(b":"), "{}", show(&r));
+    w.cmd(&["SET", &format!("{tag}:gone"), "x"]);
+    w.cmd(&["DEL", &format!("{tag}:gone")]);
+    w.cmd(&["SET", "ttl:ex", "v", "EX", "3000"]);
+    w.cmd(&["PEXPIRE", &format!("{tag}:str"), "900000"]);
+    w.cmd(&["SELECT", "3"]);
+    w.cmd(&["SET", &format!("db3:{tag}"), "three"]);
+    w.cmd(&["INCR", "db3:counter"]);
+    w.cmd(&["SELECT", "0"]);
+}
+
+/// Every key of `dbs` on the source is on the target with the same value and TTL, and the
+/// target holds nothing else (cutover's own checkpoint aside).
+#[track_caller]
+fn assert_same_dataset(source: &RedisServer, target: &RedisServer, dbs: &[u32]) {
+    let mut s = source.wire();
+    let mut t = target.wire();
+    for db in dbs {
+        let db = db.to_string();
+        s.cmd(&["SELECT", &db]);
+        t.cmd(&["SELECT", &db]);
+        let keys = scan_keys(&mut s);
+        for k in &keys {
+            assert_same_key(&mut s, &mut t, k, &format!("db{db}"));
+        }
+        let theirs: Vec<_> = scan_keys(&mut t)
+            .into_iter()
+            .filter(|k| !k.starts_with(b"__cutover:"))
+            .collect();
+        assert_eq!(theirs.len(), keys.len(), "db{db}: key counts differ");
+    }
+}
+
+fn aof_server(preamble: &str) -> RedisServer {
+    RedisServer::builder()
+        .args(&[
+            "--appendonly",
+            "yes",
+            "--aof-use-rdb-preamble",
+            preamble,
+            "--aof-timestamp-enabled",
+            "yes",
+        ])
+        .start()
+}
+
+/// Files copied out of a server's directory (a backup taken off the host).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[track_caller]
+fn multipart_round_trip(preamble: &str) {
+    let source = aof_server(preamble);
+    let mut w = source.wire();
+    feed(&mut w, 1);
+    assert_eq!(
+        Value::parse(&w.cmd(&["BGREWRITEAOF"])).text(),
+        "Background append only file rewriting started"
+    );
+    wait_rewrite_done(&source);
+    feed(&mut w, 2);
+    let dir = source.dir().join("appendonlydir");
+    let base_ext = if preamble == "yes" {
+        ".base.rdb"
+    } else {
+        ".base.aof"
+    };
+    let manifest = std::fs::read_to_string(dir.join("appendonly.aof.manifest")).unwrap();
+    assert!(manifest.contains(base_ext), "{manifest}");
+
+    let target = RedisServer::start();
+    let out = restore_ok(&dir, &target.url(), &[]);
+    assert!(out.contains("commands applied"), "{out}");
+    assert_same_dataset(&source, &target, &[0, 3]);
+
+    // Run again: nothing is applied twice, no second load.
+    let again = restore_ok(&dir, &target.url(), &[]);
+    assert!(
+        again.contains("0 keys loaded, 0 commands applied")
+            && again.contains("continued from the target's checkpoint"),
+        "{again}"
+    );
+    assert_same_dataset(&source, &target, &[0, 3]);
+
+    // The directory grows (more incr writes): a new run applies only what is new.
+    feed(&mut w, 3);
+    let more = restore_ok(&dir, &target.url(), &[]);
+    assert!(more.contains("0 keys loaded"), "{more}");
+    assert_same_dataset(&source, &target, &[0, 3]);
+}
+
+#[test]
+fn a_multipart_aof_with_an_rdb_base_restores_equal_to_its_server() {
+    multipart_round_trip("yes");
+}
+
+#[test]
+fn a_multipart_aof_with_a_resp_base_restores_equal_to_its_server() {
+    multipart_round_trip("no");
+}
+
+#[test]
+fn a_redis_6_2_single_file_aof_restores_into_7_0() {
+    for preamble in ["yes", "no"] {
+        let source = RedisServer::builder()
+            .redis62()
+            .args(&["--appendonly", "yes", "--aof-use-rdb-preamble", preamble])
+            .start();
+        let mut w = source.wire();
+        feed(&mut w, 1);
+        w.cmd(&["BGREWRITEAOF"]);
+        wait_rewrite_done(&source);
+        feed(&mut w, 2);
+        let file = source.dir().join("appendonly.aof");
+        let head = std::fs::read(&file).unwrap();
+        assert_eq!(head.starts_with(b"REDIS"), preamble == "yes");
+        let target = RedisServer::start();
+        restore_ok(&file, &target.url(), &[]);
+        assert_same_dataset(&source, &target, &[0, 3]);
+    }
+}
+
+#[test]
+fn an_rdb_restores_into_a_server_and_a_cluster_once() {
+    let source = RedisServer::start();
+    let mut w = source.wire();
+    fill_every_type(&mut w, "t", &[]);
+    w.cmd(&["DEBUG", "POPULATE", "20000", "pop", "64"]);
+    let file = source.dir().join("cli.rdb");
+    let o = Command::new("redis-cli")
+        .args(["-p", &source.port().to_string(), "--rdb"])
+        .arg(&file)
+        .output()
+        .expect("redis-cli --rdb");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let target = RedisServer::start();
+    let out = restore_ok(&file, &target.url(), &[]);
+    let n = w.value(&["DBSIZE"]).int();
+    assert!(out.contains(&format!("{n} keys loaded")), "{out}");
+    assert_same_dataset(&source, &target, &[0]);
+    let again = restore_ok(&file, &target.url(), &[]);
+    assert!(again.contains("0 keys loaded"), "{again}");
+
+    let cluster = RedisCluster::start(3);
+    restore_ok(&file, &cluster.url(), &[]);
+    let keys = scan_keys(&mut w);
+    for k in &keys {
+        assert_same_key(&mut w, &mut cluster.wire_for(k), k, "cluster");
+    }
+    // The checkpoint: one hash, and the per-slot records of the stream (none: no stream).
+    let on_cluster = cluster.dbsize() as usize;
+    assert_eq!(on_cluster, keys.len() + 1, "keys on the cluster");
+}
+
+#[test]
+fn a_point_in_time_restore_stops_at_the_annotation() {
+    let source = aof_server("yes");
+    let mut w = source.wire();
+    // Annotations are written at most once a second, before the next command: one
+    // write per second gives each its own.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let mut times = Vec::new();
+    for i in 0..3 {
+        let t = now();
+        poll_until(Duration::from_secs(3), || now() > t);
+        times.push(now());
+        w.cmd(&["SET", &format!("pit:{i}"), "v"]);
+    }
+    let dir = source.dir().join("appendonlydir");
+    let target = RedisServer::start();
+    // Up to the second write's second: the third write comes after a later annotation.
+    restore_ok(&dir, &target.url(), &["--until", &times[1].to_string()]);
+    let mut t = target.wire();
+    assert_eq!(t.value(&["EXISTS", "pit:0", "pit:1"]).int(), 2);
+    assert_eq!(t.value(&["EXISTS", "pit:2"]).int(), 0);
+    // Before everything.
+    let early = RedisServer::start();
+    restore_ok(
+        &dir,
+        &early.url(),
+        &["--until", &(times[0] - 1).to_string()],
+    );
+    assert_eq!(early.wire().value(&["EXISTS", "pit:0"]).int(), 0);
+}
+
+#[test]
+fn a_truncated_aof_loses_its_last_command_and_a_corrupt_one_is_named() {
+    let source = RedisServer::builder()
+        .args(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"])
+        .start();
+    let mut w = source.wire();
+    for i in 0..100 {
+        w.cmd(&["SET", &format!("k{i}"), &format!("v{i}")]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("copy");
+    copy_dir(&source.dir().join("appendonlydir"), &dir);
+    let incr: PathBuf = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .unwrap();
+    let data = std::fs::read(&incr).unwrap();
+    // The last command loses its last 3 bytes.
+    std::fs::write(&incr, &data[..data.len() - 3]).unwrap();
+    let target = RedisServer::start();
+    let out = restore_ok(&dir, &target.url(), &[]);
+    assert!(out.contains("truncated"), "{out}");
+    let mut t = target.wire();
+    assert_eq!(t.value(&["EXISTS", "k98"]).int(), 1);
+    assert_eq!(t.value(&["EXISTS", "k99"]).int(), 0);
+
+    // A corrupted byte in the middle: a clear error naming the file and the byte.
+    let mut bad = data.clone();
+    let at = bad.len() / 2;
+    let star = at + bad[at..].iter().position(|&b| b == b'*').unwrap();
+    bad[star] = b'?';
+    std::fs::write(&incr, &bad).unwrap();
+    let fresh = RedisServer::start();
+    let o = restore(&dir, &fresh.url(), &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let name = incr.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&*name) && err.contains(&format!("at byte {star}")),
+        "{err}"
+    );
+    // What came before the bad byte is applied, nothing after it.
+    assert_eq!(fresh.wire().value(&["EXISTS", "k0"]).int(), 1);
+
+    // A manifest line that doesn't parse, and a missing incr file.
+    let manifest = dir.join("appendonly.aof.manifest");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{good}file x seq\n")).unwrap();
+    let o = restore(&dir, &fresh.url(), &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("appendonly.aof.manifest line"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&manifest, format!("{good}file gone.aof seq 99 type i\n")).unwrap();
+    let o = restore(&dir, &fresh.url(), &[]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("gone.aof"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn kills_during_an_aof_import_apply_every_command_once() {
+    let source = RedisServer::builder()
+        .args(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"])
+        .start();
+    // Concurrent INCR streams: 4 connections, 30 keys each, pipelined.
+    let writers: Vec<_> = (0..4)
+        .map(|c| {
+            let addr = source.addr();
+            std::thread::spawn(move || {
+                let mut w = Wire::connect(addr);
+                for round in 0..200 {
+                    let mut batch = Vec::new();
+                    for k in 0..30 {
+                        let key = format!("c{c}:{k}:{}", round % 3);
+                        support::encode_into(&mut batch, &["INCR", key.as_str()]);
+                    }
+                    w.send(&batch);
+                    for _ in 0..30 {
+                        w.read_reply();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let dir = source.dir().join("appendonlydir");
+    let target = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Small transactions so that a kill lands between checkpoints.
+    let config = tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[sync]\nmax_txn_bytes = 4096\nmax_inflight_bytes = 65536\n",
+    )
+    .unwrap();
+    let mut t = target.wire();
+    let applied = |t: &mut Wire| -> i64 {
+        match t.value(&["HGET", "__cutover:checkpoint", "offset"]) {
+            Value::Bulk(b) => String::from_utf8_lossy(&b).parse().unwrap_or(0),
+            _ => 0,
+        }
+    };
+    let total = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum::<u64>() as i64;
+    let mut kills = 0;
+    for step in 1..=3 {
+        let mut child = Command::new(cutover_bin())
+            .arg("restore")
+            .arg(&dir)
+            .args(["--target", &target.url(), "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mark = total * step / 4;
+        poll_until(SYNC_WAIT, || {
+            applied(&mut t) > mark || child.try_wait().unwrap().is_some()
+        });
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 2, "the import finished before it could be killed");
+    restore_ok(&dir, &target.url(), &["--config", config.to_str().unwrap()]);
+    assert_same_dataset(&source, &target, &[0]);
+}
