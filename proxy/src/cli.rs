@@ -26,6 +26,9 @@ pub enum Command {
     /// Restore backup files (RDB, AOF, multi-part AOF directory) into a Redis or a Redis
     /// Cluster; run it again to continue after an interruption.
     Restore(crate::restore::RestoreArgs),
+    /// Write an RDB of a live Redis (over the replication link, as `redis-cli --rdb`),
+    /// with its replication id and offset inside; one file per master of a cluster.
+    Dump(crate::dump::DumpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +94,10 @@ pub struct RunArgs {
     /// Log level or tracing filter (RUST_LOG wins).
     #[arg(long)]
     pub log_level: Option<String>,
+    /// An RDB from `cutover dump` that fills the empty target before the source is asked
+    /// to continue from the replication offset inside it.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -135,6 +142,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.log_level {
             cfg.log.level = v.clone();
+        }
+        if let Some(v) = &self.seed {
+            cfg.sync.seed = v.display().to_string();
         }
         let origin = if self.config.is_some() {
             format!("{origin} (with command-line overrides)")

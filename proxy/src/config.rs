@@ -50,6 +50,9 @@ pub struct SyncSection {
     /// Source db -> target db (`[sync.db_map]` with `"3" = 0`); unlisted dbs keep their
     /// number.
     pub db_map: std::collections::BTreeMap<String, u32>,
+    /// An RDB (from `cutover dump`) that fills an empty target before the source is asked
+    /// to continue from the replication offset inside it (empty: none).
+    pub seed: String,
     /// Redis Cluster targets: a source transaction whose keys span slots is applied as one
     /// transaction per slot (`split`, default, counted) or stops the sync (`stop`).
     pub cross_slot_transactions: String,
@@ -99,6 +102,7 @@ impl Default for SyncSection {
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
             big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
             db_map: Default::default(),
+            seed: String::new(),
             cross_slot_transactions: "split".into(),
             source_nodes: "masters".into(),
             source_replicas: Vec::new(),
@@ -278,6 +282,8 @@ pub struct SyncSettings {
     pub big_value_bytes: usize,
     pub db_map: sync::DbMap,
     pub cross_slot: sync::CrossSlot,
+    /// `sync.seed`: an RDB that fills the empty target first.
+    pub seed: Option<PathBuf>,
     /// Cluster sources: link to a replica of each master instead of the master.
     pub from_replicas: bool,
     /// The replicas named in `sync.source_replicas` (only with `from_replicas`).
@@ -430,6 +436,18 @@ impl Config {
                     m.push((src, *v));
                 }
                 sync::DbMap(m)
+            },
+            seed: if sy.seed.is_empty() {
+                None
+            } else {
+                let p = PathBuf::from(&sy.seed);
+                if !p.is_file() {
+                    return Err(err(
+                        "sync.seed",
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+                Some(p)
             },
             cross_slot: match sy.cross_slot_transactions.as_str() {
                 "split" => sync::CrossSlot::Split,

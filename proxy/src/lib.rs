@@ -8,7 +8,8 @@
 //!   dedicated ones.
 //! - [`syncing`]: starting the syncer (one link, or one per master of a cluster source).
 //! - [`admin`], [`metrics`], [`stats`]: the operator's view.
-//! - [`restore`]: `cutover restore`, backup files into a Redis.
+//! - [`restore`], [`dump`]: `cutover restore` (backup files into a Redis) and
+//!   `cutover dump` (an RDB of a live Redis).
 //! - [`config`], [`cli`], [`logging`]: how it is configured.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod cutover;
+pub mod dump;
 pub mod logging;
 pub mod metrics;
 pub mod progress;

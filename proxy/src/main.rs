@@ -33,6 +33,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(cutover::server::run(settings))
         }
         Command::Ctl(args) => cutover::ctl::run(&args),
+        Command::Dump(args) => {
+            cutover::logging::init(&args.log_level);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            for d in runtime.block_on(cutover::dump::run(args))? {
+                println!(
+                    "dumped {}: {} bytes, replication id {} offset {}",
+                    d.path.display(),
+                    d.bytes,
+                    d.replid,
+                    d.offset
+                );
+            }
+            Ok(())
+        }
         Command::Restore(args) => {
             cutover::logging::init(&args.log_level);
             let runtime = tokio::runtime::Builder::new_current_thread()

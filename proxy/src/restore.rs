@@ -122,6 +122,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
         db_map: sy.db_map.clone(),
         cross_slot: sy.cross_slot,
         scope: None,
+        seed: None,
     };
     tracing::info!(input = %args.input.display(), target = %target.url, bytes = total, "restore starting");
     let status = Arc::new(SyncStatus::default());

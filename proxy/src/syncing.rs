@@ -49,7 +49,14 @@ pub fn start(
         db_map: settings.sync.db_map.clone(),
         cross_slot: settings.sync.cross_slot,
         scope: None,
+        seed: settings.sync.seed.clone(),
     };
+    if settings.sync.seed.is_some() && source.cluster().is_some() {
+        anyhow::bail!(
+            "sync.seed (--seed) takes one RDB of a standalone source; the source {} is a Redis Cluster",
+            source.addr()
+        );
+    }
     let set = match source.cluster() {
         None => {
             let status = Arc::new(SyncStatus::default());

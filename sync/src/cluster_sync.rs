@@ -42,8 +42,8 @@ use crate::spool::Spool;
 use crate::status::{SyncState, SyncStatus};
 use crate::stream::{Front, Step};
 use crate::syncer::{
-    bad_stream, full_load, load_error, nth_command, ours, warn_truncated, CrossSlot, LoadDest,
-    NotEmpty, OnFullResync, StatusAdd, SyncConfig, TargetMemory,
+    bad_stream, full_load, load_error, nth_command, ours, source_spec, warn_truncated, CrossSlot,
+    LoadDest, Next, NotEmpty, OnFullResync, StatusAdd, SyncConfig, TargetMemory,
 };
 use crate::target::{array_elements, error_text};
 use crate::SyncError;
@@ -123,7 +123,7 @@ pub(crate) async fn run_once(
     cfg: &SyncConfig,
     status: &SyncStatus,
     memory: &mut TargetMemory,
-) -> Result<(), SyncError> {
+) -> Result<Next, SyncError> {
     if cfg.checkpoint_db != 0 {
         return Err(SyncError::Config(
             "sync.checkpoint_db must be 0 for a Redis Cluster target (it has db 0 only)".into(),
@@ -139,7 +139,8 @@ pub(crate) async fn run_once(
         .as_ref()
         .filter(|c| c.is_streaming())
         .map(|c| (c.replid.as_str(), c.offset));
-    let (mut link, reply) = Source::open(&cfg.source, cfg.listening_port, resume).await?;
+    let (spec, seeding) = source_spec(cfg, record.checkpoint.as_ref());
+    let (mut link, reply) = Source::open(&spec, cfg.listening_port, resume).await?;
     let (replid, offset, db, skip) = match reply {
         PsyncReply::Full { replid, offset } => {
             // Files: a checkpoint of other files is not this run's to resume or redo.
@@ -177,6 +178,14 @@ pub(crate) async fn run_once(
             let mut dest = LoadDest::Cluster(&mut router);
             let (db, offset) =
                 full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
+            if seeding {
+                tracing::info!(
+                    replid = %replid,
+                    offset,
+                    "seeded from the file: asking the source to continue from there"
+                );
+                return Ok(Next::Again);
+            }
             (replid, offset, db, SkipTable::new(offset))
         }
         PsyncReply::Continue { replid: new_id } => {
@@ -196,7 +205,8 @@ pub(crate) async fn run_once(
     status.set_applied(offset);
     Stream::new(cfg, status, router, replid, offset, db, skip)
         .run(link)
-        .await
+        .await?;
+    Ok(Next::Done)
 }
 
 /// Sends one control command to the node of `slot` and waits for its reply (the router

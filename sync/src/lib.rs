@@ -32,6 +32,7 @@ pub mod purge;
 pub mod rdb;
 pub mod reencode;
 pub mod scope;
+pub mod sink;
 pub mod slot_checkpoint;
 pub mod slotting;
 pub mod source;

@@ -80,6 +80,29 @@ pub struct SyncConfig {
     /// Set when this link is one of several sharing the target (a cluster source: one
     /// per master): what it owns ([`crate::scope`]). None: the only link.
     pub scope: Option<Arc<crate::scope::LinkScope>>,
+    /// An RDB that fills a target holding no checkpoint yet, before the source is asked to
+    /// continue from the replication offset it names (`--seed`).
+    pub seed: Option<std::path::PathBuf>,
+}
+
+/// What a run that ended well asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The source ended (files), or the run was stopped.
+    Done,
+    /// Run again at once: the target was seeded, the live source comes next.
+    Again,
+}
+
+/// The source to open: the seed while the target has no streaming checkpoint (a run
+/// interrupted during the seed's load seeds again), else the configured one.
+pub(crate) fn source_spec(cfg: &SyncConfig, cp: Option<&Checkpoint>) -> (SourceSpec, bool) {
+    match &cfg.seed {
+        Some(path) if !cp.is_some_and(Checkpoint::is_streaming) => {
+            (SourceSpec::Seed(path.clone()), true)
+        }
+        _ => (cfg.source.clone(), false),
+    }
 }
 
 impl SyncConfig {
@@ -129,7 +152,11 @@ pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Rece
             _ = stop.wait_for(|s| *s) => Err(SyncError::Stopped),
         };
         match result {
-            Err(SyncError::Stopped) | Ok(()) => {
+            Ok(Next::Again) => {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            Err(SyncError::Stopped) | Ok(Next::Done) => {
                 status.set_state(SyncState::Stopped);
                 break;
             }
@@ -186,7 +213,7 @@ async fn run_once(
     cfg: &SyncConfig,
     status: &SyncStatus,
     memory: &mut TargetMemory,
-) -> Result<(), SyncError> {
+) -> Result<Next, SyncError> {
     status.set_state(SyncState::Connecting);
     if let (None, Some(c)) = (&cfg.scope, cfg.source.connector()) {
         refuse_cluster_source(c).await?;
@@ -218,7 +245,8 @@ async fn run_once(
         }
         _ => false,
     };
-    let (mut link, reply) = Source::open(&cfg.source, cfg.listening_port, resume).await?;
+    let (spec, seeding) = source_spec(cfg, cp.as_ref());
+    let (mut link, reply) = Source::open(&spec, cfg.listening_port, resume).await?;
     let mut target = Target::connect(&cfg.target).await?;
     let (replid, offset, db) = match reply {
         PsyncReply::Full { replid, offset } => {
@@ -258,6 +286,14 @@ async fn run_once(
             };
             let (db, offset) =
                 full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
+            if seeding {
+                tracing::info!(
+                    replid = %replid,
+                    offset,
+                    "seeded from the file: asking the source to continue from there"
+                );
+                return Ok(Next::Again);
+            }
             (replid, offset, db)
         }
         PsyncReply::Continue { replid: new_id } => {
@@ -273,7 +309,8 @@ async fn run_once(
         }
     };
     status.set_applied(offset);
-    stream(cfg, status, link, target, replid, offset, db).await
+    stream(cfg, status, link, target, replid, offset, db).await?;
+    Ok(Next::Done)
 }
 
 /// For files, a checkpoint of another input (another id) is not ours: the target then
@@ -479,7 +516,7 @@ pub(crate) async fn full_load(
     let snapshot = source.snapshot().await?;
     let total = match &snapshot {
         Snapshot::Payload(Payload::Len(n)) => Some(*n),
-        Snapshot::Preamble { total } => Some(*total),
+        Snapshot::Preamble { total, .. } => Some(*total),
         _ => None,
     };
     if let Some(n) = total {
@@ -509,7 +546,10 @@ pub(crate) async fn full_load(
                 source.ack(offset).await?;
                 (db, offset)
             }
-            Snapshot::Preamble { .. } => {
+            Snapshot::Preamble {
+                commands_follow: true,
+                ..
+            } => {
                 // Files: the commands follow the RDB's checksum, and every AOF part starts
                 // in db 0.
                 source.seek(rdb_len)?;

@@ -413,3 +413,118 @@ fn kills_during_an_aof_import_apply_every_command_once() {
     restore_ok(&dir, &target.url(), &["--config", config.to_str().unwrap()]);
     assert_same_dataset(&source, &target, &[0]);
 }
+
+/// Runs `cutover dump --source <url> <file>`; its stdout.
+#[track_caller]
+fn dump(source_url: &str, file: &Path) -> String {
+    let o = Command::new(cutover_bin())
+        .args(["dump", "--source", source_url])
+        .arg(file)
+        .output()
+        .expect("run cutover dump");
+    assert!(o.status.success(), "dump failed: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_dump_carries_the_replication_position_and_restores_into_a_server_and_a_cluster() {
+    let source = RedisServer::start();
+    let mut w = source.wire();
+    fill_every_type(&mut w, "d", &[]);
+    w.cmd(&["DEBUG", "POPULATE", "5000", "pop", "32"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dump.rdb");
+    let out = dump(&source.url(), &file);
+    let replid = source.info_field("replication", "master_replid").unwrap();
+    assert!(out.contains(&replid), "{out}");
+    // The file names its history: the AUX fields a seed needs.
+    let data = std::fs::read(&file).unwrap();
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"repl-id") && has(replid.as_bytes()) && has(b"repl-offset"));
+    assert!(!tmp.path().join("dump.rdb.part").exists());
+
+    let target = RedisServer::start();
+    restore_ok(&file, &target.url(), &[]);
+    assert_same_dataset(&source, &target, &[0]);
+    let cluster = RedisCluster::start(3);
+    restore_ok(&file, &cluster.url(), &[]);
+    for k in scan_keys(&mut w) {
+        assert_same_key(&mut w, &mut cluster.wire_for(&k), &k, "cluster");
+    }
+}
+
+#[test]
+fn a_dump_of_a_cluster_writes_one_file_per_master() {
+    let cluster = RedisCluster::start(3);
+    let mut keys = Vec::new();
+    for i in 0..300 {
+        let k = format!("ck{i}");
+        cluster
+            .wire_for(k.as_bytes())
+            .cmd(&["SET", &k, &i.to_string()]);
+        keys.push(k);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = dump(&cluster.url(), &tmp.path().join("c.rdb"));
+    let files = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(files, 3, "{out}");
+    let mut total = 0;
+    for m in cluster.masters() {
+        let f = tmp.path().join(format!("c.127.0.0.1-{}.rdb", m.port()));
+        assert!(f.exists(), "{out}");
+        let t = RedisServer::start();
+        restore_ok(&f, &t.url(), &[]);
+        let mut tw = t.wire();
+        let n = tw.value(&["DBSIZE"]).int() - 1;
+        assert_eq!(n, m.wire().value(&["DBSIZE"]).int());
+        total += n;
+    }
+    assert_eq!(total, keys.len() as i64);
+}
+
+#[test]
+fn a_seeded_target_continues_with_a_partial_sync() {
+    let source = support::sync_source();
+    let mut w = source.wire();
+    fill_every_type(&mut w, "s", &[]);
+    w.cmd(&["DEBUG", "POPULATE", "20000", "pop", "32"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("seed.rdb");
+    dump(&source.url(), &file);
+    // Written after the dump: they reach the target through the stream.
+    for i in 0..500 {
+        w.cmd(&["INCR", &format!("after:{}", i % 10)]);
+    }
+    w.cmd(&["DEL", "pop:7"]);
+    let full = |s: &RedisServer| s.info_field("stats", "sync_full").unwrap();
+    let partial = |s: &RedisServer| s.info_field("stats", "sync_partial_ok").unwrap();
+    let (full0, partial0) = (full(&source), partial(&source));
+    let target = RedisServer::start();
+    let proxy = support::cutover_with_target(&source, &target, &["--seed", file.to_str().unwrap()]);
+    support::wait_caught_up(&source, &proxy);
+    assert_eq!(
+        full(&source),
+        full0,
+        "the seed must spare the source a full sync"
+    );
+    assert_eq!(
+        partial(&source).parse::<u64>().unwrap(),
+        partial0.parse::<u64>().unwrap() + 1
+    );
+    assert_same_dataset(&source, &target, &[0]);
+
+    // A file that names no replication history is refused, saying why.
+    let bare = tmp.path().join("bare.rdb");
+    let other = RedisServer::start();
+    other.cmd(&["SET", "x", "y"]);
+    other.cmd(&["SAVE"]);
+    std::fs::copy(other.dir().join("dump.rdb"), &bare).unwrap();
+    let fresh = RedisServer::start();
+    let p = support::cutover_with_target(&source, &fresh, &["--seed", bare.to_str().unwrap()]);
+    poll_until(SYNC_WAIT, || p.status()["sync_state"] == "error");
+    assert!(
+        p.status()["last_error"].contains("repl-id"),
+        "{:?}",
+        p.status()
+    );
+}

@@ -36,6 +36,10 @@ pub enum SourceSpec {
         /// than this Unix time (seconds).
         until: Option<i64>,
     },
+    /// An RDB that carries the replication id and offset it was taken at (`cutover dump`,
+    /// or a BGSAVE of a master with replicas): loaded as if the source had sent it, so the
+    /// next run asks the source to continue from there (`cutover run --seed`).
+    Seed(PathBuf),
 }
 
 impl SourceSpec {
@@ -43,7 +47,7 @@ impl SourceSpec {
     pub fn connector(&self) -> Option<&Arc<Connector>> {
         match self {
             SourceSpec::Link(c) => Some(c),
-            SourceSpec::Backup { .. } => None,
+            SourceSpec::Backup { .. } | SourceSpec::Seed(_) => None,
         }
     }
 
@@ -51,7 +55,7 @@ impl SourceSpec {
     pub fn describe(&self) -> String {
         match self {
             SourceSpec::Link(c) => c.addr().to_string(),
-            SourceSpec::Backup { path, .. } => path.display().to_string(),
+            SourceSpec::Backup { path, .. } | SourceSpec::Seed(path) => path.display().to_string(),
         }
     }
 }
@@ -62,10 +66,46 @@ pub enum Snapshot {
     /// The replication link's RDB payload.
     Payload(Payload),
     /// Files that start with an RDB of unknown length (its reader finds its end); `total`
-    /// is the size of all the files, for progress.
-    Preamble { total: u64 },
+    /// is the size of all the files, for progress. `commands_follow`: an AOF's commands
+    /// follow the RDB, and the stream's offsets are positions in the files; otherwise (a
+    /// seed) the stream is the live source's, from the offset the RDB names.
+    Preamble { total: u64, commands_follow: bool },
     /// No snapshot: commands from the start.
     None,
+}
+
+/// The replication id and offset an RDB was taken at (its AUX fields `repl-id` and
+/// `repl-offset`, written before any key).
+pub fn seed_position(path: &std::path::Path) -> Result<(String, i64), SyncError> {
+    use crate::rdb::{Event, RdbReader};
+    let f = std::fs::File::open(path).map_err(|e| files::io_err(path, e))?;
+    let mut rd = RdbReader::new(std::io::BufReader::new(f));
+    let (mut id, mut offset) = (None, None);
+    loop {
+        let ev = rd
+            .next_event()
+            .map_err(|e| SyncError::File(format!("{}: {e}", path.display())))?;
+        match ev {
+            Some(Event::Header { .. }) => {}
+            Some(Event::Aux { key, value }) => match &key[..] {
+                b"repl-id" => id = Some(String::from_utf8_lossy(&value).into_owned()),
+                b"repl-offset" => {
+                    offset = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => {}
+            },
+            _ => break,
+        }
+    }
+    match (id, offset) {
+        (Some(id), Some(off)) if id.len() == 40 && off >= 0 => Ok((id, off)),
+        _ => Err(SyncError::File(format!(
+            "{}: this RDB does not say which replication history it belongs to (no repl-id/repl-offset AUX fields): a file from `cutover dump`, `redis-cli --rdb` or a master's BGSAVE while it had replicas can seed; this one can only be restored (`cutover restore`), and the sync then needs a full load",
+            path.display()
+        ))),
+    }
 }
 
 /// Backup files being read.
@@ -74,6 +114,8 @@ pub struct Backup {
     pub files: files::Files,
     rdb_first: bool,
     until: Option<i64>,
+    /// False for a seed: only its RDB counts.
+    commands_follow: bool,
 }
 
 impl Backup {
@@ -125,6 +167,7 @@ impl Source {
                     files: opened.files,
                     rdb_first: opened.rdb_first,
                     until: *until,
+                    commands_follow: true,
                 };
                 let reply = match resume {
                     Some((id, offset)) if id == opened.id => {
@@ -137,6 +180,23 @@ impl Source {
                     },
                 };
                 Ok((Source::Backup(b), reply))
+            }
+            SourceSpec::Seed(path) => {
+                let opened = aof::open(path)?;
+                if !opened.rdb_first {
+                    return Err(SyncError::File(format!(
+                        "{}: a seed must be an RDB file",
+                        path.display()
+                    )));
+                }
+                let (replid, offset) = seed_position(path)?;
+                let b = Backup {
+                    files: opened.files,
+                    rdb_first: true,
+                    until: None,
+                    commands_follow: false,
+                };
+                Ok((Source::Backup(b), PsyncReply::Full { replid, offset }))
             }
         }
     }
@@ -191,6 +251,7 @@ impl Source {
             Source::Link(l) => Ok(Snapshot::Payload(l.payload_header().await?)),
             Source::Backup(b) if b.rdb_first => Ok(Snapshot::Preamble {
                 total: b.files.len(),
+                commands_follow: b.commands_follow,
             }),
             Source::Backup(_) => Ok(Snapshot::None),
         }
