@@ -528,3 +528,188 @@ fn a_seeded_target_continues_with_a_partial_sync() {
         p.status()
     );
 }
+
+/// Bytes as the fixtures' JSON writes them: UTF-8 where valid, other bytes as the char of
+/// the same number.
+fn json_str(mut rest: &[u8]) -> String {
+    let mut out = String::new();
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                out.push_str(std::str::from_utf8(&rest[..good]).unwrap());
+                out.push(rest[good] as char);
+                rest = &rest[good + 1..];
+            }
+        }
+    }
+    out
+}
+
+fn txt(v: &Value) -> String {
+    json_str(v.bytes())
+}
+
+/// A JSON value of the fixtures' expectations as Redis would print it.
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every key the reader finds in the file is on the target (or absent because its TTL
+/// has passed), and the redis-rdb-tools expectations hold for the values.
+#[track_caller]
+fn check_fixture(name: &str, data: &[u8], json: Option<serde_json::Value>, t: &mut Wire) {
+    use sync::rdb::{Event, RdbReader};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut rd = RdbReader::new(data);
+    let mut dbs: Vec<u32> = Vec::new();
+    let mut live = std::collections::HashSet::new();
+    while let Some(ev) = rd.next_event().unwrap() {
+        let Event::Key(k) = ev else { continue };
+        if dbs.last() != Some(&k.db) {
+            dbs.push(k.db);
+        }
+        t.cmd(&["SELECT", &k.db.to_string()]);
+        let exists = t.value(&[&b"EXISTS"[..], &k.key]).int();
+        if k.expire_ms.is_some_and(|e| e <= now) {
+            assert_eq!(exists, 0, "{name}: expired key {} restored", show(&k.key));
+        } else {
+            assert_eq!(exists, 1, "{name}: key {} missing", show(&k.key));
+            live.insert((k.db, k.key.to_vec()));
+        }
+    }
+    let Some(serde_json::Value::Array(per_db)) = json else {
+        return;
+    };
+    for (db, obj) in dbs.iter().zip(per_db) {
+        t.cmd(&["SELECT", &db.to_string()]);
+        let serde_json::Value::Object(keys) = obj else {
+            continue;
+        };
+        for (key, want) in keys {
+            let key = key.as_str();
+            if !live.contains(&(*db, key.as_bytes().to_vec())) {
+                continue;
+            }
+            let ty = t.value(&["TYPE", key]).text();
+            let what = format!("{name}: db{db} key {key} ({ty})");
+            match ty.as_str() {
+                "string" => assert_eq!(txt(&t.value(&["GET", key])), json_text(&want), "{what}"),
+                "list" => {
+                    let got: Vec<String> = t
+                        .value(&["LRANGE", key, "0", "-1"])
+                        .items()
+                        .iter()
+                        .map(txt)
+                        .collect();
+                    let want: Vec<String> =
+                        want.as_array().unwrap().iter().map(json_text).collect();
+                    assert_eq!(got, want, "{what}");
+                }
+                "set" => {
+                    let mut got: Vec<String> = t
+                        .value(&["SMEMBERS", key])
+                        .items()
+                        .iter()
+                        .map(txt)
+                        .collect();
+                    let mut want: Vec<String> =
+                        want.as_array().unwrap().iter().map(json_text).collect();
+                    got.sort();
+                    want.sort();
+                    assert_eq!(got, want, "{what}");
+                }
+                "zset" => {
+                    let v = t.value(&["ZRANGE", key, "0", "-1", "WITHSCORES"]);
+                    let got: std::collections::BTreeMap<String, f64> = v
+                        .items()
+                        .chunks(2)
+                        .map(|p| (txt(&p[0]), p[1].text().parse().unwrap()))
+                        .collect();
+                    let want: std::collections::BTreeMap<String, f64> = want
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(m, s)| (m.clone(), json_text(s).parse().unwrap()))
+                        .collect();
+                    assert_eq!(got.len(), want.len(), "{what}");
+                    for (m, s) in &want {
+                        let g = got[m];
+                        assert!((g - s).abs() <= s.abs() * 1e-12, "{what}: {m} {g} vs {s}");
+                    }
+                }
+                "hash" => {
+                    let v = t.value(&["HGETALL", key]);
+                    let got: std::collections::BTreeMap<String, String> = v
+                        .items()
+                        .chunks(2)
+                        .map(|p| (txt(&p[0]), txt(&p[1])))
+                        .collect();
+                    let want: std::collections::BTreeMap<String, String> = want
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(f, v)| (f.clone(), json_text(v)))
+                        .collect();
+                    assert_eq!(got, want, "{what}");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rdb_fixture_restores_where_the_target_can_hold_it() {
+    let dir = support::workspace_root().join("../shared/fixtures/rdb");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rdb"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "the fixture set is incomplete");
+    let target = RedisServer::start();
+    let mut refused = Vec::new();
+    for f in &files {
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let o = restore(f, &target.url(), &["--target-not-empty", "flush"]);
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or_default().to_string();
+            refused.push((name, last));
+            continue;
+        }
+        let json = std::fs::read_to_string(dir.join("json").join(format!("{name}.json")))
+            .ok()
+            .map(|t| serde_json::from_str(&t).unwrap());
+        check_fixture(&name, &std::fs::read(f).unwrap(), json, &mut target.wire());
+    }
+    eprintln!("refused: {refused:#?}");
+    for (name, why) in &refused {
+        assert!(
+            why.contains("key"),
+            "{name}: the refusal names no key: {why}"
+        );
+    }
+    // A 7.0 target can't hold hash field TTLs (7.4) or module values of an 8.6 RDB.
+    let names: Vec<&str> = refused.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "redis_7_4_all_types",
+            "redis_8_6_all_types",
+            "redis_stack_7_4_modules"
+        ]
+    );
+}
