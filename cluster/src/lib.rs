@@ -8,6 +8,7 @@
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod info;
 pub mod migrating;
 pub mod pipeline;
 pub mod slots;

@@ -71,7 +71,7 @@ impl Topology {
             .map_err(|e| TopologyError::Io(seed.addr(), e))?;
         let enabled = replies
             .first()
-            .is_some_and(|r| r.windows(17).any(|w| w == b"cluster_enabled:1"));
+            .is_some_and(|r| crate::info::cluster_enabled(r));
         if !enabled {
             return Ok(None);
         }

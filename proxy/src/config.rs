@@ -100,7 +100,7 @@ impl Default for SyncSection {
             max_inflight_bytes: 64 * 1024 * 1024,
             spool_dir: String::new(),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
-            big_value_bytes: sync::syncer::DEFAULT_BIG_VALUE_BYTES as u64,
+            big_value_bytes: sync::config::DEFAULT_BIG_VALUE_BYTES as u64,
             db_map: Default::default(),
             seed: String::new(),
             cross_slot_transactions: "split".into(),

@@ -285,16 +285,14 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         let mut fences = Vec::with_capacity(src.len());
         for (l, c) in sync.links.iter().zip(src.iter_mut()) {
             let info = request(c, &[b"INFO", b"replication"], "source").await?;
-            let fence = String::from_utf8_lossy(&info)
-                .lines()
-                .find_map(|line| line.strip_prefix("master_repl_offset:"))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "cannot read the master_repl_offset of the source {}",
-                        l.addr
-                    )
-                })?;
+            let fence =
+                cluster::info::int_field(&String::from_utf8_lossy(&info), "master_repl_offset")
+                    .ok_or_else(|| {
+                        format!(
+                            "cannot read the master_repl_offset of the source {}",
+                            l.addr
+                        )
+                    })?;
             fences.push(fence);
         }
         sh.cutover.set(State::CatchingUp);
@@ -413,22 +411,7 @@ fn record_switch(
         let mut out = BytesMut::new();
         let ckdb = sh.settings.sync.checkpoint_db.to_string();
         resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
-        let e = epoch.to_string();
-        let f = fence.to_string();
-        resp::encode::command(
-            &mut out,
-            [
-                &b"HSET"[..],
-                RECORD_KEY,
-                b"route",
-                b"target",
-                b"route_epoch",
-                e.as_bytes(),
-                b"fence_offset",
-                f.as_bytes(),
-            ]
-            .into_iter(),
-        );
+        sync::checkpoint::switch_record(&mut out, epoch, fence);
         loop {
             match tgt.request_raw(&out, 2).await {
                 Ok(r) if r.iter().all(|f| f.first() != Some(&b'-')) => return,
@@ -606,23 +589,11 @@ pub async fn recorded_switch(target: &Upstream, checkpoint_db: u32) -> Result<Op
     let mut c = connect_for_key(target, RECORD_KEY, "target").await?;
     let db = checkpoint_db.to_string();
     let r = c
-        .request(&[
-            &[b"SELECT", db.as_bytes()],
-            &[b"HMGET", RECORD_KEY, b"route", b"route_epoch"],
-        ])
+        .request(&[&[b"SELECT", db.as_bytes()], &sync::checkpoint::SWITCH_QUERY])
         .await
         .map_err(|e| format!("target: {e}"))?;
     if let Some(e) = r.iter().find(|f| f.first() == Some(&b'-')) {
         return Err(format!("target: {}", text(e)));
     }
-    let t = String::from_utf8_lossy(&r[1]).into_owned();
-    if !t.contains("\r\ntarget\r\n") {
-        return Ok(None);
-    }
-    t.trim_end()
-        .rsplit("\r\n")
-        .next()
-        .and_then(|e| e.parse().ok())
-        .map(Some)
-        .ok_or_else(|| "the target's switch record has no epoch".to_string())
+    sync::checkpoint::parse_switch(&r[1]).map_err(|e| format!("target: {e}"))
 }

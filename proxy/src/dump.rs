@@ -39,7 +39,7 @@ pub async fn run(args: DumpArgs) -> anyhow::Result<Vec<sync::sink::rdb_file::Dum
         .context("connecting to the source")?;
     let progress = Arc::new(AtomicU64::new(0));
     let mut out = Vec::new();
-    if !sync::cluster_sync::is_cluster(&mut conn).await? {
+    if !sync::sink::is_cluster(&mut conn).await? {
         out.push(sync::sink::rdb_file::dump(&seed, &args.file, &progress).await?);
         return Ok(out);
     }

@@ -299,7 +299,7 @@ async fn is_cluster(ep: &crate::config::Endpoint) -> bool {
             .ok()?;
         let reply = conn.request(&[&[b"INFO", b"cluster"]]).await.ok()?;
         let text = reply.first()?;
-        Some(text.windows(17).any(|w| w == b"cluster_enabled:1"))
+        Some(cluster::info::cluster_enabled(text))
     };
     matches!(tokio::time::timeout(timeout, ask).await, Ok(Some(true)))
 }

@@ -186,11 +186,9 @@ async fn probe(connector: &Connector) -> Result<(String, u32), ConnectError> {
             source: e,
         })?;
     let info = String::from_utf8_lossy(&replies[0]);
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| "7.0.0".into());
+    let version = cluster::info::field(&info, "redis_version")
+        .unwrap_or("7.0.0")
+        .to_string();
     // `*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n`: the last line holds the value. CONFIG may
     // be renamed or refused on managed services: fall back to Redis's default.
     let databases = std::str::from_utf8(&replies[1])

@@ -78,6 +78,48 @@ pub async fn read(
     Ok(parse(&replies[1])?.checkpoint)
 }
 
+/// The switch record (written by the cutover when clients move to the target, in the
+/// same hash): `HSET KEY route target route_epoch <epoch> fence_offset <fence>`.
+pub fn switch_record(out: &mut BytesMut, epoch: u64, fence: i64) {
+    let e = epoch.to_string();
+    let f = fence.to_string();
+    resp::encode::command(
+        out,
+        [
+            &b"HSET"[..],
+            KEY,
+            b"route",
+            b"target",
+            b"route_epoch",
+            e.as_bytes(),
+            b"fence_offset",
+            f.as_bytes(),
+        ]
+        .into_iter(),
+    );
+}
+
+/// The command that reads the switch record; its reply goes to [`parse_switch`].
+pub const SWITCH_QUERY: [&[u8]; 4] = [b"HMGET", KEY, b"route", b"route_epoch"];
+
+/// The reply to [`SWITCH_QUERY`]: Some(epoch) when a cutover happened, None when none did.
+pub fn parse_switch(reply: &[u8]) -> Result<Option<u64>, String> {
+    let Some(items) = crate::reply::array_elements(reply) else {
+        return Err(format!(
+            "reading the switch record: {}",
+            String::from_utf8_lossy(reply).trim_end()
+        ));
+    };
+    if items.first().map(|f| bulk_text(f)).as_deref() != Some("target") {
+        return Ok(None);
+    }
+    items
+        .get(1)
+        .and_then(|f| bulk_text(f).parse().ok())
+        .map(Some)
+        .ok_or_else(|| "the target's switch record has no epoch".to_string())
+}
+
 /// What the checkpoint hash holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -89,7 +131,7 @@ pub struct Record {
 
 /// Reads the reply to `HGETALL` of [`KEY`].
 pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
-    let Some(items) = crate::target::array_elements(reply) else {
+    let Some(items) = crate::reply::array_elements(reply) else {
         return Err(SyncError::Target(format!(
             "reading the checkpoint: {}",
             String::from_utf8_lossy(reply).trim_end()

@@ -25,11 +25,11 @@ use cluster::{Connector, NodeStream, SessionSetup};
 use tokio::sync::watch;
 
 use crate::checkpoint;
+use crate::config::{NotEmpty, SyncConfig};
 use crate::links::{LinkInfo, SyncSet};
+use crate::reply::error_text;
 use crate::scope::{ranges_text, LinkScope};
 use crate::status::SyncStatus;
-use crate::syncer::{NotEmpty, SyncConfig};
-use crate::target::error_text;
 use crate::SyncError;
 
 /// How often the source's slot map is read again while syncing.
@@ -349,7 +349,7 @@ async fn watch(plan: &Plan, seed: &Connector) -> String {
 pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncError> {
     let tgt = |e: &dyn std::fmt::Display| SyncError::Target(e.to_string());
     let mut control = connect(&cfg.target).await?;
-    let is_cluster = crate::cluster_sync::is_cluster(&mut control).await?;
+    let is_cluster = crate::sink::is_cluster(&mut control).await?;
     let (nodes, mut record) = if is_cluster {
         let origin = NodeAddr::from(cfg.target.url());
         let map = SlotMap::fetch(&mut control, &origin)
@@ -386,7 +386,7 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
         .request(&[&[b"HMGET", checkpoint::KEY, b"route", b"source_links"]])
         .await
         .map_err(|e| tgt(&e))?;
-    let fields = crate::target::array_elements(&r[0]).ok_or_else(|| {
+    let fields = crate::reply::array_elements(&r[0]).ok_or_else(|| {
         SyncError::Target(format!(
             "reading the checkpoint: {}",
             String::from_utf8_lossy(&r[0]).trim_end()
@@ -426,7 +426,7 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
             .request(&[&[b"INFO", b"keyspace"]])
             .await
             .map_err(|e| tgt(&e))?;
-        let keys: u64 = crate::cluster_sync::keyspace(&String::from_utf8_lossy(&r[0]))
+        let keys: u64 = ::cluster::info::keyspace(&String::from_utf8_lossy(&r[0]))
             .into_iter()
             .map(|(_, k)| k)
             .sum();

@@ -1,48 +1,43 @@
-//! The syncer: acts as a replica of the source (PSYNC handshake, full RDB transfer, live
-//! command stream) and applies everything to the target, tracking the applied offset.
+//! The syncer: moves data from a source into a target and keeps the target equal to it,
+//! tracking what is applied so that any interruption resumes without applying anything
+//! twice or skipping anything.
 //!
-//! - [`source`]: where data comes from: the replication link (handshake, payload framing,
-//!   ACKs), or backup files (RDB, AOF, multi-part AOF directory).
-//! - [`stream`]: what each command of a source's stream means (shared by every sink).
-//! - [`rdb`]: the streaming RDB reader.
-//! - [`load`]: RDB values turned into commands for the target (RESTORE).
-//! - [`reencode`]: values re-created with ordinary commands (older targets, big values).
-//! - [`target`]: pipelined units of commands to the target, replies checked.
-//! - [`cluster_target`]: the same for a Redis Cluster: routed per slot, in order per slot.
-//! - [`checkpoint`]: the offset record kept on the target, atomically with the data.
-//! - [`slot_checkpoint`]: the same per hash slot, for a Redis Cluster target.
-//! - [`slotting`]: where each stream command goes on a Redis Cluster target.
-//! - [`syncer`]: the orchestration: start, full load, stream, resume.
-//! - [`cluster_sync`]: the same against a Redis Cluster target.
-//! - [`status`]: what STATUS and the metrics report.
+//! - [`source`]: where data comes from: a live Redis as its replica (PSYNC, the RDB, the
+//!   replication stream), or backup files (RDB, AOF, multi-part AOF directory).
+//! - [`stream`]: what each command of a source's stream means (the same for every sink).
+//! - [`sink`]: where it goes: one server, a Redis Cluster (routed per slot, in order per
+//!   slot, per-slot checkpoints), or an RDB file; the full load shared by all.
+//! - [`rdb`]: the streaming RDB reader; [`load`]: its events encoded as the target's
+//!   commands (RESTORE); [`reencode`]: values re-created with ordinary commands (older
+//!   targets, big values).
+//! - [`checkpoint`], [`slot_checkpoint`]: the record kept on the target, atomically with
+//!   the data (the proxy reads the switch record there too).
+//! - [`syncer`]: the run loop: reach the target, hand over to its sink, retry, resume.
 //! - [`cluster_source`]: a Redis Cluster source: one link per master, the target prepared
-//!   once for all, the source's topology watched.
-//! - [`scope`]: what one of those links owns (its slots, its checkpoint key).
-//! - [`purge`]: emptying one link's slots on the target before it loads again.
-//! - [`links`]: the links seen as one (per-link and aggregate figures).
+//!   once for all, the source's topology watched; [`scope`]: what one link owns;
+//!   [`links`]: the links seen as one.
+//! - [`config`], [`status`], [`error`]: what the syncer is told, reports, and fails with;
+//!   [`reply`]: reading replies; [`spool`]: stream bytes waiting on disk.
 
 pub mod checkpoint;
 pub mod cluster_source;
-pub mod cluster_sync;
-pub mod cluster_target;
+pub mod config;
 pub mod error;
 pub mod links;
 pub mod load;
-pub mod purge;
 pub mod rdb;
 pub mod reencode;
+pub mod reply;
 pub mod scope;
 pub mod sink;
 pub mod slot_checkpoint;
-pub mod slotting;
 pub mod source;
 pub mod spool;
 pub mod status;
 pub mod stream;
 pub mod syncer;
-pub mod target;
 
+pub use config::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};
 pub use error::SyncError;
 pub use links::{LinkInfo, SyncSet};
 pub use status::{SyncState, SyncStatus};
-pub use syncer::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};

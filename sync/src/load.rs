@@ -56,7 +56,18 @@ struct Builder {
     names: Vec<(&'static str, Bytes)>,
     ends: Vec<usize>,
     stream_db: Option<u32>,
+    /// Strings without a TTL waiting to go as one MSET (keys and values as RESP bulks),
+    /// how many, and the first key (to name it if the target refuses): one command for a
+    /// run of them instead of one RESTORE each, which the target runs several times faster.
+    /// One server only (a cluster takes MSET within one slot).
+    mset: BytesMut,
+    mset_pairs: u32,
+    mset_first: Bytes,
 }
+
+/// A run of strings goes out as one MSET at this many keys or bytes.
+const MSET_MAX_PAIRS: u32 = 512;
+const MSET_MAX_BYTES: usize = 128 * 1024;
 
 impl Builder {
     fn take(&mut self) -> LoadBatch {
@@ -73,6 +84,40 @@ impl Builder {
     fn mark(&mut self, name: &'static str, key: Bytes) {
         self.names.push((name, key));
         self.ends.push(self.buf.len());
+    }
+
+    /// A string key without TTL joins the MSET run.
+    fn push_string(&mut self, key: &Bytes, value: &[u8]) {
+        if self.mset_pairs == 0 {
+            self.mset_first = key.clone();
+        }
+        for b in [&key[..], value] {
+            self.mset.extend_from_slice(b"$");
+            self.mset.extend_from_slice(b.len().to_string().as_bytes());
+            self.mset.extend_from_slice(b"\r\n");
+            self.mset.extend_from_slice(b);
+            self.mset.extend_from_slice(b"\r\n");
+        }
+        self.mset_pairs += 1;
+        if self.mset_pairs >= MSET_MAX_PAIRS || self.mset.len() >= MSET_MAX_BYTES {
+            self.emit_mset();
+        }
+    }
+
+    /// Writes the strings waiting as one MSET.
+    fn emit_mset(&mut self) {
+        if self.mset_pairs == 0 {
+            return;
+        }
+        self.buf.extend_from_slice(b"*");
+        self.buf
+            .extend_from_slice((2 * self.mset_pairs + 1).to_string().as_bytes());
+        self.buf.extend_from_slice(b"\r\n$4\r\nMSET\r\n");
+        self.buf.extend_from_slice(&self.mset);
+        self.mset.clear();
+        self.mset_pairs = 0;
+        let first = std::mem::take(&mut self.mset_first);
+        self.mark("MSET", first);
     }
 }
 
@@ -114,7 +159,7 @@ pub fn encode_rdb<R: Read>(
     out: &mpsc::Sender<Result<LoadMsg, SyncError>>,
     keys_loaded: &AtomicU64,
     big_value_bytes: usize,
-    db_map: &crate::syncer::DbMap,
+    db_map: &crate::config::DbMap,
     cluster: bool,
     scope: Option<&crate::scope::LinkScope>,
 ) -> Result<u64, SyncError> {
@@ -131,6 +176,9 @@ pub fn encode_rdb<R: Read>(
         names: Vec::new(),
         ends: Vec::new(),
         stream_db: None,
+        mset: BytesMut::new(),
+        mset_pairs: 0,
+        mset_first: Bytes::new(),
     };
     let mut version: u16 = 0;
     let mut caps = TargetCaps::ALL;
@@ -139,6 +187,26 @@ pub fn encode_rdb<R: Read>(
     let mut big: Option<PartWriter> = None;
     let gone = |_| stopped();
     while let Some(ev) = rd.next_event()? {
+        // Strings without a TTL go in runs of one MSET (one server only).
+        if let Event::Key(k) = &ev {
+            if !cluster
+                && caps.restore
+                && k.value_type == 0
+                && k.expire_ms.is_none()
+                && !foreign(&k.key)
+            {
+                if let Ok(decode::Value::String(v)) = decode::decode_entry(k) {
+                    b.push_string(&k.key, &v);
+                    keys_loaded.fetch_add(1, Ordering::Relaxed);
+                    if b.buf.len() >= BATCH_BYTES {
+                        out.blocking_send(Ok(LoadMsg::Batch(b.take())))
+                            .map_err(gone)?;
+                    }
+                    continue;
+                }
+            }
+        }
+        b.emit_mset();
         match ev {
             Event::Header { version: v } => {
                 version = v as u16;
@@ -175,7 +243,7 @@ pub fn encode_rdb<R: Read>(
             Event::Db(n) if cluster => {
                 // A cluster has db 0 only: every db with keys must map there.
                 if db_map.target(n) != 0 {
-                    return Err(crate::cluster_sync::unmapped_dbs(&[format!("db{n}")]));
+                    return Err(crate::config::unmapped_dbs(&[format!("db{n}")]));
                 }
             }
             Event::Db(n) => {
@@ -256,6 +324,7 @@ pub fn encode_rdb<R: Read>(
                 .map_err(gone)?;
         }
     }
+    b.emit_mset();
     if !b.buf.is_empty() || b.stream_db.is_some() {
         out.blocking_send(Ok(LoadMsg::Batch(b.take())))
             .map_err(gone)?;

@@ -83,7 +83,7 @@ impl Sink for VecSink {
 pub fn cannot(entry: &KeyEntry, command: &str, why: impl std::fmt::Display) -> SyncError {
     SyncError::Apply {
         command: command.to_string(),
-        key: crate::syncer::show_key(&entry.key),
+        key: crate::reply::show_key(&entry.key),
         offset: -1,
         reply: format!(
             "the key (db {}) cannot be re-created on the target: {why}",
@@ -285,7 +285,7 @@ impl PartWriter {
                     )?;
                 } else {
                     tracing::warn!(
-                        key = %crate::syncer::show_key(&key),
+                        key = %crate::reply::show_key(&key),
                         duration_secs = i.duration_secs,
                         max_size = i.max_size,
                         "the stream's IDMP settings (Redis 8.6) are not carried to this target"
@@ -696,7 +696,7 @@ const PROBE_COMMANDS: usize = 11;
 /// RESTORE refused for another reason than the payload's version (the target takes no
 /// writes: nothing would work).
 pub fn parse_probe(replies: &[&[u8]]) -> Result<TargetCaps, SyncError> {
-    use crate::target::{error_text, transient};
+    use crate::reply::{error_text, transient};
     if replies.len() != PROBE_COMMANDS {
         return Err(SyncError::Target(format!(
             "probe: {} replies to {PROBE_COMMANDS} commands",

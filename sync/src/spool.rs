@@ -131,5 +131,10 @@ impl Spool {
     }
 }
 
+/// A spool that can't be written or read: the local disk, not either side.
+pub fn spool_err(e: io::Error) -> crate::SyncError {
+    crate::SyncError::Config(format!("spooling the stream to disk: {e}"))
+}
+
 #[cfg(test)]
 mod tests;

@@ -602,7 +602,7 @@ fn encode_scoped(
             &tx,
             &keys,
             big,
-            &crate::syncer::DbMap::default(),
+            &crate::config::DbMap::default(),
             false,
             scope.as_ref(),
         )

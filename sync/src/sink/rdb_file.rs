@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use cluster::Connector;
+use ::cluster::Connector;
 
 use crate::source::{Link, PsyncReply};
 use crate::status::SyncStatus;

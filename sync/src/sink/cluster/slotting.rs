@@ -23,8 +23,8 @@
 
 use std::ops::Range;
 
+use ::cluster::slots::key_slot;
 use bytes::BytesMut;
-use cluster::slots::key_slot;
 use resp::command;
 
 use crate::SyncError;

@@ -4,9 +4,9 @@
 
 use std::collections::VecDeque;
 
+use ::cluster::pipeline::{Batch, BatchFlags, Reply, ReplyKind};
+use ::cluster::{Connector, PipelineHandle, SessionSetup};
 use bytes::{Bytes, BytesMut};
-use cluster::pipeline::{Batch, BatchFlags, Reply, ReplyKind};
-use cluster::{Connector, PipelineHandle, SessionSetup};
 use tokio::sync::mpsc;
 
 use crate::SyncError;
@@ -139,59 +139,4 @@ impl Target {
         }
         Ok(())
     }
-}
-
-/// Splits a run of reply frames.
-pub fn frames(replies: &[u8]) -> Result<Vec<&[u8]>, SyncError> {
-    let mut out = Vec::new();
-    let mut scanner = resp::ReplyScanner::default();
-    let mut pos = 0;
-    while pos < replies.len() {
-        match scanner.scan(&replies[pos..]) {
-            Ok(Some(n)) => {
-                out.push(&replies[pos..pos + n]);
-                pos += n;
-            }
-            _ => return Err(tgt("invalid reply framing")),
-        }
-    }
-    Ok(out)
-}
-
-/// The text of an error frame (without `-` and CRLF).
-pub fn error_text(frame: &[u8]) -> Option<String> {
-    if frame.first() == Some(&b'-') {
-        Some(
-            String::from_utf8_lossy(&frame[1..])
-                .trim_end()
-                .chars()
-                .take(300)
-                .collect(),
-        )
-    } else {
-        None
-    }
-}
-
-/// Whether an error from the target is worth retrying (the target is busy or loading).
-pub fn transient(err: &str) -> bool {
-    err.starts_with("LOADING")
-        || err.starts_with("BUSY")
-        || err.starts_with("TRYAGAIN")
-        || err.starts_with("MASTERDOWN")
-}
-
-/// Elements of an array frame (`*N` then N frames). None for other types.
-pub fn array_elements(frame: &[u8]) -> Option<Vec<&[u8]>> {
-    if frame.first() != Some(&b'*') {
-        return None;
-    }
-    let end = memchr::memchr(b'\r', frame)?;
-    let n: i64 = std::str::from_utf8(&frame[1..end]).ok()?.parse().ok()?;
-    if n < 0 {
-        return None;
-    }
-    let body = &frame[end + 2..];
-    let all = frames(body).ok()?;
-    (all.len() == n as usize).then_some(all)
 }

@@ -1,4 +1,9 @@
 use super::*;
+use crate::reencode;
+use crate::sink::cluster::router::PieceInfo;
+use crate::sink::cluster::trailer;
+use crate::slot_checkpoint;
+use ::cluster::info::keyspace;
 
 #[test]
 fn applied_is_the_oldest_unconfirmed_start() {
