@@ -6,7 +6,9 @@
 # "target"), puts cutover in front of the source with --target, and shows: the
 # application's view (redis-cli, a transaction, RESP3, a pipeline), the syncer copying the
 # source into the target (full load, then live writes, with exact offsets), a resume after
-# the replication link is cut (no second full sync), the cutover under load (CUTOVER on the
+# the replication link is cut (no second full sync), backups (an RDB of the live source
+# with `cutover dump`, restored with `cutover restore`, and the source's multi-part AOF
+# restored), the cutover under load (CUTOVER on the
 # admin port: the pause it cost, every acknowledged write on the target, no client error),
 # the operator's view (admin STATUS, Prometheus metrics) and a quick redis-benchmark:
 # directly vs through the proxy. Everything it starts is stopped on exit; it never touches
@@ -124,6 +126,37 @@ redis-cli -p "$SRC" CLIENT KILL TYPE replica
 for i in $(seq 1 50); do redis-cli -p "$PROXY" INCR after-cut >/dev/null; done
 caught_up
 echo "source sync_full=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_full://p') sync_partial_ok=$(redis-cli -p "$SRC" INFO stats | tr -d '\r' | sed -n 's/^sync_partial_ok://p')   target after-cut=$(redis-cli -p "$TGT" GET after-cut)"
+
+say "backups: an RDB of the live source (cutover dump), restored into a fresh server (cutover restore)"
+BAK=$(free_port); AOFT=$(free_port); mkdir -p "$WORK/backup" "$WORK/aoft"
+redis-server --port "$BAK" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/backup" \
+  --logfile "$WORK/backup.log" --enable-debug-command yes &
+PIDS+=($!)
+redis-server --port "$AOFT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/aoft" \
+  --logfile "$WORK/aoft.log" --enable-debug-command yes &
+PIDS+=($!)
+wait_ping "$BAK"; wait_ping "$AOFT"
+run "$BIN" dump --source "redis://127.0.0.1:$SRC" "$WORK/backup.rdb" --log-level warn
+run "$BIN" restore "$WORK/backup.rdb" --target "redis://127.0.0.1:$BAK" --log-level warn
+echo "source: $(redis-cli -p "$SRC" DBSIZE) keys   restored: $(redis-cli -p "$BAK" DBSIZE) keys (one of them cutover's checkpoint)"
+for k in user:1 board demo:12345; do
+  a=$(redis-cli -p "$SRC" DEBUG DIGEST-VALUE "$k"); b=$(redis-cli -p "$BAK" DEBUG DIGEST-VALUE "$k")
+  printf '  %-12s %s %s\n' "$k" "$a" "$([ "$a" = "$b" ] && echo same || echo DIFFERENT)"
+done
+echo "run again: it continues from the target's checkpoint, nothing is loaded twice"
+"$BIN" restore "$WORK/backup.rdb" --target "redis://127.0.0.1:$BAK" --log-level warn
+echo "the source's AOF (Redis 7 multi-part directory): turned on, written through the proxy, restored"
+redis-cli -p "$SRC" CONFIG SET appendonly yes >/dev/null
+for _ in $(seq 1 200); do
+  [ "$(redis-cli -p "$SRC" INFO persistence | tr -d '\r' | sed -n 's/^aof_rewrite_in_progress://p')" = 0 ] \
+    && [ "$(redis-cli -p "$SRC" INFO persistence | tr -d '\r' | sed -n 's/^aof_rewrite_scheduled://p')" = 0 ] && break
+  sleep 0.05
+done
+for i in $(seq 1 100); do redis-cli -p "$PROXY" INCR aof-counter >/dev/null; done
+echo "\$ ls $WORK/source/appendonlydir"; ls "$WORK/source/appendonlydir"
+run "$BIN" restore "$WORK/source/appendonlydir" --target "redis://127.0.0.1:$AOFT" --log-level warn
+echo "aof-counter: source $(redis-cli -p "$SRC" GET aof-counter), restored $(redis-cli -p "$AOFT" GET aof-counter)"
+redis-cli -p "$SRC" CONFIG SET appendonly no >/dev/null
 
 say "the cutover: under load, one admin command moves every client to the target"
 # Load through the proxy while it switches: redis-benchmark, and a client counting its

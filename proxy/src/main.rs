@@ -59,8 +59,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let input = args.input.display().to_string();
             let r = runtime.block_on(cutover::restore::run(args))?;
             println!(
-                "restored {input}: {} keys loaded, {} commands applied, {:.2} s{}",
+                "restored {input}: {} keys loaded{}, {} commands applied, {:.2} s{}",
                 r.keys,
+                if r.expired > 0 {
+                    format!(" ({} of them expired, skipped by the target)", r.expired)
+                } else {
+                    String::new()
+                },
                 r.commands,
                 r.secs,
                 if r.resumed {

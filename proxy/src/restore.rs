@@ -51,6 +51,8 @@ pub struct RestoreArgs {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub keys: u64,
+    /// Keys of the snapshot whose TTL had passed (not kept by the target; in `keys` too).
+    pub expired: u64,
     pub commands: u64,
     pub secs: f64,
     pub resumed: bool,
@@ -142,6 +144,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
     progress.abort();
     let report = Report {
         keys: SyncStatus::get(&status.keys_loaded),
+        expired: SyncStatus::get(&status.keys_expired),
         commands: SyncStatus::get(&status.stream_commands),
         secs: started.elapsed().as_secs_f64(),
         resumed: SyncStatus::get(&status.partial_syncs) > 0,

@@ -162,12 +162,18 @@ pub fn encode_rdb<R: Read>(
     db_map: &crate::config::DbMap,
     cluster: bool,
     scope: Option<&crate::scope::LinkScope>,
-) -> Result<u64, SyncError> {
+) -> Result<LoadEnd, SyncError> {
     // A link of a cluster source loads the keys of its own slots only: a master's RDB
     // may also hold keys of a slot being imported, or left behind by a failed migration,
     // which belong to another link (RESTORE REPLACE over its keys, in no order).
     let foreign = |key: &[u8]| scope.is_some_and(|s| !s.owns(cluster::slots::key_slot(key)));
     let mut skipped: u64 = 0;
+    // Keys whose TTL has passed: the target does not create them (RESTORE ... ABSTTL of a
+    // time gone by answers +OK and stores nothing); counted for the report.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut expired: u64 = 0;
     let mut skipping_big = false;
     let mut rd = RdbReader::new(input);
     rd.set_value_limit(big_value_bytes as u64);
@@ -187,6 +193,14 @@ pub fn encode_rdb<R: Read>(
     let mut big: Option<PartWriter> = None;
     let gone = |_| stopped();
     while let Some(ev) = rd.next_event()? {
+        let expire = match &ev {
+            Event::Key(k) => k.expire_ms,
+            Event::BigValueStart { expire_ms, .. } => *expire_ms,
+            _ => None,
+        };
+        if expire.is_some_and(|e| e <= now_ms) {
+            expired += 1;
+        }
         // Strings without a TTL go in runs of one MSET (one server only).
         if let Event::Key(k) = &ev {
             if !cluster
@@ -336,8 +350,19 @@ pub fn encode_rdb<R: Read>(
             "keys of slots this link does not own were in its master's RDB (a slot being imported, or left by a failed migration): not loaded"
         );
     }
-    // Where the RDB ended (files: the commands of an AOF follow).
-    Ok(rd.position())
+    Ok(LoadEnd {
+        rdb_len: rd.position(),
+        expired,
+    })
+}
+
+/// How an RDB's load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadEnd {
+    /// Where the RDB ended (files: the commands of an AOF follow).
+    pub rdb_len: u64,
+    /// Keys whose TTL had passed when they were read (the target does not keep them).
+    pub expired: u64,
 }
 
 /// A key re-created with commands (older target, or a big value of a type the reader

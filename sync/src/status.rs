@@ -53,6 +53,8 @@ pub struct SyncStatus {
     pub rdb_bytes: AtomicU64,
     pub rdb_bytes_loaded: AtomicU64,
     pub keys_loaded: Arc<AtomicU64>,
+    /// Keys of the snapshot whose TTL had passed (the target does not keep them).
+    pub keys_expired: AtomicU64,
     pub full_syncs: AtomicU64,
     pub partial_syncs: AtomicU64,
     pub spool_bytes: AtomicU64,
@@ -80,6 +82,7 @@ impl Default for SyncStatus {
             rdb_bytes: AtomicU64::new(0),
             rdb_bytes_loaded: AtomicU64::new(0),
             keys_loaded: Arc::new(AtomicU64::new(0)),
+            keys_expired: AtomicU64::new(0),
             full_syncs: AtomicU64::new(0),
             partial_syncs: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),

@@ -125,7 +125,7 @@ async fn load_snapshot<D: LoadTarget>(
             scope.as_deref(),
         );
         match r {
-            Ok(len) => Some(len),
+            Ok(end) => Some(end),
             Err(e) => {
                 let _ = batch_tx.blocking_send(Err(e));
                 None
@@ -153,9 +153,15 @@ async fn load_snapshot<D: LoadTarget>(
         }
         e => e,
     })?;
-    let rdb_len =
-        rdb_len.ok_or_else(|| SyncError::Source("the RDB reader stopped early".into()))?;
-    Ok((stream_db, rdb_len))
+    let end = rdb_len.ok_or_else(|| SyncError::Source("the RDB reader stopped early".into()))?;
+    SyncStatus::add(&status.keys_expired, end.expired);
+    if end.expired > 0 {
+        tracing::info!(
+            keys = end.expired,
+            "keys whose TTL had passed were not loaded (the target drops them)"
+        );
+    }
+    Ok((stream_db, end.rdb_len))
 }
 
 /// The link's payload: read at network speed into the spool (memory, then a bounded

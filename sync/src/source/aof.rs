@@ -58,12 +58,13 @@ pub fn open(path: &Path) -> Result<Opened, SyncError> {
     })
 }
 
+/// Whether the file starts with an RDB header (`REDIS` + version, or Valkey 9's `VALKEY`).
 fn starts_with_rdb(path: &Path) -> Result<bool, SyncError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| files::io_err(path, e))?;
-    let mut magic = [0u8; 5];
+    let mut magic = [0u8; 6];
     let mut n = 0;
-    while n < 5 {
+    while n < magic.len() {
         match f
             .read(&mut magic[n..])
             .map_err(|e| files::io_err(path, e))?
@@ -72,7 +73,7 @@ fn starts_with_rdb(path: &Path) -> Result<bool, SyncError> {
             k => n += k,
         }
     }
-    Ok(n == 5 && &magic == b"REDIS")
+    Ok(magic[..n].starts_with(b"REDIS") || magic[..n].starts_with(b"VALKEY"))
 }
 
 fn find_manifest(dir: &Path) -> Result<PathBuf, SyncError> {

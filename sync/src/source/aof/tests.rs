@@ -97,3 +97,19 @@ fn a_directory_opens_through_its_manifest_in_load_order() {
     let e = open(&dir).unwrap_err().to_string();
     assert!(e.contains("x.9.incr.aof"), "{e}");
 }
+
+#[test]
+fn a_file_is_an_rdb_when_it_starts_like_one() {
+    let dir = std::env::temp_dir().join(format!("cutover-magic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data, rdb) in [
+        ("r.rdb", &b"REDIS0011\xfa"[..], true),
+        ("v.rdb", b"VALKEY080\xfa", true),
+        ("a.aof", b"*1\r\n$4\r\nPING\r\n", false),
+        ("short", b"RED", false),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        assert_eq!(open(&p).unwrap().rdb_first, rdb, "{name}");
+    }
+}
