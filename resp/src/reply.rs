@@ -21,8 +21,12 @@ use crate::ReplyError;
 #[cfg(test)]
 mod tests;
 
-/// Default cap on nesting depth of a reply.
-pub const DEFAULT_MAX_DEPTH: usize = 512;
+/// Default cap on nesting depth of a reply. What Redis sends is what the client asked for
+/// and must reach it: a Lua table that contains itself comes back nested ~8000 deep (until
+/// Lua's stack limit, then an error inside). The cap bounds memory, not what Redis may send:
+/// each level costs 8 bytes here and at least 4 bytes of the reply itself, so even at the
+/// cap the stack is 8 MB for a 4 MB reply.
+pub const DEFAULT_MAX_DEPTH: usize = 1 << 20;
 
 /// Default cap on a length header line (`$`, `*`, `%`, ... up to its CRLF). Real headers
 /// are at most ~22 bytes; the cap only bounds what a broken peer can make us buffer.

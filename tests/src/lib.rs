@@ -1277,7 +1277,8 @@ impl Cutover {
                 if let Ok(mut w) = Wire::try_connect(admin) {
                     w.set_timeout(Duration::from_secs(2));
                     if let Ok(r) = w.try_cmd(&["PING"]) {
-                        admin_ok = r.starts_with(b"+PONG");
+                        // NOAUTH: an admin password is set; the listener serves.
+                        admin_ok = r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH");
                     }
                 }
             }

@@ -118,3 +118,90 @@ fn url_database_and_password() {
     let all: std::collections::HashMap<String, String> = con3.hgetall("h").unwrap();
     assert_eq!(all.get("f").map(String::as_str), Some("v"));
 }
+
+/// redis-py, installed by scripts/test.sh into target/redispy (PyPI `redis`, 8.x).
+fn redis_py() -> std::path::PathBuf {
+    let p = support::workspace_root().join("target/redispy");
+    assert!(
+        p.join("redis").is_dir(),
+        "redis-py not found at {}: run scripts/test.sh (it installs it)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_admin_port_takes_client_libraries_as_they_connect() {
+    let server = RedisServer::start();
+    let proxy = Cutover::start(&server, &["--admin-password", "adm"]);
+    let admin = proxy.admin_addr();
+
+    // The redis crate: RESP3 (HELLO 3 AUTH, CLIENT SETINFO pipelined) and RESP2 (AUTH).
+    for url in [
+        format!("redis://default:adm@{admin}/?protocol=resp3"),
+        format!("redis://:adm@{admin}/"),
+    ] {
+        let mut con = connect(&url);
+        let status: String = redis::cmd("STATUS").query(&mut con).unwrap();
+        assert!(status.contains("route:source"), "{url}: {status}");
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+        let check: RedisResult<String> = redis::cmd("CUTOVER").arg("CHECK").query(&mut con);
+        // No target: the check says why, as an error the library reports.
+        assert!(check.is_err(), "{url}");
+    }
+
+    // redis-py 8 in its default settings, then RESP3 explicitly.
+    let script = format!(
+        "import redis\n\
+         for proto in (None, 3):\n\
+         \x20   kw = {{}} if proto is None else {{'protocol': proto}}\n\
+         \x20   r = redis.Redis(host='127.0.0.1', port={}, password='adm', **kw)\n\
+         \x20   s = r.execute_command('STATUS')\n\
+         \x20   s = s.decode() if isinstance(s, bytes) else s\n\
+         \x20   assert 'route:source' in s, s\n\
+         \x20   assert r.ping()\n\
+         \x20   r.client_setname('deploy')\n\
+         \x20   assert r.client_getname() in (b'deploy', 'deploy')\n\
+         print('ok')\n",
+        admin.port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env("PYTHONPATH", redis_py())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "redis-py: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The replies themselves, as Redis words them.
+    let mut w = proxy.admin();
+    assert!(w
+        .cmd(&["HELLO", "3"])
+        .starts_with(b"-NOAUTH HELLO must be called"));
+    assert!(w.cmd(&["HELLO", "4"]).starts_with(b"-NOPROTO"));
+    assert!(w
+        .cmd(&["HELLO", "3", "AUTH", "default", "nope"])
+        .starts_with(b"-WRONGPASS"));
+    let hello = w.cmd(&["HELLO", "3", "AUTH", "default", "adm", "SETNAME", "x"]);
+    assert!(
+        hello.starts_with(b"%7\r\n$6\r\nserver\r\n$7\r\ncutover\r\n"),
+        "{}",
+        support::show(&hello)
+    );
+    assert_bytes(w.cmd(&["CLIENT", "GETNAME"]), bulk("x"));
+    assert_bytes(w.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "t"]), b"+OK\r\n");
+    assert_bytes(w.cmd(&["ECHO", "hi"]), bulk("hi"));
+    assert_bytes(w.cmd(&["SELECT", "0"]), b"+OK\r\n");
+    assert!(w
+        .cmd(&["SELECT", "1"])
+        .starts_with(b"-ERR DB index is out of range"));
+    assert_bytes(w.cmd(&["CLIENT", "GETNAME"]), bulk("x"));
+    assert_bytes(w.cmd(&["RESET"]), b"+RESET\r\n");
+    assert!(w.cmd(&["STATUS"]).starts_with(b"-NOAUTH"));
+}
