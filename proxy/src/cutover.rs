@@ -244,6 +244,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     sh.cutover.set(State::Gating);
     sh.router.resubscribed.store(0, Ordering::Relaxed);
     sh.router.close_gate();
+    crate::fault::point("after_gate");
     let steps = async {
         sh.cutover.set(State::Draining);
         while sh.router.inflight() > 0 || sh.router.in_multi.load(Ordering::Acquire) > 0 {
@@ -256,6 +257,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
+        crate::fault::point("after_drain");
         sh.cutover.set(State::Fencing);
         // Writes stay paused past the deadline: after the flip the keeper renews it; on
         // abort it is lifted at once.
@@ -295,8 +297,10 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                     })?;
             fences.push(fence);
         }
+        crate::fault::point("after_fence");
         sh.cutover.set(State::CatchingUp);
         for (l, &fence) in sync.links.iter().zip(&fences) {
+            crate::fault::point("during_catchup");
             while l.status.applied() < fence {
                 if Instant::now() >= deadline {
                     return Err(format!(
@@ -336,8 +340,33 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         Ok(r) => r,
         Err(_) => Err("deadline passed (the source or the target stopped answering)".into()),
     };
+    // The commit point: the switch record, confirmed on the target before any client
+    // command goes there. Before it, a crash or an abort leaves clients on the source with
+    // nothing lost (the target took no client write); after it, the switch holds whatever
+    // happens, a restarted cutover routes to the target.
+    let epoch = sh.router.route().epoch + 1;
+    let result = match result {
+        Ok(fences) => {
+            let fence: i64 = fences.iter().sum();
+            match commit(sh, &target, tgt, epoch, fence, deadline).await {
+                Ok(()) => Ok(fences),
+                Err(CommitFailed::Refused(why)) => {
+                    Err(format!("the target refused the switch record: {why}"))
+                }
+                Err(CommitFailed::Unknown(why)) => {
+                    // It may have landed: taken back in the background (logged loudly).
+                    retract_switch(sh.clone(), target.clone(), epoch);
+                    Err(format!(
+                        "the target did not confirm the switch record ({why}); it is being removed"
+                    ))
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(fences) => {
+            crate::fault::point("after_commit");
             // Flip. From here on there is no going back: the syncer applies nothing past
             // the fence, the route swaps in one step, the held commands go to the target.
             for (l, &f) in sync.links.iter().zip(&fences) {
@@ -346,11 +375,22 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             // One figure for reports: the sum, as the offsets STATUS shows.
             let fence: i64 = fences.iter().sum();
             let held = sh.router.held_clients.load(Ordering::Relaxed);
-            let epoch = sh.router.switch(Side::Target, target.clone());
+            let switched = sh.router.switch(Side::Target, target.clone());
+            debug_assert_eq!(switched, epoch);
+            crate::fault::point("after_flip");
+            let commands = sh.stats.commands_total.load(Ordering::Relaxed);
             sh.router.open_gate();
-            // Recorded durably only now that it happened (a record written before the flip
-            // could land after an abort).
-            record_switch(sh.clone(), target.clone(), tgt, epoch, fence);
+            if crate::fault::armed("after_release") {
+                // Once a command read after the release is counted, a client's released
+                // command was answered by the target.
+                let until = Instant::now() + Duration::from_secs(2);
+                while sh.stats.commands_total.load(Ordering::Relaxed) == commands
+                    && Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                crate::fault::point("after_release");
+            }
             let pause = gate_at.elapsed();
             sh.cutover.set(State::Switched);
             sh.cutover
@@ -398,36 +438,109 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     }
 }
 
-/// Writes the switch record on the target, retrying until it is there: a restart of
-/// cutover must keep routing to the target.
-fn record_switch(
-    sh: Arc<Shared>,
-    target: Arc<Upstream>,
+/// Why the switch record could not be committed.
+enum CommitFailed {
+    /// The target answered with an error: the record is not there.
+    Refused(String),
+    /// No answer: the record may or may not be there.
+    Unknown(String),
+}
+
+/// Writes the switch record (epoch, fence) and waits for the target to confirm it: on the
+/// connection opened before the gate, then on fresh ones, until the deadline.
+async fn commit(
+    sh: &Arc<Shared>,
+    target: &Arc<Upstream>,
     mut tgt: NodeStream,
     epoch: u64,
     fence: i64,
-) {
-    tokio::spawn(async move {
-        let mut out = BytesMut::new();
-        let ckdb = sh.settings.sync.checkpoint_db.to_string();
-        resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
-        sync::checkpoint::switch_record(&mut out, epoch, fence);
-        loop {
-            match tgt.request_raw(&out, 2).await {
-                Ok(r) if r.iter().all(|f| f.first() != Some(&b'-')) => return,
-                Ok(r) => {
-                    tracing::error!(reply = %text(&r[1]), "the target refused the switch record; retrying")
+    deadline: Instant,
+) -> Result<(), CommitFailed> {
+    let mut out = BytesMut::new();
+    let ckdb = sh.settings.sync.checkpoint_db.to_string();
+    resp::encode::command(&mut out, [&b"SELECT"[..], ckdb.as_bytes()].into_iter());
+    sync::checkpoint::switch_record(&mut out, epoch, fence);
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(200));
+        let last = match tokio::time::timeout(left, tgt.request_raw(&out, 2)).await {
+            Ok(Ok(r)) => {
+                return match r.iter().find(|f| f.first() == Some(&b'-')) {
+                    None => Ok(()),
+                    Some(e) => Err(CommitFailed::Refused(text(e))),
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording the switch on the target; retrying")
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no reply before the deadline".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(CommitFailed::Unknown(last));
+        }
+        tracing::warn!(error = %last, "writing the switch record; trying again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match connect_for_key(target, RECORD_KEY, "target").await {
+            Ok(c) => tgt = c,
+            Err(e) => tracing::warn!(error = %e, "reaching the target for the switch record"),
+        }
+    }
+}
+
+/// Takes back a switch record whose write was not confirmed (the cutover aborted), retrying
+/// until the target answers: a record left there would route a restarted cutover to the
+/// target while the clients went on writing to the source.
+fn retract_switch(sh: Arc<Shared>, target: Arc<Upstream>, epoch: u64) {
+    tracing::error!(
+        epoch,
+        "the switch record was not confirmed: removing it from the target (do not restart cutover until this is logged as done)"
+    );
+    tokio::spawn(async move {
+        let ckdb = sh.settings.sync.checkpoint_db.to_string();
+        loop {
+            if let Ok(mut c) = connect_for_key(&target, RECORD_KEY, "target").await {
+                let r = c
+                    .request(&[
+                        &[b"SELECT", ckdb.as_bytes()],
+                        &[
+                            b"HDEL",
+                            RECORD_KEY,
+                            b"route",
+                            b"route_epoch",
+                            b"fence_offset",
+                        ],
+                    ])
+                    .await;
+                if matches!(&r, Ok(r) if r.iter().all(|f| f.first() != Some(&b'-'))) {
+                    tracing::warn!(
+                        epoch,
+                        "the unconfirmed switch record is removed from the target"
+                    );
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(c) = connect_for_key(&target, RECORD_KEY, "target").await {
-                tgt = c;
-            }
         }
     });
+}
+
+/// At start, when the target records no switch: lifts a write pause a CUTOVER left on the
+/// source if its process died between fencing and committing (nothing was switched, and
+/// the pause would otherwise hold the source's writers until it expires). cutover is the
+/// only one expected to pause the source (documented).
+pub fn lift_stale_pause(set: &sync::SyncSet) {
+    for l in &set.links {
+        let node = l.source.clone();
+        tokio::spawn(async move {
+            match connect_node(&node, "source").await {
+                Ok(mut c) => match request(&mut c, &[b"CLIENT", b"UNPAUSE"], "source").await {
+                    Ok(r) if r.first() == Some(&b'+') => {}
+                    Ok(r) => tracing::warn!(reply = %text(&r), "CLIENT UNPAUSE at start refused"),
+                    Err(e) => tracing::warn!(error = %e, "CLIENT UNPAUSE at start"),
+                },
+                Err(e) => tracing::warn!(error = %e, "CLIENT UNPAUSE at start"),
+            }
+        });
+    }
 }
 
 /// Lifts the source's write pause after an abort: on the connection that paused it if it

@@ -19,6 +19,7 @@ pub mod config;
 pub mod ctl;
 pub mod cutover;
 pub mod dump;
+pub mod fault;
 pub mod logging;
 pub mod metrics;
 pub mod progress;

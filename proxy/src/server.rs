@@ -97,7 +97,11 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             let conn = Arc::new(source.connector().clone());
             Some(Arc::new(sync::SyncSet::single(source.addr(), conn, st)))
         }
-        Some(target) => Some(crate::syncing::start(&settings, &source, target, stop_rx)?),
+        Some(target) => {
+            let set = crate::syncing::start(&settings, &source, target, stop_rx)?;
+            crate::cutover::lift_stale_pause(&set);
+            Some(set)
+        }
     };
     let stats = Arc::new(Stats::default());
     let sh = Arc::new(Shared {

@@ -1086,9 +1086,16 @@ pub struct CutoverBuilder<'a> {
     password: Option<String>,
     metrics: bool,
     db: Option<u32>,
+    envs: Vec<(String, String)>,
 }
 
 impl CutoverBuilder<'_> {
+    /// An environment variable for the process (e.g. `CUTOVER_FAULT`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Extra command-line arguments.
     pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
         self.args
@@ -1181,6 +1188,7 @@ impl CutoverBuilder<'_> {
                 cmd.arg("--password").arg(pw);
             }
             cmd.args(&self.args)
+                .envs(self.envs.iter().map(|(k, v)| (k, v)))
                 .env_remove("CUTOVER_PASSWORD")
                 .env_remove("CUTOVER_ADMIN_PASSWORD");
             if std::env::var_os("RUST_LOG").is_none() {
@@ -1244,6 +1252,7 @@ impl Cutover {
             password: None,
             metrics: false,
             db: None,
+            envs: Vec::new(),
         }
     }
 

@@ -1,0 +1,189 @@
+//! The switch survives any crash: cutover killed at each step of a CUTOVER (its fault
+//! points, `CUTOVER_FAULT=<point>`: the process aborts there as a `kill -9` would) and
+//! started again. Exactly one side serves afterwards, with every acknowledged write on it,
+//! none twice: before the commit point (the switch record confirmed on the target) the
+//! clients are back on the source, after it on the target.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{
+    poll_until, sync_source, wait_caught_up, Cutover, RedisServer, Value, Wire, SYNC_WAIT,
+};
+
+/// A client through the proxy: INCRs one key, one at a time, counting what was
+/// acknowledged and what was sent without an answer (the proxy died under it). It follows
+/// the proxy to its new address after a restart.
+struct Writer {
+    addr: Arc<Mutex<SocketAddr>>,
+    acked: Arc<AtomicU64>,
+    unanswered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(addr: SocketAddr) -> Writer {
+        let w = Writer {
+            addr: Arc::new(Mutex::new(addr)),
+            acked: Arc::default(),
+            unanswered: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+        };
+        let (a, acked, unanswered, stop) = (
+            w.addr.clone(),
+            w.acked.clone(),
+            w.unanswered.clone(),
+            w.stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let addr = *a.lock().unwrap();
+                let Ok(mut c) = Wire::try_connect(addr) else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                c.set_timeout(Duration::from_secs(20));
+                while !stop.load(Ordering::Relaxed) {
+                    match c.try_cmd(&["INCR", "acked"]) {
+                        Ok(r) if r.starts_with(b":") => {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => panic!("a client got an error: {}", support::show(&r)),
+                        Err(_) => {
+                            unanswered.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Writer {
+            thread: Some(thread),
+            ..w
+        }
+    }
+
+    fn follow(&self, addr: SocketAddr) {
+        *self.addr.lock().unwrap() = addr;
+    }
+
+    fn wait_acked(&self, more: u64) {
+        let from = self.acked.load(Ordering::SeqCst);
+        poll_until(SYNC_WAIT, || {
+            self.acked.load(Ordering::SeqCst) >= from + more
+        });
+    }
+
+    /// Stops; (acknowledged, sent without an answer).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("writer");
+        }
+        (
+            self.acked.load(Ordering::SeqCst),
+            self.unanswered.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn counter(w: &mut Wire) -> u64 {
+    match w.value(&["GET", "acked"]) {
+        Value::Bulk(b) => String::from_utf8_lossy(&b).parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[track_caller]
+fn crash_at(point: &str, switched: bool) {
+    let source = sync_source();
+    let target = RedisServer::start();
+    let start = |fault: Option<&str>| {
+        let mut b = Cutover::builder(&source).args(&["--target", &target.url()]);
+        if let Some(f) = fault {
+            b = b.env("CUTOVER_FAULT", f);
+        }
+        b.start()
+    };
+    let mut proxy = start(Some(point));
+    wait_caught_up(&source, &proxy);
+    let writer = Writer::start(proxy.addr());
+    writer.wait_acked(200);
+
+    // The CUTOVER: the process dies at the point, its admin connection with it.
+    let mut admin = proxy.admin();
+    admin.set_timeout(Duration::from_secs(20));
+    let r = admin.try_cmd(&["CUTOVER"]);
+    assert!(r.is_err(), "{point}: CUTOVER answered {r:?}");
+    assert!(!proxy.wait_exit(Duration::from_secs(10)).success());
+
+    let proxy = start(None);
+    writer.follow(proxy.addr());
+    writer.wait_acked(200);
+    let st = proxy.status();
+    let want = if switched { "target" } else { "source" };
+    assert_eq!(st["route"], want, "{point}: {st:?}");
+    let recorded = target
+        .wire()
+        .cmd(&["HGET", "__cutover:checkpoint", "route"]);
+    assert_eq!(
+        recorded.starts_with(b"$6\r\ntarget"),
+        switched,
+        "{point}: the switch record"
+    );
+    if !switched {
+        // Back on the source, the sync streams again and a CUTOVER now goes through.
+        poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "streaming");
+        assert_eq!(support::cutover(&proxy, &[]), b"+OK\r\n", "{point}");
+        writer.wait_acked(100);
+        assert_eq!(proxy.status()["route"], "target");
+    }
+    let (acked, unanswered) = writer.finish();
+    // Every acknowledged INCR is on the side that serves, none twice; one sent as the
+    // process died may or may not have run.
+    let v = counter(&mut proxy.wire());
+    assert!(
+        v >= acked && v <= acked + unanswered,
+        "{point}: counter {v}, acknowledged {acked}, unanswered {unanswered}"
+    );
+    assert_eq!(counter(&mut target.wire()), v, "{point}: the target");
+}
+
+#[test]
+fn killed_after_the_gate() {
+    crash_at("after_gate", false);
+}
+
+#[test]
+fn killed_after_the_drain() {
+    crash_at("after_drain", false);
+}
+
+#[test]
+fn killed_after_the_fence() {
+    crash_at("after_fence", false);
+}
+
+#[test]
+fn killed_during_the_catch_up() {
+    crash_at("during_catchup", false);
+}
+
+#[test]
+fn killed_after_the_commit() {
+    crash_at("after_commit", true);
+}
+
+#[test]
+fn killed_after_the_flip() {
+    crash_at("after_flip", true);
+}
+
+#[test]
+fn killed_after_the_first_released_write() {
+    crash_at("after_release", true);
+}
