@@ -115,6 +115,7 @@ pub struct Report {
 
 /// The key on the target recording the switch (with the checkpoint).
 const RECORD_KEY: &[u8] = sync::checkpoint::KEY;
+const ATTEMPT_KEY: &[u8] = sync::checkpoint::ATTEMPT_KEY;
 
 /// Preconditions shared by CUTOVER and CUTOVER CHECK.
 fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
@@ -125,9 +126,12 @@ fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
             route.epoch
         ));
     }
-    let (Some(sync), Some(_)) = (&sh.sync, &sh.target) else {
+    let Some(sync) = &sh.sync else {
         return Err("no target configured (--target)".into());
     };
+    if sh.target.load().is_none() {
+        return Err("the target has not answered since cutover started".into());
+    }
     let state = sync.state();
     if state != sync::SyncState::Streaming {
         return Err(format!(
@@ -212,7 +216,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     if opts.check_only {
         return Ok(None);
     }
-    let (Some(sync), Some(target)) = (sh.sync.clone(), sh.target.clone()) else {
+    let (Some(sync), Some(target)) = (sh.sync.clone(), sh.target.load_full()) else {
         return Err("no target configured".into());
     };
     let deadline = Instant::now() + opts.timeout;
@@ -226,6 +230,16 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         let tgt = connect_for_key(&target, RECORD_KEY, "target").await?;
         let mut masters = connect_masters(&target, "target").await?;
         let loaded = load_scripts(sh, &mut masters, 0).await?;
+        // Last: the attempt marker on the source (written before its writes pause).
+        let mut m = connect_for_key(&sh.source, ATTEMPT_KEY, "source").await?;
+        let epoch = (sh.router.route().epoch + 1).to_string();
+        let r = request(&mut m, &[b"SET", ATTEMPT_KEY, epoch.as_bytes()], "source").await?;
+        if r.first() == Some(&b'-') {
+            return Err(format!(
+                "the source refused the attempt marker: {}",
+                text(&r)
+            ));
+        }
         Ok::<_, String>((src, tgt, masters, loaded))
     })
     .await
@@ -235,6 +249,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     .and_then(|r| r)
     .map_err(|why| {
         sh.cutover.set(State::Aborted);
+        clear_attempt(sh.source.clone());
         tracing::warn!(reason = %why, "CUTOVER aborted before the gate");
         format!("aborted, clients continue on the source: {why}")
     })?;
@@ -428,6 +443,8 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             for (l, c) in sync.links.iter().zip(src) {
                 unpause(l.source.clone(), c);
             }
+            // Once the pause is lifted (a DEL waits for it).
+            clear_attempt(sh.source.clone());
             sh.cutover.set(State::Aborted);
             sh.cutover
                 .last_pause_us
@@ -540,6 +557,40 @@ pub fn lift_stale_pause(set: &sync::SyncSet) {
                 Err(e) => tracing::warn!(error = %e, "CLIENT UNPAUSE at start"),
             }
         });
+    }
+}
+
+/// Takes the attempt marker off the source (an aborted CUTOVER, or one a dead process left),
+/// retried until the source answers.
+pub fn clear_attempt(source: Arc<Upstream>) {
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            if let Ok(mut c) = connect_for_key(&source, ATTEMPT_KEY, "source").await {
+                if let Ok(r) = request(&mut c, &[b"DEL", ATTEMPT_KEY], "source").await {
+                    if r.first() != Some(&b'-') {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::warn!("could not remove the attempt marker from the source");
+    });
+}
+
+/// Whether the source holds the attempt marker: a CUTOVER was tried and did not abort
+/// cleanly (it may have switched).
+pub async fn attempt_marked(source: &Upstream) -> Result<bool, String> {
+    let mut c = connect_for_key(source, ATTEMPT_KEY, "source").await?;
+    let r = request(&mut c, &[b"EXISTS", ATTEMPT_KEY], "source").await?;
+    match &r[..] {
+        b":0\r\n" => Ok(false),
+        b":1\r\n" => Ok(true),
+        other => Err(format!(
+            "source: EXISTS {}: {}",
+            String::from_utf8_lossy(ATTEMPT_KEY),
+            text(other)
+        )),
     }
 }
 

@@ -61,23 +61,37 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             .context("setting up the target")?,
         )),
     };
-    // A cutover already done (recorded on the target) holds across restarts.
+    // A cutover already done (recorded on the target) holds across restarts. A target that
+    // does not answer can't say; then a switch can't have happened unless the source
+    // carries a CUTOVER's attempt marker: without one, the clients are served from the
+    // source (the target is reached later by the syncer and the connections).
     let switched = match &target {
         None => None,
         Some(t) => {
             let mut tries = 0;
             loop {
-                match crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await {
+                let e = match crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await
+                {
                     Ok(v) => break v,
-                    Err(e) if tries < 30 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, "cannot read the target's switch record yet; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    Err(e) => e,
+                };
+                match crate::cutover::attempt_marked(&source).await {
+                    Ok(false) => {
+                        tracing::warn!(error = %e, "the target does not answer; no CUTOVER was ever attempted (no marker on the source): serving the clients from the source");
+                        break None;
                     }
-                    Err(e) => anyhow::bail!(
-                        "cannot tell whether a cutover already happened ({e}): refusing to start, as routing to the source after a switch would split the writes"
+                    Ok(true) if tries >= 30 => anyhow::bail!(
+                        "the target does not answer ({e}) and the source carries a CUTOVER's attempt marker (`{}`): the switch may have happened, so the clients can't be sent to the source; start cutover again once the target answers",
+                        String::from_utf8_lossy(sync::checkpoint::ATTEMPT_KEY)
                     ),
+                    Err(m) if tries >= 30 => anyhow::bail!(
+                        "cannot tell whether a cutover already happened (target: {e}; source: {m}): refusing to start, as routing to the source after a switch would split the writes"
+                    ),
+                    _ => {}
                 }
+                tries += 1;
+                tracing::warn!(error = %e, "cannot read the target's switch record yet, and the source carries an attempt marker (or does not answer); retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
     };
@@ -100,6 +114,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         Some(target) => {
             let set = crate::syncing::start(&settings, &source, target, stop_rx)?;
             crate::cutover::lift_stale_pause(&set);
+            crate::cutover::clear_attempt(source.clone());
             Some(set)
         }
     };
@@ -109,7 +124,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         router,
         scripts: Default::default(),
         source,
-        target,
+        target: arc_swap::ArcSwapOption::new(target.clone()),
         cutover: Default::default(),
         stats: stats.clone(),
         metrics: Metrics::new(),

@@ -67,7 +67,9 @@ pub struct Shared {
     /// The syncer's state, when a target is configured.
     pub sync: Option<Arc<sync::SyncSet>>,
     pub source: Arc<crate::upstream::Upstream>,
-    pub target: Option<Arc<crate::upstream::Upstream>>,
+    /// The target, once it answered (a target down at start is reached later, in the
+    /// background: the clients are served from the source meanwhile).
+    pub target: arc_swap::ArcSwapOption<crate::upstream::Upstream>,
     pub cutover: crate::cutover::CutoverStatus,
 }
 
@@ -1459,7 +1461,7 @@ impl Session {
 
     /// Makes this client's subscriptions on the target as well (during a cutover).
     async fn subscribe_on_target(&mut self) {
-        let Some(target) = self.sh.target.clone() else {
+        let Some(target) = self.sh.target.load_full() else {
             return;
         };
         let h = match target

@@ -13,6 +13,15 @@ use crate::SyncError;
 /// cluster source keeps its own checkpoint in [`link_key`].
 pub const KEY: &[u8] = b"__cutover:checkpoint";
 
+/// Written on the source before a CUTOVER closes its gate, taken away when one aborts (and
+/// at start when the target records no switch): while the target can't be reached, its
+/// absence proves no switch ever happened, so the clients can go on with the source.
+/// Commands of the source's stream on cutover's own keys are never applied to the target.
+pub const ATTEMPT_KEY: &[u8] = b"__cutover:attempt";
+
+/// What the names of cutover's own keys start with.
+pub const OWN_PREFIX: &[u8] = b"__cutover:";
+
 /// What every checkpoint hash's name starts with: never data, never emptied as data.
 pub const KEY_PREFIX: &[u8] = b"__cutover:checkpoint";
 

@@ -187,3 +187,67 @@ fn killed_after_the_flip() {
 fn killed_after_the_first_released_write() {
     crash_at("after_release", true);
 }
+
+#[test]
+fn a_target_down_at_start_keeps_the_clients_on_the_source_until_it_answers() {
+    let source = sync_source();
+    let port = support::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let proxy = Cutover::builder(&source).args(&["--target", &url]).start();
+    let mut c = proxy.wire();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), b"+OK\r\n");
+    assert_eq!(c.cmd(&["GET", "k"]), b"$1\r\nv\r\n");
+    assert_eq!(proxy.status()["route"], "source");
+    assert!(support::cutover(&proxy, &["CHECK"]).starts_with(b"-"));
+    // The target comes up: synced, and the CUTOVER goes through.
+    let target = RedisServer::builder().port(port).start();
+    wait_caught_up(&source, &proxy);
+    poll_until(SYNC_WAIT, || {
+        support::cutover(&proxy, &["CHECK"]).starts_with(b"+")
+    });
+    assert_eq!(support::cutover(&proxy, &[]), b"+OK\r\n");
+    assert_eq!(target.cmd(&["GET", "k"]), b"$1\r\nv\r\n");
+    // cutover's attempt marker was never applied to the target.
+    assert_eq!(target.cmd(&["EXISTS", "__cutover:attempt"]), b":0\r\n");
+}
+
+#[test]
+fn a_target_down_at_start_after_an_attempt_is_refused() {
+    let source = sync_source();
+    let mut target = RedisServer::start();
+    let proxy = Cutover::builder(&source)
+        .args(&["--target", &target.url()])
+        .env("CUTOVER_FAULT", "after_fence")
+        .start();
+    wait_caught_up(&source, &proxy);
+    let mut admin = proxy.admin();
+    admin.set_timeout(Duration::from_secs(20));
+    assert!(admin.try_cmd(&["CUTOVER"]).is_err());
+    drop(proxy);
+    assert_eq!(source.cmd(&["EXISTS", "__cutover:attempt"]), b":1\r\n");
+    target.stop();
+    let out = std::process::Command::new(support::cutover_bin())
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .args(["--admin", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--source", &source.url(), "--target", &target.url()])
+        .output()
+        .expect("run cutover");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attempt marker"), "{err}");
+    // The target answers again (empty: it had no persistence): no switch recorded, the
+    // clients are on the source, the marker and the pause are gone.
+    target.restart();
+    let proxy = Cutover::builder(&source)
+        .args(&["--target", &target.url()])
+        .start();
+    assert_eq!(proxy.status()["route"], "source");
+    poll_until(SYNC_WAIT, || {
+        source.cmd(&["EXISTS", "__cutover:attempt"]) == b":0\r\n"
+    });
+    assert_eq!(proxy.wire().cmd(&["SET", "after", "1"]), b"+OK\r\n");
+}

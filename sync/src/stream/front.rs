@@ -101,6 +101,10 @@ impl Front {
             );
             return Step::Skip;
         }
+        if arg(1).starts_with(crate::checkpoint::OWN_PREFIX) {
+            // cutover's own keys on the source (the cutover's attempt marker).
+            return Step::Skip;
+        }
         match name {
             b"ping" => Step::Skip,
             b"replconf" if arg(1).eq_ignore_ascii_case(b"getack") => Step::GetAck,

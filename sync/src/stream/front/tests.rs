@@ -73,3 +73,21 @@ fn writes_past_the_fence_are_counted_not_applied() {
         Step::GetAck
     );
 }
+
+#[test]
+fn cutovers_own_keys_on_the_source_are_not_applied() {
+    let s = SyncStatus::default();
+    let f = Front::new(false, None);
+    assert_eq!(
+        step(&f, &cmd(&[b"SET", b"__cutover:attempt", b"2"]), &s),
+        Step::Skip
+    );
+    assert_eq!(
+        step(&f, &cmd(&[b"DEL", b"__cutover:attempt"]), &s),
+        Step::Skip
+    );
+    assert_eq!(
+        step(&f, &cmd(&[b"SET", b"__cutoverx", b"1"]), &s),
+        Step::Apply
+    );
+}
