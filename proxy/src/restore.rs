@@ -47,6 +47,9 @@ pub struct RestoreArgs {
     pub log_level: String,
 }
 
+/// How long a restore waits on a target that keeps failing before it gives up.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
 /// What a restore did, for the final report.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -133,6 +136,28 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
     let progress = tokio::spawn(show_progress(status.clone(), total));
     let syncer = sync::syncer::run(sync_cfg, status.clone(), stop_rx);
     tokio::pin!(syncer);
+    // A target that keeps failing without progress for GIVE_UP ends the restore (a rerun
+    // continues from its checkpoint); brief outages are ridden out.
+    let watchdog = async {
+        let mut stuck = 0;
+        let mut last = (0, 0, 0);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = (
+                status.applied(),
+                SyncStatus::get(&status.keys_loaded),
+                SyncStatus::get(&status.rdb_bytes_loaded),
+            );
+            let failing =
+                status.state() == SyncState::Connecting && !status.last_error().is_empty();
+            stuck = if failing && now == last { stuck + 1 } else { 0 };
+            last = now;
+            if stuck >= GIVE_UP.as_secs() {
+                return;
+            }
+        }
+    };
+    let mut gave_up = false;
     let interrupted = tokio::select! {
         _ = &mut syncer => false,
         _ = tokio::signal::ctrl_c() => {
@@ -140,7 +165,20 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
             syncer.await;
             true
         }
+        _ = watchdog => {
+            let _ = stop_tx.send(true);
+            syncer.await;
+            gave_up = true;
+            false
+        }
     };
+    if gave_up {
+        bail!(
+            "restore stopped: no progress for {} s ({}); run the same command again to continue from the target's checkpoint",
+            GIVE_UP.as_secs(),
+            status.last_error()
+        );
+    }
     progress.abort();
     let report = Report {
         keys: SyncStatus::get(&status.keys_loaded),
