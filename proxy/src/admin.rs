@@ -212,13 +212,21 @@ async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
                         }
                     }
                 },
+                b"FINISH" => match crate::finish::run(&sh).await {
+                    Ok(summary) => encode::bulk(&mut out, summary.as_bytes()),
+                    Err(e) => encode::error(
+                        &mut out,
+                        format!("ERR {}", e.replace(['\r', '\n'], " ")).as_bytes(),
+                    ),
+                },
                 b"STATUS" | b"INFO" => encode::bulk(&mut out, status(&sh).as_bytes()),
                 // redis-cli asks for command docs when it starts interactively.
                 b"COMMAND" => encode::array_header(&mut out, 0),
                 b"HELP" => {
-                    let lines: [&[u8]; 5] = [
+                    let lines: [&[u8]; 6] = [
                         b"STATUS - proxy, route and counters as field:value lines",
                         b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] - switch every client to the target",
+                        b"FINISH - after CUTOVER: mark the source finished, remove cutover's keys from the target",
                         b"PING",
                         b"AUTH <password> - when admin.password is set",
                         b"QUIT",

@@ -59,6 +59,8 @@ pub enum CtlAction {
         #[arg(long)]
         max_lag: Option<u64>,
     },
+    /// After CUTOVER: mark the source finished and remove cutover's keys from the target.
+    Finish,
 }
 
 #[derive(Debug, Args, Default)]

@@ -13,6 +13,7 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     let mut cmd: Vec<String> = Vec::new();
     match &args.action {
         CtlAction::Status => cmd.push("STATUS".into()),
+        CtlAction::Finish => cmd.push("FINISH".into()),
         CtlAction::Cutover {
             check,
             timeout_ms,

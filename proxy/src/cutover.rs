@@ -72,6 +72,8 @@ pub struct CutoverStatus {
     pub fence_offset: AtomicI64,
     /// A CUTOVER is under way (a second one is refused, not queued).
     running: std::sync::atomic::AtomicBool,
+    /// FINISH ran: the source is no longer kept paused.
+    pub finished: std::sync::atomic::AtomicBool,
 }
 
 impl CutoverStatus {
@@ -634,7 +636,7 @@ fn keep_fenced(sh: Arc<Shared>, node: Arc<Connector>, mut src: NodeStream) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            if sh.shutdown.is_cancelled() {
+            if sh.shutdown.is_cancelled() || sh.cutover.finished.load(Ordering::Acquire) {
                 return;
             }
             let ok = request(
@@ -655,11 +657,11 @@ fn keep_fenced(sh: Arc<Shared>, node: Arc<Connector>, mut src: NodeStream) {
     });
 }
 
-async fn connect(up: &Upstream, side: &str) -> Result<NodeStream, String> {
+pub(crate) async fn connect(up: &Upstream, side: &str) -> Result<NodeStream, String> {
     connect_node(up.connector(), side).await
 }
 
-async fn connect_node(node: &Connector, side: &str) -> Result<NodeStream, String> {
+pub(crate) async fn connect_node(node: &Connector, side: &str) -> Result<NodeStream, String> {
     node.connect(&SessionSetup::default())
         .await
         .map_err(|e| format!("{side} {}: {e}", node.addr()))
@@ -667,7 +669,11 @@ async fn connect_node(node: &Connector, side: &str) -> Result<NodeStream, String
 
 /// A connection to the node that holds `key`: the server itself, or on a cluster the
 /// master of the key's slot.
-async fn connect_for_key(up: &Upstream, key: &[u8], side: &str) -> Result<NodeStream, String> {
+pub(crate) async fn connect_for_key(
+    up: &Upstream,
+    key: &[u8],
+    side: &str,
+) -> Result<NodeStream, String> {
     let Some(topo) = up.cluster() else {
         return connect(up, side).await;
     };
@@ -687,7 +693,7 @@ async fn connect_for_key(up: &Upstream, key: &[u8], side: &str) -> Result<NodeSt
 
 /// Connections to every master (the server itself when it is not a cluster): scripts
 /// must be loaded on each, as EVALSHA may land on any of them.
-async fn connect_masters(up: &Upstream, side: &str) -> Result<Vec<NodeStream>, String> {
+pub(crate) async fn connect_masters(up: &Upstream, side: &str) -> Result<Vec<NodeStream>, String> {
     let Some(topo) = up.cluster() else {
         return Ok(vec![connect(up, side).await?]);
     };
@@ -705,14 +711,18 @@ async fn connect_masters(up: &Upstream, side: &str) -> Result<Vec<NodeStream>, S
     Ok(out)
 }
 
-async fn request(s: &mut NodeStream, args: &[&[u8]], side: &str) -> Result<bytes::Bytes, String> {
+pub(crate) async fn request(
+    s: &mut NodeStream,
+    args: &[&[u8]],
+    side: &str,
+) -> Result<bytes::Bytes, String> {
     s.request(&[args])
         .await
         .map(|mut r| r.remove(0))
         .map_err(|e| format!("{side}: {e}"))
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b)
         .trim_end()
         .chars()

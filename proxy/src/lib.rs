@@ -20,6 +20,7 @@ pub mod ctl;
 pub mod cutover;
 pub mod dump;
 pub mod fault;
+pub mod finish;
 pub mod logging;
 pub mod metrics;
 pub mod progress;

@@ -95,6 +95,17 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             }
         }
     };
+    // A migration ended by FINISH: the source is retired, the configuration must change.
+    if switched.is_none() && target.is_some() {
+        match crate::finish::finished_marked(&source).await {
+            Ok(true) => anyhow::bail!(
+                "the migration from this source finished (FINISH marked it `{}`): the clients belong on the target now; configure the target as the source",
+                String::from_utf8_lossy(sync::checkpoint::FINISHED_KEY)
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot tell whether a migration from this source already finished"),
+        }
+    }
     let router = Arc::new(match (&switched, &target) {
         (Some(epoch), Some(t)) => {
             tracing::warn!(epoch, "the target records a completed cutover: routing to the target; the syncer stays stopped");
@@ -126,6 +137,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         source,
         target: arc_swap::ArcSwapOption::new(target.clone()),
         cutover: Default::default(),
+        stop_sync: stop_sync.clone(),
         stats: stats.clone(),
         metrics: Metrics::new(),
         next_client_id: AtomicU64::new(1),

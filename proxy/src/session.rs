@@ -71,6 +71,8 @@ pub struct Shared {
     /// background: the clients are served from the source meanwhile).
     pub target: arc_swap::ArcSwapOption<crate::upstream::Upstream>,
     pub cutover: crate::cutover::CutoverStatus,
+    /// Stops the syncer (FINISH, shutdown).
+    pub stop_sync: tokio::sync::watch::Sender<bool>,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.

@@ -19,6 +19,10 @@ pub const KEY: &[u8] = b"__cutover:checkpoint";
 /// Commands of the source's stream on cutover's own keys are never applied to the target.
 pub const ATTEMPT_KEY: &[u8] = b"__cutover:attempt";
 
+/// Written on the old source by FINISH: the migration is over, and a cutover started again
+/// with the same configuration refuses to route to that source.
+pub const FINISHED_KEY: &[u8] = b"__cutover:finished";
+
 /// What the names of cutover's own keys start with.
 pub const OWN_PREFIX: &[u8] = b"__cutover:";
 

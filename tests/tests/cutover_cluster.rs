@@ -58,4 +58,25 @@ fn cutover_to_a_cluster_under_load_loses_nothing() {
     assert_eq!(st["source_writes_after_fence"], "0");
     let pause: f64 = st["last_pause_ms"].parse().unwrap();
     eprintln!("cutover to a cluster: pause {pause} ms, rounds {rounds:?}");
+
+    // FINISH: cutover's keys leave every master (the per-slot checkpoints of the stream
+    // included).
+    let per_slot = |cluster: &support::RedisCluster| -> usize {
+        cluster
+            .masters()
+            .iter()
+            .map(|m| {
+                support::scan_keys(&mut m.wire())
+                    .into_iter()
+                    .filter(|k| k.starts_with(b"__cutover:"))
+                    .count()
+            })
+            .sum()
+    };
+    assert!(per_slot(&cluster) > 1);
+    let mut admin = proxy.admin();
+    admin.set_timeout(Duration::from_secs(20));
+    let done = support::Value::parse(&admin.cmd(&["FINISH"])).text();
+    assert!(done.contains("per-slot checkpoints"), "{done}");
+    assert_eq!(per_slot(&cluster), 0);
 }

@@ -251,3 +251,53 @@ fn a_target_down_at_start_after_an_attempt_is_refused() {
     });
     assert_eq!(proxy.wire().cmd(&["SET", "after", "1"]), b"+OK\r\n");
 }
+
+#[test]
+fn finish_removes_the_bookkeeping_and_a_restart_refuses_the_old_source() {
+    let source = sync_source();
+    let target = RedisServer::start();
+    let proxy = Cutover::builder(&source)
+        .args(&["--target", &target.url()])
+        .start();
+    wait_caught_up(&source, &proxy);
+    let mut admin = proxy.admin();
+    admin.set_timeout(Duration::from_secs(20));
+    assert!(admin.cmd(&["FINISH"]).starts_with(b"-ERR no CUTOVER yet"));
+    let mut c = proxy.wire();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), b"+OK\r\n");
+    assert_eq!(support::cutover(&proxy, &[]), b"+OK\r\n");
+    assert!(target.cmd(&["EXISTS", "__cutover:checkpoint"]) == b":1\r\n");
+
+    let done = Value::parse(&admin.cmd(&["FINISH"])).text();
+    assert!(done.contains("__cutover:checkpoint"), "{done}");
+    let mut t = target.wire();
+    let left: Vec<_> = support::scan_keys(&mut t)
+        .into_iter()
+        .filter(|k| k.starts_with(b"__cutover:"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(source.cmd(&["EXISTS", "__cutover:finished"]), b":1\r\n");
+    // The clients are still served, from the target; the source takes writes again.
+    assert_eq!(c.cmd(&["SET", "after", "1"]), b"+OK\r\n");
+    assert_eq!(target.cmd(&["GET", "after"]), b"$1\r\n1\r\n");
+    assert_eq!(source.cmd(&["SET", "direct", "1"]), b"+OK\r\n");
+    drop(proxy);
+
+    // The same configuration started again: refused, saying why.
+    let out = std::process::Command::new(support::cutover_bin())
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .args(["--admin", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--source", &source.url(), "--target", &target.url()])
+        .output()
+        .expect("run cutover");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("finished") && err.contains("configure the target as the source"),
+        "{err}"
+    );
+}
