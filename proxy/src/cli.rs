@@ -100,6 +100,15 @@ pub struct RunArgs {
     /// to continue from the replication offset inside it.
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// TLS for applications: certificate chain (PEM); with --tls-key-file.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS for applications: private key (PEM).
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM).
+    #[arg(long)]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -147,6 +156,15 @@ impl RunArgs {
         }
         if let Some(v) = &self.seed {
             cfg.sync.seed = v.display().to_string();
+        }
+        if let Some(v) = &self.tls_cert_file {
+            cfg.proxy.tls_cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key_file {
+            cfg.proxy.tls_key_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_client_ca_file {
+            cfg.proxy.tls_client_ca_file = Some(v.clone());
         }
         let origin = if self.config.is_some() {
             format!("{origin} (with command-line overrides)")

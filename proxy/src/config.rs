@@ -138,6 +138,11 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// On SIGTERM, how long to wait for in-flight replies before exiting anyway.
     pub shutdown_timeout_ms: u64,
+    /// TLS for applications: the certificate chain and private key (PEM); both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// With TLS: clients must present a certificate signed by one of these CAs (PEM).
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +196,9 @@ impl Default for ProxyConfig {
             threads: 0,
             connect_timeout_ms: 5_000,
             shutdown_timeout_ms: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -244,6 +252,8 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// TLS on the client listener (certificate, key, optional client CA).
+    pub tls: Option<crate::tls::TlsFiles>,
     pub source: Endpoint,
     pub target: Option<Endpoint>,
     pub admin: Option<SocketAddr>,
@@ -497,8 +507,38 @@ impl Config {
                 ));
             }
         }
+        let tls = match (&p.tls_cert_file, &p.tls_key_file) {
+            (None, None) if p.tls_client_ca_file.is_some() => {
+                return Err(err(
+                    "proxy.tls_client_ca_file",
+                    "needs proxy.tls_cert_file and proxy.tls_key_file".into(),
+                ))
+            }
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: p.tls_client_ca_file.clone(),
+            }),
+            (Some(_), None) => {
+                return Err(err(
+                    "proxy.tls_key_file",
+                    "required with proxy.tls_cert_file".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "proxy.tls_cert_file",
+                    "required with proxy.tls_key_file".into(),
+                ))
+            }
+        };
+        if let Some(t) = &tls {
+            crate::tls::acceptor(t).map_err(|e| err("proxy.tls_cert_file", format!("{e:#}")))?;
+        }
         Ok(Settings {
             listen: addr("proxy.listen", &p.listen)?,
+            tls,
             source,
             target,
             admin: self

@@ -31,4 +31,5 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod syncing;
+pub mod tls;
 pub mod upstream;

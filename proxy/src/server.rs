@@ -138,6 +138,10 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         target: arc_swap::ArcSwapOption::new(target.clone()),
         cutover: Default::default(),
         stop_sync: stop_sync.clone(),
+        tls: match &settings.tls {
+            Some(t) => Some(crate::tls::acceptor(t)?),
+            None => None,
+        },
         stats: stats.clone(),
         metrics: Metrics::new(),
         next_client_id: AtomicU64::new(1),

@@ -71,6 +71,8 @@ pub struct Shared {
     /// background: the clients are served from the source meanwhile).
     pub target: arc_swap::ArcSwapOption<crate::upstream::Upstream>,
     pub cutover: crate::cutover::CutoverStatus,
+    /// TLS on the client listener, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Stops the syncer (FINISH, shutdown).
     pub stop_sync: tokio::sync::watch::Sender<bool>,
 }
@@ -418,8 +420,44 @@ const BIG_READ_RESERVE: usize = 64 * 1024;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl Session {
-    async fn run(&mut self, mut stream: TcpStream) -> Result<(), SessionError> {
-        let (mut rd, mut wr) = stream.split();
+    /// Serves the client over its connection: a plain socket (its halves borrowed, no
+    /// lock), or TLS (split with tokio's lock; only TLS clients pay for it).
+    async fn run(&mut self, stream: TcpStream) -> Result<(), SessionError> {
+        let tls = self.sh.tls.clone();
+        match tls {
+            None => {
+                let mut stream = stream;
+                let (rd, wr) = stream.split();
+                self.run_io(rd, wr).await
+            }
+            Some(acceptor) => {
+                let tls = match tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = self.st.id, peer = %self.st.peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(client = self.st.id, peer = %self.st.peer, "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                let (rd, wr) = tokio::io::split(tls);
+                self.run_io(rd, wr).await
+            }
+        }
+    }
+
+    async fn run_io<R, W>(&mut self, mut rd: R, mut wr: W) -> Result<(), SessionError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         let shutdown = self.sh.shutdown.clone();
         // Built once: creating the `cancelled` future on every turn of the loop costs a
         // lock and a waiter registration per command.

@@ -1148,6 +1148,7 @@ impl CutoverBuilder<'_> {
                 metrics_addr: None,
                 password: self.password,
                 dir: None,
+                client_tls: false,
             };
         }
         let bin = cutover_bin();
@@ -1207,6 +1208,7 @@ impl CutoverBuilder<'_> {
                 metrics_addr: metrics.map(|m| SocketAddr::from(([127, 0, 0, 1], m))),
                 password: self.password.clone(),
                 dir: None,
+                client_tls: self.args.iter().any(|a| a == "--tls-cert-file"),
             };
             match proxy.wait_ready(&log_path) {
                 Ok(()) => {
@@ -1234,6 +1236,8 @@ pub struct Cutover {
     metrics_addr: Option<SocketAddr>,
     password: Option<String>,
     dir: Option<(TempDir, PathBuf)>,
+    /// Clients speak TLS to it (`--tls-cert-file`): readiness is a TCP connect.
+    client_tls: bool,
 }
 
 impl Cutover {
@@ -1296,7 +1300,7 @@ impl Cutover {
             if admin_ok {
                 if let Ok(mut w) = Wire::try_connect(self.addr) {
                     w.set_timeout(Duration::from_secs(2));
-                    if w.try_cmd(&["PING"]).is_ok() {
+                    if self.client_tls || w.try_cmd(&["PING"]).is_ok() {
                         return Ok(());
                     }
                 }

@@ -1,0 +1,145 @@
+//! TLS on the client listener: redis-cli --tls and redis-py with ssl=True through the proxy,
+//! with and without client certificates; a plain client is refused.
+
+use std::process::Command;
+
+use support::{tls_files, Cutover, RedisServer, Wire};
+
+/// A client certificate (clientAuth) signed by the test CA in `dir`: (cert, key).
+fn client_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-subj",
+        "/CN=app",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.pem",
+    ]);
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
+fn redis_cli(
+    port: u16,
+    tls: &support::TlsFiles,
+    client: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    args: &[&str],
+) -> String {
+    let mut c = Command::new("redis-cli");
+    c.args(["-p", &port.to_string(), "--tls", "--cacert"])
+        .arg(&tls.ca);
+    if let Some((cert, key)) = client {
+        c.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = c.args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn applications_reach_the_proxy_over_tls() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let cert = tls.cert.to_str().unwrap().to_string();
+    let key = tls.key.to_str().unwrap().to_string();
+    let proxy = Cutover::builder(&server)
+        .args(&["--tls-cert-file", &cert, "--tls-key-file", &key])
+        .start();
+    let port = proxy.addr().port();
+    assert_eq!(redis_cli(port, &tls, None, &["SET", "k", "over tls"]), "OK");
+    assert_eq!(redis_cli(port, &tls, None, &["GET", "k"]), "over tls");
+    assert_eq!(server.cmd(&["GET", "k"]), b"$8\r\nover tls\r\n");
+
+    // redis-py, ssl=True, verifying the proxy's certificate.
+    let script = format!(
+        "import redis\n\
+         r = redis.Redis(host='127.0.0.1', port={port}, ssl=True, ssl_ca_certs='{}')\n\
+         r.set('py', 'tls')\n\
+         assert r.get('py') == b'tls'\n\
+         assert r.incr('n') == 1\n\
+         print('ok')\n",
+        tls.ca.display()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PYTHONPATH",
+            support::workspace_root().join("target/redispy"),
+        )
+        .output()
+        .expect("python3");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "redis-py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A plain client gets no Redis replies.
+    let mut w = Wire::connect(proxy.addr());
+    w.set_timeout(std::time::Duration::from_secs(2));
+    let r = w.try_cmd(&["PING"]);
+    assert!(!matches!(&r, Ok(b) if b.starts_with(b"+PONG")), "{r:?}");
+}
+
+#[test]
+fn client_certificates_can_be_required() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let (cert, key, ca) = (
+        tls.cert.to_str().unwrap().to_string(),
+        tls.key.to_str().unwrap().to_string(),
+        tls.ca.to_str().unwrap().to_string(),
+    );
+    let proxy = Cutover::builder(&server)
+        .args(&[
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-client-ca-file",
+            &ca,
+        ])
+        .start();
+    let port = proxy.addr().port();
+    let client = client_cert(dir.path());
+    assert_eq!(redis_cli(port, &tls, Some(&client), &["PING"]), "PONG");
+    let without = redis_cli(port, &tls, None, &["PING"]);
+    assert_ne!(without, "PONG", "{without}");
+}
