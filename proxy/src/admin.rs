@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use resp::{encode, FrameKind, Limits, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::session::Shared;
 use crate::stats::Stats;
@@ -53,13 +53,32 @@ fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Op
 }
 
 pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
+    let tls = match &sh.settings.admin_tls {
+        // Checked when the configuration was read.
+        Some(files) => crate::tls::acceptor(files).ok(),
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = sh.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, sh.clone()));
-                }
+                Ok((stream, _)) => match tls.clone() {
+                    None => {
+                        tokio::spawn(connection(stream, sh.clone()));
+                    }
+                    Some(acceptor) => {
+                        let sh = sh.clone();
+                        tokio::spawn(async move {
+                            let shake = tokio::time::timeout(
+                                std::time::Duration::from_secs(10),
+                                acceptor.accept(stream),
+                            );
+                            if let Ok(Ok(s)) = shake.await {
+                                connection(s, sh).await;
+                            }
+                        });
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -69,7 +88,10 @@ pub async fn serve(listener: TcpListener, sh: Arc<Shared>) {
     }
 }
 
-async fn connection(mut stream: TcpStream, sh: Arc<Shared>) {
+async fn connection<S>(mut stream: S, sh: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut parser = RequestParser::new(Limits {
         max_bulk_len: 1024 * 1024,
         ..Limits::default()

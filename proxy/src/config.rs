@@ -167,6 +167,10 @@ pub struct EndpointConfig {
 pub struct AdminConfig {
     pub listen: Option<String>,
     pub password: Option<String>,
+    /// TLS on the admin listener, as on the client listener (both or neither; PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,6 +212,9 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some("127.0.0.1:6390".into()),
             password: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -254,6 +261,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// TLS on the client listener (certificate, key, optional client CA).
     pub tls: Option<crate::tls::TlsFiles>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<crate::tls::TlsFiles>,
     pub source: Endpoint,
     pub target: Option<Endpoint>,
     pub admin: Option<SocketAddr>,
@@ -507,38 +516,58 @@ impl Config {
                 ));
             }
         }
-        let tls = match (&p.tls_cert_file, &p.tls_key_file) {
-            (None, None) if p.tls_client_ca_file.is_some() => {
-                return Err(err(
-                    "proxy.tls_client_ca_file",
-                    "needs proxy.tls_cert_file and proxy.tls_key_file".into(),
-                ))
-            }
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: p.tls_client_ca_file.clone(),
-            }),
-            (Some(_), None) => {
-                return Err(err(
-                    "proxy.tls_key_file",
-                    "required with proxy.tls_cert_file".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(err(
-                    "proxy.tls_cert_file",
-                    "required with proxy.tls_key_file".into(),
-                ))
-            }
+        let tls_files = |section: &str,
+                         cert: &Option<PathBuf>,
+                         key: &Option<PathBuf>,
+                         ca: &Option<PathBuf>|
+         -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+            let files = match (cert, key) {
+                (None, None) if ca.is_some() => {
+                    return Err(err(
+                        &format!("{section}.tls_client_ca_file"),
+                        format!("needs {section}.tls_cert_file and {section}.tls_key_file"),
+                    ))
+                }
+                (None, None) => return Ok(None),
+                (Some(cert), Some(key)) => crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: ca.clone(),
+                },
+                (Some(_), None) => {
+                    return Err(err(
+                        &format!("{section}.tls_key_file"),
+                        format!("required with {section}.tls_cert_file"),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        &format!("{section}.tls_cert_file"),
+                        format!("required with {section}.tls_key_file"),
+                    ))
+                }
+            };
+            crate::tls::acceptor(&files)
+                .map_err(|e| err(&format!("{section}.tls_cert_file"), format!("{e:#}")))?;
+            Ok(Some(files))
         };
-        if let Some(t) = &tls {
-            crate::tls::acceptor(t).map_err(|e| err("proxy.tls_cert_file", format!("{e:#}")))?;
-        }
+        let tls = tls_files(
+            "proxy",
+            &p.tls_cert_file,
+            &p.tls_key_file,
+            &p.tls_client_ca_file,
+        )?;
+        let a = &self.admin;
+        let admin_tls = tls_files(
+            "admin",
+            &a.tls_cert_file,
+            &a.tls_key_file,
+            &a.tls_client_ca_file,
+        )?;
         Ok(Settings {
             listen: addr("proxy.listen", &p.listen)?,
             tls,
+            admin_tls,
             source,
             target,
             admin: self

@@ -430,6 +430,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             for (l, c) in sync.links.iter().zip(src) {
                 keep_fenced(sh.clone(), l.source.clone(), c);
             }
+            crate::finish::remove_slot_checkpoints(sh.clone(), target.clone());
             Ok(Some(Report {
                 epoch,
                 pause_ms: pause.as_secs_f64() * 1000.0,

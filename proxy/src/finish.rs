@@ -45,7 +45,7 @@ pub async fn run(sh: &Arc<Shared>) -> Result<String, String> {
     }
     let _ = request(&mut c, &[b"DEL", sync::checkpoint::ATTEMPT_KEY], "source").await;
     let _ = sh.stop_sync.send(true);
-    let removed = remove_own_keys(sh, &target).await?;
+    let removed = remove_own_keys(sh, &target, b"__cutover:*").await?;
     tracing::warn!(epoch = route.epoch, removed = %removed, "FINISH: the migration is over");
     Ok(format!(
         "finished: the source is marked ({}); removed from the target: {removed}; configure the target as the source from now on",
@@ -53,9 +53,28 @@ pub async fn run(sh: &Arc<Shared>) -> Result<String, String> {
     ))
 }
 
-/// Deletes every `__cutover:*` key of the target (each master of a cluster; the checkpoint
-/// db of one server). Returns what went, by kind.
-async fn remove_own_keys(sh: &Shared, target: &Upstream) -> Result<String, String> {
+/// Right after a switch: the per-slot checkpoints of a cluster target (`__cutover:cp:{n}`,
+/// up to 16,384 keys) serve no one any more (a restarted cutover routes to the target and
+/// never resumes the sync), so they go at once, in the background.
+pub fn remove_slot_checkpoints(sh: Arc<Shared>, target: Arc<Upstream>) {
+    if target.cluster().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        match remove_own_keys(&sh, &target, b"__cutover:cp:*").await {
+            Ok(what) => {
+                tracing::info!(removed = %what, "after the switch: per-slot checkpoints removed from the target")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "removing the per-slot checkpoints from the target (FINISH removes them too)")
+            }
+        }
+    });
+}
+
+/// Deletes every key matching `pattern` (cutover's own) from the target (each master of a
+/// cluster; the checkpoint db of one server). Returns what went, by kind.
+async fn remove_own_keys(sh: &Shared, target: &Upstream, pattern: &[u8]) -> Result<String, String> {
     let db = if target.cluster().is_some() {
         0
     } else {
@@ -69,14 +88,7 @@ async fn remove_own_keys(sh: &Shared, target: &Upstream) -> Result<String, Strin
         loop {
             let r = request(
                 &mut m,
-                &[
-                    b"SCAN",
-                    &cursor,
-                    b"MATCH",
-                    b"__cutover:*",
-                    b"COUNT",
-                    b"1000",
-                ],
+                &[b"SCAN", &cursor, b"MATCH", pattern, b"COUNT", b"1000"],
                 "target",
             )
             .await?;

@@ -143,3 +143,42 @@ fn client_certificates_can_be_required() {
     let without = redis_cli(port, &tls, None, &["PING"]);
     assert_ne!(without, "PONG", "{without}");
 }
+
+#[test]
+fn the_admin_listener_speaks_tls_when_configured() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let admin = support::free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(support::cutover_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--source", &server.url()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pong = String::new();
+    support::poll_until(std::time::Duration::from_secs(15), || {
+        pong = redis_cli(admin, &tls, None, &["PING"]);
+        pong == "PONG"
+    });
+    let status = redis_cli(admin, &tls, None, &["STATUS"]);
+    assert!(status.contains("route:source"), "{status}");
+    // Plain RESP gets nothing.
+    let mut w = Wire::connect(std::net::SocketAddr::from(([127, 0, 0, 1], admin)));
+    w.set_timeout(std::time::Duration::from_secs(2));
+    assert!(!matches!(w.try_cmd(&["PING"]), Ok(b) if b.starts_with(b"+PONG")));
+    let _ = child.kill();
+    let _ = child.wait();
+}
