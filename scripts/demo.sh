@@ -10,7 +10,7 @@
 # with `cutover dump`, restored with `cutover restore`, and the source's multi-part AOF
 # restored), the cutover under load (CUTOVER on the
 # admin port: the pause it cost, every acknowledged write on the target, no client error),
-# the operator's view (admin STATUS, Prometheus metrics) and a quick redis-benchmark:
+# the operator's view (admin STATUS, Prometheus metrics), FINISH, and a quick redis-benchmark:
 # directly vs through the proxy. Everything it starts is stopped on exit; it never touches
 # port 6379.
 set -euo pipefail
@@ -190,6 +190,10 @@ else
   grep '^cutover_commands_total' <&3 || true
   exec 3>&-
 fi
+
+say "FINISH: the migration ends; cutover's own keys leave the target, the old source is marked"
+run redis-cli -p "$ADMIN" FINISH
+echo "__cutover:* keys left on the target: $(redis-cli -p "$TGT" --scan --pattern '__cutover:*' | wc -l)"
 
 say "redis-benchmark -c 50 -n 100000 -t set,get (-P 1 and -P 16): the target directly vs through cutover"
 for P in 1 16; do
