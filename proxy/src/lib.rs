@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod ctl;
 pub mod cutover;

@@ -73,6 +73,8 @@ pub struct Shared {
     pub cutover: crate::cutover::CutoverStatus,
     /// TLS on the client listener, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The proxy's own clients (CLIENT KILL).
+    pub clients: crate::clients::Clients,
     /// Stops the syncer (FINISH, shutdown).
     pub stop_sync: tokio::sync::watch::Sender<bool>,
 }
@@ -154,7 +156,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         hints: Vec::new(),
     };
     s.changes = s.sh.router.subscribe();
-    let result = s.run(stream).await;
+    let killed = s.sh.clients.register(id, peer, local_addr);
+    let result = tokio::select! {
+        r = s.run(stream) => r,
+        // Another client's CLIENT KILL: the connection closes, as Redis closes it.
+        _ = killed.cancelled() => Ok(()),
+    };
+    s.sh.clients.unregister(id);
     // Replies this client will never read still count as in flight until they come; the
     // cutover's drain must not wait for them forever.
     let counted: u32 = s

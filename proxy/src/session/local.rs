@@ -26,6 +26,8 @@ pub(crate) enum Cmd {
     ClientSetInfo,
     ClientInfo,
     ClientReply,
+    /// Acts on the proxy's own clients, never on its backend connections.
+    ClientKill,
 }
 
 impl Cmd {
@@ -51,6 +53,7 @@ impl Cmd {
                     b"setinfo" => Cmd::ClientSetInfo,
                     b"info" => Cmd::ClientInfo,
                     b"reply" => Cmd::ClientReply,
+                    b"kill" => Cmd::ClientKill,
                     _ => return None,
                 }
             }
@@ -77,6 +80,7 @@ impl Cmd {
             Cmd::ClientSetInfo => "client|setinfo",
             Cmd::ClientInfo => "client|info",
             Cmd::ClientReply => "client|reply",
+            Cmd::ClientKill => "client|kill",
         }
     }
 }
@@ -100,6 +104,7 @@ pub(crate) fn action(
         Cmd::ClientId | Cmd::ClientGetName | Cmd::ClientInfo => argc == 2,
         Cmd::ClientSetName | Cmd::ClientReply => argc == 3,
         Cmd::ClientSetInfo => argc == 4,
+        Cmd::ClientKill => argc >= 3,
     };
     if !arity_ok && st.in_multi && cmd.queues_in_multi() {
         // Inside MULTI the server must see the bad command: its error also makes the
@@ -204,6 +209,93 @@ fn sanitize(b: &[u8], max: usize) -> String {
         .collect()
 }
 
+impl Session {
+    /// `CLIENT KILL addr:port` (old form: +OK or "No such client") or `CLIENT KILL
+    /// <filter> <value> ...` (ID, ADDR, LADDR, TYPE, SKIPME, MAXAGE; the number killed), over
+    /// the proxy's own clients as Redis does over its own: the backend connections the
+    /// proxy shares are never touched.
+    fn client_kill(&mut self, args: &[Bytes]) -> Bytes {
+        let err = |m: &str| {
+            let mut b = BytesMut::new();
+            encode::error(&mut b, m.as_bytes());
+            b.freeze()
+        };
+        let me = self.st.id;
+        if args.len() == 3 {
+            let addr = String::from_utf8_lossy(&args[2]).into_owned();
+            let (n, mine) = self.sh.clients.kill(|c| c.peer.to_string() == addr, me);
+            self.closing |= mine;
+            return if n > 0 {
+                ok()
+            } else {
+                err("ERR No such client")
+            };
+        }
+        if !args.len().is_multiple_of(2) {
+            return err("ERR syntax error");
+        }
+        let mut id = None;
+        let (mut addr, mut laddr) = (None, None);
+        let mut skipme = true;
+        let mut maxage = None;
+        for pair in args[2..].chunks(2) {
+            let v = String::from_utf8_lossy(&pair[1]).into_owned();
+            match pair[0].to_ascii_lowercase().as_slice() {
+                b"id" => match v.parse::<u64>() {
+                    Ok(n) => id = Some(n),
+                    Err(_) => return err("ERR client-id should be greater than 0"),
+                },
+                b"addr" => addr = Some(v),
+                b"laddr" => laddr = Some(v),
+                b"skipme" => match v.to_ascii_lowercase().as_str() {
+                    "yes" => skipme = true,
+                    "no" => skipme = false,
+                    _ => return err("ERR syntax error"),
+                },
+                b"maxage" => match v.parse::<u64>() {
+                    Ok(n) => maxage = Some(n),
+                    Err(_) => return err("ERR syntax error"),
+                },
+                b"type" => match v.to_ascii_lowercase().as_str() {
+                    "normal" | "pubsub" => {}
+                    // The proxy's clients are none of these.
+                    "master" | "replica" | "slave" => return integer(0),
+                    _ => {
+                        return err(&format!(
+                            "ERR Unknown client type '{}'",
+                            sanitize(v.as_bytes(), 64)
+                        ))
+                    }
+                },
+                // USER: the proxy's clients all use the backend's credentials.
+                b"user" => {}
+                _ => return err("ERR syntax error"),
+            }
+        }
+        let (n, mine) = self.sh.clients.kill(
+            |c| {
+                id.is_none_or(|i| c.id == i)
+                    && addr.as_ref().is_none_or(|a| c.peer.to_string() == *a)
+                    && laddr
+                        .as_ref()
+                        .is_none_or(|a| c.local.is_some_and(|l| l.to_string() == *a))
+                    && maxage.is_none_or(|m| c.created.elapsed().as_secs() >= m)
+                    && !(skipme && c.id == me)
+            },
+            me,
+        );
+        // Killed by its own command: the reply goes out, then the connection closes.
+        self.closing |= mine;
+        integer(n as i64)
+    }
+}
+
+fn integer(n: i64) -> Bytes {
+    let mut b = BytesMut::new();
+    encode::integer(&mut b, n);
+    b.freeze()
+}
+
 /// Client names: printable ASCII without spaces (Redis's rule).
 fn valid_name(b: &[u8]) -> bool {
     b.iter().all(|&c| (b'!'..=b'~').contains(&c))
@@ -236,6 +328,7 @@ impl Session {
                 encode::integer(&mut b, self.st.id as i64);
                 b.freeze()
             }
+            Cmd::ClientKill => self.client_kill(args),
             Cmd::ClientSetName => {
                 let name = &args[2];
                 if !valid_name(name) {
