@@ -28,6 +28,14 @@
 //!   (MULTI is held back until that key is known); a key of another slot gets
 //!   `-CROSSSLOT` and makes EXEC fail with `-EXECABORT`, as Redis does.
 
+/// Whether every entry has its whole reply (answered locally, or every part's result in):
+/// nothing routed is still owed by a node.
+fn all_answered<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> bool {
+    entries.into_iter().all(|e| {
+        e.local.is_some() || (e.pending == 0 && e.parts.iter().all(|p| p.result.is_some()))
+    })
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -421,7 +429,14 @@ impl ClusterClient {
         }
         let epoch = self.topo.map().epoch;
         if epoch != self.map.epoch {
-            if !self.entries.is_empty() {
+            // Commands already answered may still wait to be handed over with the rest of
+            // their batch (a batch split at a barrier ends after the commands held behind
+            // it): they can't be overtaken, so they don't hold the new map back. Waiting
+            // for them to leave `entries` instead deadlocked a batch whose held command
+            // waited for the map while its answered barrier waited for that command.
+            if !all_answered(&self.entries)
+                || self.conns.iter().flatten().any(|c| !c.owed.is_empty())
+            {
                 return false;
             }
             self.adopt_map();

@@ -141,3 +141,17 @@ fn direct_slot_agrees_with_the_routers_key_positions() {
         assert!(expected.is_some());
     }
 }
+
+#[test]
+fn answered_entries_held_for_their_batch_do_not_hold_a_new_map_back() {
+    // An MGET answered but held for its batch (the SET behind it waits): a new slot map
+    // may be adopted.
+    let done = entry(&[b"*2\r\n$1\r\n1\r\n$1\r\n1\r\n"], Merge::One);
+    assert!(all_answered([&done]));
+    // A part still owed by a node: not yet.
+    let mut owed = entry(&[b"+OK\r\n"], Merge::One);
+    owed.parts[0].result = None;
+    owed.pending = 1;
+    assert!(!all_answered([&done, &owed]));
+    assert!(all_answered(std::iter::empty::<&Entry>()));
+}
