@@ -26,14 +26,16 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Adds a client; the token is cancelled when another client kills it.
+    /// Adds a client; its token is a child of `shutdown`, also cancelled when another
+    /// client kills it.
     pub fn register(
         &self,
         id: u64,
         peer: SocketAddr,
         local: Option<SocketAddr>,
+        shutdown: &CancellationToken,
     ) -> CancellationToken {
-        let kill = CancellationToken::new();
+        let kill = shutdown.child_token();
         let e = ClientEntry {
             id,
             peer,

@@ -156,12 +156,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         hints: Vec::new(),
     };
     s.changes = s.sh.router.subscribe();
-    let killed = s.sh.clients.register(id, peer, local_addr);
-    let result = tokio::select! {
-        r = s.run(stream) => r,
-        // Another client's CLIENT KILL: the connection closes, as Redis closes it.
-        _ = killed.cancelled() => Ok(()),
-    };
+    // Cancelled by the shutdown or by another client's CLIENT KILL: either way the client
+    // gets what it is owed, then the connection closes.
+    let closed = s.sh.clients.register(id, peer, local_addr, &s.sh.shutdown);
+    let result = s.run(stream, closed).await;
     s.sh.clients.unregister(id);
     // Replies this client will never read still count as in flight until they come; the
     // cutover's drain must not wait for them forever.
@@ -430,13 +428,17 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 impl Session {
     /// Serves the client over its connection: a plain socket (its halves borrowed, no
     /// lock), or TLS (split with tokio's lock; only TLS clients pay for it).
-    async fn run(&mut self, stream: TcpStream) -> Result<(), SessionError> {
+    async fn run(
+        &mut self,
+        stream: TcpStream,
+        closed: CancellationToken,
+    ) -> Result<(), SessionError> {
         let tls = self.sh.tls.clone();
         match tls {
             None => {
                 let mut stream = stream;
                 let (rd, wr) = stream.split();
-                self.run_io(rd, wr).await
+                self.run_io(rd, wr, closed).await
             }
             Some(acceptor) => {
                 let tls = match tokio::time::timeout(
@@ -456,20 +458,24 @@ impl Session {
                     }
                 };
                 let (rd, wr) = tokio::io::split(tls);
-                self.run_io(rd, wr).await
+                self.run_io(rd, wr, closed).await
             }
         }
     }
 
-    async fn run_io<R, W>(&mut self, mut rd: R, mut wr: W) -> Result<(), SessionError>
+    async fn run_io<R, W>(
+        &mut self,
+        mut rd: R,
+        mut wr: W,
+        closed: CancellationToken,
+    ) -> Result<(), SessionError>
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
-        let shutdown = self.sh.shutdown.clone();
         // Built once: creating the `cancelled` future on every turn of the loop costs a
         // lock and a waiter registration per command.
-        let cancelled = shutdown.cancelled();
+        let cancelled = closed.cancelled();
         tokio::pin!(cancelled);
         let mut eof = false;
         loop {

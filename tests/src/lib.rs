@@ -708,9 +708,13 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// A client certificate (clientAuth) signed by the same CA, and its key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
-/// Writes a test CA and a server certificate for 127.0.0.1 signed by it into `dir`, with
+/// Writes a test CA, a server certificate for 127.0.0.1 and a client certificate signed by
+/// it into `dir`, with
 /// `openssl` (a leaf certificate distinct from the CA: rustls refuses a CA certificate
 /// used as the server's own).
 #[track_caller]
@@ -765,10 +769,35 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
         "-out",
         "cert.pem",
     ]);
+    let mut client = vec!["req", "-subj", "/CN=app"];
+    client.extend(ec);
+    client.extend(["-keyout", "client.key", "-out", "client.csr"]);
+    run(&client);
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .expect("write client.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.pem",
+    ]);
     TlsFiles {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
         ca: dir.join("ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
     }
 }
 

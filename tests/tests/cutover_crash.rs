@@ -188,6 +188,22 @@ fn killed_after_the_first_released_write() {
     crash_at("after_release", true);
 }
 
+/// Starts cutover (sync to `target`), which must refuse to start: what it said.
+fn start_refused(source: &RedisServer, target: &RedisServer) -> String {
+    let out = std::process::Command::new(support::cutover_bin())
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .args(["--admin", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--source", &source.url(), "--target", &target.url()])
+        .output()
+        .expect("run cutover");
+    assert!(!out.status.success(), "cutover started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_target_down_at_start_keeps_the_clients_on_the_source_until_it_answers() {
     let source = sync_source();
@@ -226,18 +242,7 @@ fn a_target_down_at_start_after_an_attempt_is_refused() {
     drop(proxy);
     assert_eq!(source.cmd(&["EXISTS", "__cutover:attempt"]), b":1\r\n");
     target.stop();
-    let out = std::process::Command::new(support::cutover_bin())
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-        ])
-        .args(["--admin", &format!("127.0.0.1:{}", support::free_port())])
-        .args(["--source", &source.url(), "--target", &target.url()])
-        .output()
-        .expect("run cutover");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = start_refused(&source, &target);
     assert!(err.contains("attempt marker"), "{err}");
     // The target answers again (empty: it had no persistence): no switch recorded, the
     // clients are on the source, the marker and the pause are gone.
@@ -284,18 +289,7 @@ fn finish_removes_the_bookkeeping_and_a_restart_refuses_the_old_source() {
     drop(proxy);
 
     // The same configuration started again: refused, saying why.
-    let out = std::process::Command::new(support::cutover_bin())
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-        ])
-        .args(["--admin", &format!("127.0.0.1:{}", support::free_port())])
-        .args(["--source", &source.url(), "--target", &target.url()])
-        .output()
-        .expect("run cutover");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = start_refused(&source, &target);
     assert!(
         err.contains("finished") && err.contains("configure the target as the source"),
         "{err}"

@@ -5,55 +5,6 @@ use std::process::Command;
 
 use support::{tls_files, Cutover, RedisServer, Wire};
 
-/// A client certificate (clientAuth) signed by the test CA in `dir`: (cert, key).
-fn client_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-subj",
-        "/CN=app",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-    ]);
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-        "-out",
-        "client.pem",
-    ]);
-    (dir.join("client.pem"), dir.join("client.key"))
-}
-
 fn redis_cli(
     port: u16,
     tls: &support::TlsFiles,
@@ -138,7 +89,7 @@ fn client_certificates_can_be_required() {
         ])
         .start();
     let port = proxy.addr().port();
-    let client = client_cert(dir.path());
+    let client = (tls.client_cert.clone(), tls.client_key.clone());
     assert_eq!(redis_cli(port, &tls, Some(&client), &["PING"]), "PONG");
     let without = redis_cli(port, &tls, None, &["PING"]);
     assert_ne!(without, "PONG", "{without}");

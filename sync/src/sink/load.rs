@@ -142,7 +142,7 @@ async fn load_snapshot<D: LoadTarget>(
             _ => Err(SyncError::Config("internal: no snapshot to feed".into())),
         }
     };
-    let apply = dest.apply_batches(cfg, status, &mut batch_rx);
+    let apply = apply_batches(cfg, status, dest, &mut batch_rx);
     let (fed, applied) = tokio::join!(feeding, apply);
     let rdb_len = reader.await.ok().flatten();
     fed?;
@@ -248,3 +248,46 @@ async fn feed_link(
 /// RDB payload kept in memory during the full load before the spool goes to disk (small:
 /// the load's own windows already hold up to 16 MB).
 const PAYLOAD_SPOOL_MEMORY: usize = 4 * 1024 * 1024;
+
+/// Ships the encoder's batches to the sink, keeping a bounded amount in flight. Returns the
+/// db the command stream starts in.
+async fn apply_batches<D: LoadTarget>(
+    cfg: &SyncConfig,
+    status: &SyncStatus,
+    dest: &mut D,
+    batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
+) -> Result<u32, SyncError> {
+    let mut stream_db = 0;
+    let mut last_progress = std::time::Instant::now();
+    // RESTOREs keep the target busy with far less in flight than the stream allows;
+    // a smaller window keeps the full load's memory small whatever the dataset.
+    let limit = cfg.max_inflight_bytes.clamp(1024 * 1024, 16 * 1024 * 1024);
+    while let Some(msg) = batches.recv().await {
+        let b = match msg? {
+            LoadMsg::Batch(b) => b,
+            LoadMsg::Probe { rdb_version, reply } => {
+                let caps = dest.probe(rdb_version).await?;
+                tracing::info!(rdb_version, ?caps, "what the target takes");
+                let _ = reply.send(caps);
+                continue;
+            }
+        };
+        if let Some(db) = b.stream_db {
+            stream_db = db;
+        }
+        dest.ship(b)?;
+        dest.settle(limit).await?;
+        if last_progress.elapsed() > std::time::Duration::from_secs(5) {
+            last_progress = std::time::Instant::now();
+            tracing::info!(
+                keys = SyncStatus::get(&status.keys_loaded),
+                bytes = SyncStatus::get(&status.rdb_bytes_loaded),
+                total = SyncStatus::get(&status.rdb_bytes),
+                in_flight = %dest.in_flight(),
+                "full sync progress"
+            );
+        }
+    }
+    dest.finish().await?;
+    Ok(stream_db)
+}

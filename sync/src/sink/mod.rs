@@ -10,11 +10,11 @@ pub mod node;
 pub mod rdb_file;
 
 use ::cluster::NodeStream;
-use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::SyncConfig;
-use crate::load::LoadMsg;
+use crate::load::LoadBatch;
+use crate::reencode;
 use crate::source::{Source, SourceSpec};
 use crate::status::SyncStatus;
 use crate::SyncError;
@@ -119,7 +119,8 @@ pub async fn is_cluster(conn: &mut NodeStream) -> Result<bool, SyncError> {
     Ok(::cluster::info::cluster_enabled(&r[0]))
 }
 
-/// Where a snapshot goes: one server or a cluster. [`load::full_load`] drives it.
+/// Where a snapshot goes: one server or a cluster. [`load::full_load`] drives it: one
+/// loop for every sink, each shipping and settling in its own way.
 pub(crate) trait LoadTarget {
     /// Writes the checkpoint hash `cp` (in `checkpoint_db`, as `ckdb`).
     async fn write_checkpoint(
@@ -129,14 +130,20 @@ pub(crate) trait LoadTarget {
         ckdb: &str,
     ) -> Result<(), SyncError>;
 
-    /// Ships the encoder's batches, keeping a bounded amount in flight. Returns the db the
-    /// command stream starts in.
-    async fn apply_batches(
-        &mut self,
-        cfg: &SyncConfig,
-        status: &SyncStatus,
-        batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
-    ) -> Result<u32, SyncError>;
+    /// What the target takes of an RDB of this version (answered after everything sent).
+    async fn probe(&mut self, rdb_version: u16) -> Result<reencode::TargetCaps, SyncError>;
+
+    /// Sends one batch of the encoder's commands.
+    fn ship(&mut self, batch: LoadBatch) -> Result<(), SyncError>;
+
+    /// Takes answers (each checked) until at most `limit` bytes are in flight.
+    async fn settle(&mut self, limit: usize) -> Result<(), SyncError>;
+
+    /// Takes every answer still owed.
+    async fn finish(&mut self) -> Result<(), SyncError>;
+
+    /// What is in flight, for progress lines (empty when there is nothing to add).
+    fn in_flight(&self) -> String;
 
     /// A cluster takes no SELECT (db 0 only) and routes each command by its key.
     fn is_cluster(&self) -> bool;

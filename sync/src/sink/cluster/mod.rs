@@ -36,18 +36,15 @@ pub mod tag;
 pub(crate) use tag::trailer;
 pub use tag::{ClusterRouter, Tag};
 
-use std::time::Duration;
-
 use ::cluster::slots::{key_slot, NodeAddr};
 use bytes::{Bytes, BytesMut};
 use resp::{Limits, RequestParser};
-use tokio::sync::mpsc;
 
 use super::load::full_load;
 use super::{ours, source_spec, LoadTarget, Next, StatusAdd, TargetMemory};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{unmapped_dbs, NotEmpty, OnFullResync, SyncConfig};
-use crate::load::LoadMsg;
+use crate::load::LoadBatch;
 use crate::reencode;
 use crate::reply::{error_text, load_error};
 use crate::slot_checkpoint::{self, SkipTable};
@@ -354,44 +351,12 @@ impl LoadTarget for ClusterRouter {
         write_checkpoint(self, cfg.checkpoint_key(), cp).await
     }
 
-    async fn apply_batches(
-        &mut self,
-        cfg: &SyncConfig,
-        status: &SyncStatus,
-        batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
-    ) -> Result<u32, SyncError> {
-        apply_batches(cfg, status, self, batches).await
+    async fn probe(&mut self, rdb_version: u16) -> Result<reencode::TargetCaps, SyncError> {
+        probe(self, rdb_version).await
     }
 
-    fn is_cluster(&self) -> bool {
-        true
-    }
-}
-
-/// The full load's batches, routed: each command to its key's slot, scripts and
-/// functions to every master. Returns the db the stream starts in.
-pub(crate) async fn apply_batches(
-    cfg: &SyncConfig,
-    status: &SyncStatus,
-    router: &mut ClusterRouter,
-    batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
-) -> Result<u32, SyncError> {
-    let mut stream_db = 0;
-    let mut last_progress = std::time::Instant::now();
-    let limit = cfg.max_inflight_bytes.clamp(1024 * 1024, 16 * 1024 * 1024);
-    while let Some(msg) = batches.recv().await {
-        let b = match msg? {
-            LoadMsg::Batch(b) => b,
-            LoadMsg::Probe { rdb_version, reply } => {
-                let caps = probe(router, rdb_version).await?;
-                tracing::info!(rdb_version, ?caps, "what the target takes");
-                let _ = reply.send(caps);
-                continue;
-            }
-        };
-        if let Some(db) = b.stream_db {
-            stream_db = db;
-        }
+    /// Each command to its key's slot; scripts and functions to every master.
+    fn ship(&mut self, b: LoadBatch) -> Result<(), SyncError> {
         if b.ends.len() != b.names.len() {
             return Err(SyncError::Target(
                 "internal: a load batch without command bounds".into(),
@@ -409,7 +374,7 @@ pub(crate) async fn apply_batches(
             match name {
                 "SELECT" => {}
                 "SCRIPT LOAD" | "FUNCTION LOAD" => {
-                    let masters = router.masters().to_vec();
+                    let masters = self.masters().to_vec();
                     for m in &masters {
                         let info = Tag::Load {
                             name,
@@ -420,7 +385,7 @@ pub(crate) async fn apply_batches(
                             count: 1,
                             info,
                         };
-                        router.enqueue_node(m, Mode::Plain, piece)?;
+                        self.enqueue_node(m, Mode::Plain, piece)?;
                     }
                 }
                 _ => {
@@ -430,37 +395,41 @@ pub(crate) async fn apply_batches(
                         count: 1,
                         info: Tag::Load { name, key },
                     };
-                    router.enqueue(slot, Mode::Plain, piece);
+                    self.enqueue(slot, Mode::Plain, piece);
                 }
             }
         }
-        router.flush()?;
-        while router.inflight_bytes() > limit {
-            check_load(router.next().await?)?;
-            refresh(router).await?;
-        }
-        if last_progress.elapsed() > Duration::from_secs(5) {
-            last_progress = std::time::Instant::now();
-            let per_node: Vec<String> = router
-                .node_inflight()
-                .into_iter()
-                .map(|(n, b)| format!("{n}={}KiB", b / 1024))
-                .collect();
-            tracing::info!(
-                keys = SyncStatus::get(&status.keys_loaded),
-                bytes = SyncStatus::get(&status.rdb_bytes_loaded),
-                total = SyncStatus::get(&status.rdb_bytes),
-                in_flight = %per_node.join(" "),
-                "full sync progress"
-            );
-        }
+        self.flush()
     }
-    router.flush()?;
-    while !router.idle() {
-        check_load(router.next().await?)?;
-        refresh(router).await?;
+
+    async fn settle(&mut self, limit: usize) -> Result<(), SyncError> {
+        while self.inflight_bytes() > limit {
+            check_load(self.next().await?)?;
+            refresh(self).await?;
+        }
+        Ok(())
     }
-    Ok(stream_db)
+
+    async fn finish(&mut self) -> Result<(), SyncError> {
+        self.flush()?;
+        while !self.idle() {
+            check_load(self.next().await?)?;
+            refresh(self).await?;
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> String {
+        self.node_inflight()
+            .into_iter()
+            .map(|(n, b)| format!("{n}={}KiB", b / 1024))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn is_cluster(&self) -> bool {
+        true
+    }
 }
 
 async fn refresh(router: &mut ClusterRouter) -> Result<(), SyncError> {

@@ -20,9 +20,9 @@ use crate::reply::{array_elements, error_text, nth_command};
 use crate::sink::{bad_stream, warn_truncated};
 use crate::slot_checkpoint::SkipTable;
 use crate::source::Source;
-use crate::spool::{spool_err, Spool};
+use crate::spool::spool_err;
 use crate::status::{SyncState, SyncStatus};
-use crate::stream::{Front, Step};
+use crate::stream::{Front, Intake, Step};
 use crate::SyncError;
 
 /// Starts of the stream pieces not yet confirmed (a multiset: the parts of one source
@@ -143,12 +143,7 @@ impl<'a> Stream<'a> {
         let cfg = self.cfg;
         let status = self.status;
         status.set_state(SyncState::Streaming);
-        let mut spool = Spool::new(cfg.spool_dir.clone(), SPOOL_MEMORY, cfg.spool_max_bytes);
-        let mut received = self.offset + link.rbuf().len() as i64;
-        spool
-            .push(link.rbuf().split().freeze())
-            .map_err(spool_err)?;
-        status.set_received(received);
+        let mut intake = Intake::new(cfg, &mut link, self.offset, status)?;
         let front = Front::new(cfg.forward_publish, link.until());
         let mut pbuf = BytesMut::new();
         let mut parser = RequestParser::new(Limits::default());
@@ -165,7 +160,7 @@ impl<'a> Stream<'a> {
                 && self.router.inflight_bytes() < cfg.max_inflight_bytes
             {
                 if parsed_all {
-                    match spool.pop(256 * 1024).map_err(spool_err)? {
+                    match intake.spool.pop(256 * 1024).map_err(spool_err)? {
                         Some(c) => pbuf.extend_from_slice(&c),
                         None => break,
                     }
@@ -217,23 +212,19 @@ impl<'a> Stream<'a> {
             self.barrier_step()?;
             self.publish_applied();
             // Files end: what is complete is applied, the rest reported.
-            let ended = until_reached || (link.at_end() && spool.is_empty() && parsed_all);
+            let ended = until_reached || (intake.drained(&link) && parsed_all);
             if ended && self.barrier.is_none() {
                 return self.finish(&link, pbuf.len(), until_reached).await;
             }
             // The floor follows the applied offset closely (one small write at a time):
             // a resume starts there, and must stay within the source's backlog.
             self.write_floor()?;
-            status
-                .spool_bytes
-                .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
-            let read = !spool.is_full() && (link.eager() || spool.is_empty()) && !link.at_end();
+            intake.report(status);
+            let read = intake.wants_read(&link);
             tokio::select! {
                 r = link.fill(), if read => {
                     r?;
-                    received += link.rbuf().len() as i64;
-                    status.set_received(received);
-                    spool.push(link.rbuf().split().freeze()).map_err(spool_err)?;
+                    intake.took(&mut link, status)?;
                 }
                 done = self.router.next() => self.done(done?)?,
                 _ = ack.tick() => {
@@ -733,9 +724,6 @@ fn txn_results(d: &Done<Tag>) -> Result<Vec<&[u8]>, SyncError> {
     }
     Ok(results)
 }
-
-/// Stream bytes kept in memory before the spool goes to disk.
-const SPOOL_MEMORY: usize = 16 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests;

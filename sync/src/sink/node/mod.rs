@@ -6,16 +6,13 @@ pub mod purge;
 pub mod stream;
 pub mod target;
 
-use std::time::Duration;
-
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 
 use super::load::full_load;
 use super::{ours, source_spec, LoadTarget, Next, StatusAdd};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{NotEmpty, OnFullResync, SyncConfig};
-use crate::load::LoadMsg;
+use crate::load::LoadBatch;
 use crate::reencode;
 use crate::reply::{error_text, frames, load_error};
 use crate::source::{PsyncReply, Source};
@@ -190,65 +187,36 @@ impl LoadTarget for NodeDest<'_> {
         Ok(())
     }
 
-    async fn apply_batches(
-        &mut self,
-        cfg: &SyncConfig,
-        status: &SyncStatus,
-        batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
-    ) -> Result<u32, SyncError> {
-        apply_batches(cfg, status, self.target, batches).await
+    async fn probe(&mut self, rdb_version: u16) -> Result<reencode::TargetCaps, SyncError> {
+        probe_target(self.target, rdb_version).await
+    }
+
+    fn ship(&mut self, b: LoadBatch) -> Result<(), SyncError> {
+        if b.count > 0 {
+            self.target.send(b.data, b.count, Meta::Load(b.names))?;
+        }
+        Ok(())
+    }
+
+    async fn settle(&mut self, limit: usize) -> Result<(), SyncError> {
+        while self.target.inflight_bytes() > limit {
+            let (m, r) = self.target.next_done().await?;
+            check_load(m, &r)?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), SyncError> {
+        self.target.drain(|m, r| check_load(m, &r)).await
+    }
+
+    fn in_flight(&self) -> String {
+        String::new()
     }
 
     fn is_cluster(&self) -> bool {
         false
     }
-}
-
-/// Ships the encoded batches to the target, keeping a bounded amount in flight.
-/// Returns the db the command stream starts in.
-async fn apply_batches(
-    cfg: &SyncConfig,
-    status: &SyncStatus,
-    target: &mut Target,
-    batches: &mut mpsc::Receiver<Result<LoadMsg, SyncError>>,
-) -> Result<u32, SyncError> {
-    let mut stream_db = 0;
-    let mut last_progress = std::time::Instant::now();
-    // RESTOREs keep the target busy with far less in flight than the stream allows;
-    // a smaller window keeps the full load's memory small whatever the dataset.
-    let limit = cfg.max_inflight_bytes.clamp(1024 * 1024, 16 * 1024 * 1024);
-    while let Some(msg) = batches.recv().await {
-        let b = match msg? {
-            LoadMsg::Batch(b) => b,
-            LoadMsg::Probe { rdb_version, reply } => {
-                let caps = probe_target(target, rdb_version).await?;
-                tracing::info!(rdb_version, ?caps, "what the target takes");
-                let _ = reply.send(caps);
-                continue;
-            }
-        };
-        if let Some(db) = b.stream_db {
-            stream_db = db;
-        }
-        if b.count > 0 {
-            target.send(b.data, b.count, Meta::Load(b.names))?;
-        }
-        while target.inflight_bytes() > limit {
-            let (m, r) = target.next_done().await?;
-            check_load(m, &r)?;
-        }
-        if last_progress.elapsed() > Duration::from_secs(5) {
-            last_progress = std::time::Instant::now();
-            tracing::info!(
-                keys = SyncStatus::get(&status.keys_loaded),
-                bytes = SyncStatus::get(&status.rdb_bytes_loaded),
-                total = SyncStatus::get(&status.rdb_bytes),
-                "full sync progress"
-            );
-        }
-    }
-    target.drain(|m, r| check_load(m, &r)).await?;
-    Ok(stream_db)
 }
 
 /// Finds out what the target takes (RESTORE of the source's RDB version, newer stream and

@@ -13,9 +13,9 @@ use crate::config::SyncConfig;
 use crate::reply::{array_elements, error_text, frames, nth_command, transient};
 use crate::sink::{bad_stream, warn_truncated};
 use crate::source::Source;
-use crate::spool::{spool_err, Spool};
+use crate::spool::spool_err;
 use crate::status::{SyncState, SyncStatus};
-use crate::stream::{Front, Step};
+use crate::stream::{Front, Intake, Step};
 use crate::SyncError;
 
 /// A transaction of stream commands being built.
@@ -137,11 +137,11 @@ fn plain_set<'a>(frame: &'a [u8], args: &[std::ops::Range<usize>]) -> Option<&'a
     frame.get(dollar..)
 }
 
-/// Ends the stream with `e` (bad bytes in a file): what came before them is applied
-/// first (an open source transaction dropped), so the checkpoint stands exactly there and
-/// a run over mended files goes on from it.
-async fn stop_at(
-    e: SyncError,
+/// Applies everything complete and confirms it: a source transaction left open is dropped
+/// (the end of a file, bytes that are not commands, a command the link can't take), the
+/// rest flushed with its checkpoint, and every reply awaited. The checkpoint then stands
+/// exactly where the stream stops.
+async fn settle(
     mut txn: Txn,
     in_multi: bool,
     target: &mut Target,
@@ -149,9 +149,6 @@ async fn stop_at(
     mut db: u32,
     status: &SyncStatus,
 ) -> Result<(), SyncError> {
-    if e.is_retryable() {
-        return Err(e);
-    }
     if in_multi {
         if let Some(d) = txn.roll_back() {
             db = d;
@@ -167,7 +164,24 @@ async fn stop_at(
             }
             Ok(())
         })
-        .await?;
+        .await
+}
+
+/// Ends the stream with `e`, a fault retrying can't mend, once what came before it is
+/// applied ([`settle`]): a run over mended input goes on from there.
+async fn stop_at(
+    e: SyncError,
+    txn: Txn,
+    in_multi: bool,
+    target: &mut Target,
+    ck: &TxnCheckpoint<'_>,
+    db: u32,
+    status: &SyncStatus,
+) -> Result<(), SyncError> {
+    if e.is_retryable() {
+        return Err(e);
+    }
+    settle(txn, in_multi, target, ck, db, status).await?;
     Err(e)
 }
 
@@ -182,13 +196,7 @@ pub(crate) async fn stream(
     start_db: u32,
 ) -> Result<(), SyncError> {
     status.set_state(SyncState::Streaming);
-    // The socket is always read; what the target can't take yet waits in the spool.
-    let mut spool = Spool::new(cfg.spool_dir.clone(), SPOOL_MEMORY, cfg.spool_max_bytes);
-    let mut received = start + link.rbuf().len() as i64;
-    spool
-        .push(link.rbuf().split().freeze())
-        .map_err(spool_err)?;
-    status.set_received(received);
+    let mut intake = Intake::new(cfg, &mut link, start, status)?;
     let front = Front::new(cfg.forward_publish, link.until());
     let mut pbuf = BytesMut::new();
     let mut parser = RequestParser::new(Limits::default());
@@ -209,7 +217,7 @@ pub(crate) async fn stream(
     loop {
         // Take stream bytes from the spool while the target has room for more.
         while !until_reached && target.inflight_bytes() < cfg.max_inflight_bytes {
-            match spool.pop(256 * 1024).map_err(spool_err)? {
+            match intake.spool.pop(256 * 1024).map_err(spool_err)? {
                 Some(c) => pbuf.extend_from_slice(&c),
                 None => break,
             }
@@ -257,18 +265,7 @@ pub(crate) async fn stream(
                             .and_then(|s| s.check(&arg(0).to_ascii_lowercase(), &pbuf, args).err());
                         if let Some(e) = refused {
                             // Everything before it is applied, then the link stops.
-                            if !in_multi && txn.dirty {
-                                flush_txn(&mut txn, &mut target, &ck, db)?;
-                            }
-                            target
-                                .drain(|m, r| {
-                                    if let Some(off) = check_txn(m, &r)? {
-                                        status.set_applied(off);
-                                    }
-                                    Ok(())
-                                })
-                                .await?;
-                            return Err(e);
+                            return stop_at(e, txn, in_multi, &mut target, &ck, db, status).await;
                         }
                         if let Step::Select(n) = step {
                             db = n;
@@ -323,38 +320,18 @@ pub(crate) async fn stream(
             flush_txn(&mut txn, &mut target, &ck, db)?;
         }
         // Files end: what is complete is applied, the rest reported.
-        if until_reached || (link.at_end() && spool.is_empty()) {
-            if in_multi {
-                if let Some(d) = txn.roll_back() {
-                    db = d;
-                }
-            }
-            if txn.dirty {
-                flush_txn(&mut txn, &mut target, &ck, db)?;
-            }
-            target
-                .drain(|m, r| {
-                    if let Some(off) = check_txn(m, &r)? {
-                        status.set_applied(off);
-                    }
-                    Ok(())
-                })
-                .await?;
+        if until_reached || intake.drained(&link) {
             if !until_reached {
                 warn_truncated(&link, offset, pbuf.len(), in_multi);
             }
-            return Ok(());
+            return settle(txn, in_multi, &mut target, &ck, db, status).await;
         }
-        status
-            .spool_bytes
-            .store(spool.file_bytes(), std::sync::atomic::Ordering::Relaxed);
-        let read = !spool.is_full() && (link.eager() || spool.is_empty()) && !link.at_end();
+        intake.report(status);
+        let read = intake.wants_read(&link);
         tokio::select! {
             r = link.fill(), if read => {
                 r?;
-                received += link.rbuf().len() as i64;
-                status.set_received(received);
-                spool.push(link.rbuf().split().freeze()).map_err(spool_err)?;
+                intake.took(&mut link, status)?;
             }
             done = target.next_done() => {
                 let (meta, replies) = done?;
@@ -367,9 +344,6 @@ pub(crate) async fn stream(
         }
     }
 }
-
-/// Stream bytes kept in memory before the spool goes to disk.
-const SPOOL_MEMORY: usize = 16 * 1024 * 1024;
 
 /// What every checkpoint of one stream names: the source's replication id, the db and the
 /// key of the checkpoint hash.
