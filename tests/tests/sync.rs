@@ -163,9 +163,12 @@ fn cutover_killed_and_restarted_applies_nothing_twice() {
     let counts = counters.finish();
     wait_caught_up(&source, &proxy);
     assert_bytes(target.cmd(&["GET", &key]), bulk(counts[&key].to_string()));
-    // Every restart continued the stream: no second full sync.
+    // Every restart continued the stream: no second full sync. (The last process resumed
+    // by PSYNC; how many times its link reconnected since is not the claim here.)
     assert_eq!(source.info_field("stats", "sync_full").unwrap(), "1");
-    assert_eq!(proxy.status()["partial_syncs"], "1");
+    let status = proxy.status();
+    assert_eq!(status["full_syncs"], "0", "{status:?}");
+    assert_ne!(status["partial_syncs"], "0", "{status:?}");
 }
 
 #[test]
