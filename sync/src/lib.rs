@@ -36,6 +36,7 @@ pub mod spool;
 pub mod status;
 pub mod stream;
 pub mod syncer;
+pub mod tracking;
 
 pub use config::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};
 pub use error::SyncError;

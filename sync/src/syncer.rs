@@ -20,10 +20,14 @@ use crate::SyncError;
 
 /// Runs until `stop` turns true, retrying what can be retried.
 pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
-    let poller = cfg
-        .source
-        .connector()
-        .map(|c| tokio::spawn(poll_source_offset(c.clone(), status.clone())));
+    // (The SCAN copy has no replication offset: its lag is what it made and the target
+    // has not applied yet.)
+    let poller = match &cfg.source {
+        crate::source::SourceSpec::Link(c) => {
+            Some(tokio::spawn(poll_source_offset(c.clone(), status.clone())))
+        }
+        _ => None,
+    };
     let mut backoff = Duration::from_millis(100);
     let mut memory = TargetMemory::default();
     loop {

@@ -139,6 +139,7 @@ async fn load_snapshot<D: LoadTarget>(
                 feed_link(cfg, status, link, p, chunk_tx).await
             }
             (Source::Backup(b), _) => b.feed(chunk_tx, &status.rdb_bytes_loaded).await,
+            (Source::Scan(s), _) => s.feed(chunk_tx, &status.rdb_bytes_loaded).await,
             _ => Err(SyncError::Config("internal: no snapshot to feed".into())),
         }
     };

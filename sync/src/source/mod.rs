@@ -6,6 +6,8 @@
 //! - [`aof`] over [`files`]: backup files (an RDB file, a single-file AOF with or without
 //!   an RDB preamble, a Redis 7 multi-part AOF directory); the offsets are positions in
 //!   the files' bytes.
+//! - [`scan`]: a live Redis that refuses replication, copied by SCAN + DUMP, then the keys
+//!   the proxy saw written ([`crate::tracking`]) copied again as a command stream.
 //!
 //! The syncer's loops ([`crate::syncer`], [`crate::cluster_sync`]) see only [`Source`];
 //! a new kind of source is a new variant here and a file of its own.
@@ -13,6 +15,7 @@
 pub mod aof;
 pub mod files;
 pub mod link;
+pub mod scan;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,8 @@ pub enum SourceSpec {
     /// or a BGSAVE of a master with replicas): loaded as if the source had sent it, so the
     /// next run asks the source to continue from there (`cutover run --seed`).
     Seed(PathBuf),
+    /// A live Redis that refuses replication: the SCAN copy.
+    Scan(scan::ScanSpec),
 }
 
 impl SourceSpec {
@@ -47,6 +52,7 @@ impl SourceSpec {
     pub fn connector(&self) -> Option<&Arc<Connector>> {
         match self {
             SourceSpec::Link(c) => Some(c),
+            SourceSpec::Scan(s) => Some(&s.source),
             SourceSpec::Backup { .. } | SourceSpec::Seed(_) => None,
         }
     }
@@ -55,6 +61,7 @@ impl SourceSpec {
     pub fn describe(&self) -> String {
         match self {
             SourceSpec::Link(c) => c.addr().to_string(),
+            SourceSpec::Scan(s) => s.source.addr().to_string(),
             SourceSpec::Backup { path, .. } | SourceSpec::Seed(path) => path.display().to_string(),
         }
     }
@@ -70,6 +77,8 @@ pub enum Snapshot {
     /// follow the RDB, and the stream's offsets are positions in the files; otherwise (a
     /// seed) the stream is the live source's, from the offset the RDB names.
     Preamble { total: u64, commands_follow: bool },
+    /// The SCAN copy's first pass, as an RDB of unknown length.
+    Scan,
     /// No snapshot: commands from the start.
     None,
 }
@@ -146,6 +155,7 @@ impl Backup {
 pub enum Source {
     Link(Link),
     Backup(Backup),
+    Scan(scan::Scan),
 }
 
 impl Source {
@@ -181,6 +191,15 @@ impl Source {
                 };
                 Ok((Source::Backup(b), reply))
             }
+            SourceSpec::Scan(spec) => {
+                if resume.is_some() {
+                    tracing::warn!(
+                        "SCAN copy: cutover restarted, and writes made while it was down could not be tracked: everything is copied again"
+                    );
+                }
+                let (scan, replid) = scan::Scan::open(spec).await?;
+                Ok((Source::Scan(scan), PsyncReply::Full { replid, offset: 0 }))
+            }
             SourceSpec::Seed(path) => {
                 let opened = aof::open(path)?;
                 if !opened.rdb_first {
@@ -207,11 +226,18 @@ impl Source {
         matches!(self, Source::Backup(_))
     }
 
+    /// Whether a run of it always starts with a whole copy (the SCAN copy: what changed
+    /// while no run was tracking is not known), so a full load after a resume is expected.
+    pub fn copies_again(&self) -> bool {
+        matches!(self, Source::Scan(_))
+    }
+
     /// Bytes read and not yet consumed.
     pub fn rbuf(&mut self) -> &mut BytesMut {
         match self {
             Source::Link(l) => &mut l.rbuf,
             Source::Backup(b) => &mut b.files.rbuf,
+            Source::Scan(s) => &mut s.rbuf,
         }
     }
 
@@ -220,13 +246,14 @@ impl Source {
         match self {
             Source::Link(l) => l.fill().await,
             Source::Backup(b) => b.files.fill(),
+            Source::Scan(s) => s.fill().await,
         }
     }
 
     /// Whether everything was read (never, for a link).
     pub fn at_end(&self) -> bool {
         match self {
-            Source::Link(_) => false,
+            Source::Link(_) | Source::Scan(_) => false,
             Source::Backup(b) => b.files.at_end(),
         }
     }
@@ -241,7 +268,7 @@ impl Source {
     pub async fn ack(&mut self, applied: i64) -> Result<(), SyncError> {
         match self {
             Source::Link(l) => l.ack(applied).await,
-            Source::Backup(_) => Ok(()),
+            Source::Backup(_) | Source::Scan(_) => Ok(()),
         }
     }
 
@@ -254,13 +281,14 @@ impl Source {
                 commands_follow: b.commands_follow,
             }),
             Source::Backup(_) => Ok(Snapshot::None),
+            Source::Scan(_) => Ok(Snapshot::Scan),
         }
     }
 
     /// The point in time the stream stops at (files).
     pub fn until(&self) -> Option<i64> {
         match self {
-            Source::Link(_) => None,
+            Source::Link(_) | Source::Scan(_) => None,
             Source::Backup(b) => b.until,
         }
     }
@@ -268,7 +296,7 @@ impl Source {
     /// Where offset `pos` of the stream is, for messages.
     pub fn locate(&self, pos: i64) -> String {
         match self {
-            Source::Link(_) => format!("offset {pos}"),
+            Source::Link(_) | Source::Scan(_) => format!("offset {pos}"),
             Source::Backup(b) => b.files.locate(pos.max(0) as u64),
         }
     }
@@ -276,7 +304,7 @@ impl Source {
     /// Files: the stream goes on at `pos` (after a snapshot whose end its reader found).
     pub fn seek(&mut self, pos: u64) -> Result<(), SyncError> {
         match self {
-            Source::Link(_) => Ok(()),
+            Source::Link(_) | Source::Scan(_) => Ok(()),
             Source::Backup(b) => b.files.seek(pos),
         }
     }

@@ -54,7 +54,9 @@ pub(crate) async fn run_once(
                     "the source offered a full resync after the cutover; the target is live and nothing is loaded into it".into(),
                 ));
             }
-            if resume.is_some() {
+            if resume.is_some() && link.copies_again() {
+                tracing::info!("the SCAN copy starts over: the target is emptied and loaded again");
+            } else if resume.is_some() {
                 tracing::error!(
                     "the source answered FULLRESYNC to a resume (backlog overrun or a new replication id): the whole dataset is loaded again"
                 );

@@ -1,0 +1,768 @@
+//! The SCAN copy: a source for a Redis that refuses SYNC/PSYNC (managed services). It reads
+//! keys with SCAN + DUMP + PEXPIRETIME (PTTL before 7.0) and gives the sinks what every
+//! source gives them:
+//!
+//! - the snapshot: an RDB built from the DUMP payloads (a DUMP payload is an RDB value
+//!   with the RDB version and a CRC after it), so the full load, its re-encoder for older
+//!   targets, its pieces for big values and its cluster routing are the same as for a
+//!   replica's RDB;
+//! - the stream: `RESTORE key <abs ms> <payload> ABSTTL REPLACE` (or `DEL`) for each key
+//!   the proxy saw written since it was copied ([`crate::tracking`]), FLUSHDB/FLUSHALL for
+//!   the barriers (the dbs then copied again), as one more command stream whose offsets
+//!   are the bytes made so far.
+//!
+//! The copy runs on a task of its own that feeds two channels, so that reading the stream
+//! stays cancel-safe for the sinks' `select!`. The cutover's last copy is the tracker's
+//! fence: answered with the stream offset once nothing dirty is left.
+//!
+//! A restart copies everything again: writes made while cutover was down were not seen.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cluster::{Connector, NodeStream, SessionSetup};
+use tokio::sync::mpsc;
+
+use crate::checkpoint::OWN_PREFIX;
+use crate::rdb::crc64::crc64;
+use crate::reply::{array_elements, error_text};
+use crate::tracking::{Barrier, Tracker};
+use crate::SyncError;
+
+/// What a SCAN copy is given.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    pub source: Arc<Connector>,
+    pub tracker: Arc<Tracker>,
+    /// Keys read per second at most (0: no limit), so the source's latency stays low.
+    pub max_ops: u64,
+}
+
+/// Keys asked per SCAN call, and read per pipeline.
+const SCAN_COUNT: usize = 512;
+/// Bytes gathered before they go to the sink.
+const CHUNK: usize = 64 * 1024;
+
+/// The opened SCAN copy.
+pub struct Scan {
+    pub rbuf: BytesMut,
+    rdb: Option<mpsc::Receiver<Result<Bytes, SyncError>>>,
+    stream: mpsc::Receiver<Result<Bytes, SyncError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scan {
+    /// Starts the copy: tracking on, then the first pass. The id names this copy only (a
+    /// later run can't continue it).
+    pub async fn open(spec: &ScanSpec) -> Result<(Scan, String), SyncError> {
+        // Reach the source first: a bad address or a refused DUMP fails here, clearly.
+        let conn = Conn::connect(&spec.source).await?;
+        spec.tracker.enable();
+        let (rdb_tx, rdb_rx) = mpsc::channel(16);
+        let (stream_tx, stream_rx) = mpsc::channel(16);
+        let copier = Copier {
+            conn,
+            spec: spec.clone(),
+            pacer: Pacer::new(spec.max_ops),
+        };
+        let task = tokio::spawn(copier.run(rdb_tx, stream_tx));
+        let id = format!(
+            "{:016x}{:024x}",
+            std::process::id() as u64 ^ 0x5ca1_ab1e,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        Ok((
+            Scan {
+                rbuf: BytesMut::new(),
+                rdb: Some(rdb_rx),
+                stream: stream_rx,
+                task,
+            },
+            id[..40].to_string(),
+        ))
+    }
+
+    /// Hands the first pass's RDB to the full load's reader.
+    pub async fn feed(
+        &mut self,
+        tx: mpsc::Sender<Bytes>,
+        loaded: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), SyncError> {
+        let Some(mut rx) = self.rdb.take() else {
+            return Err(SyncError::Config("internal: the SCAN copy's RDB was read".into()));
+        };
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk?;
+            loaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for more of the stream (cancel-safe).
+    pub async fn fill(&mut self) -> Result<usize, SyncError> {
+        match self.stream.recv().await {
+            Some(Ok(b)) => {
+                self.rbuf.extend_from_slice(&b);
+                Ok(b.len())
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(SyncError::Source("the SCAN copy stopped".into())),
+        }
+    }
+}
+
+/// A key as read from the source.
+enum Read {
+    /// Gone (deleted or expired since it was listed).
+    Gone,
+    /// Its DUMP payload and absolute expiry (0: none).
+    Value { payload: Bytes, expire_ms: i64 },
+}
+
+/// The connection to the source, reconnected (and its db selected again) when it drops:
+/// everything it sends is a read, safe to send again.
+struct Conn {
+    connector: Arc<Connector>,
+    stream: NodeStream,
+    db: u32,
+    /// PEXPIRETIME exists (7.0+); else PTTL.
+    abs_expiry: bool,
+}
+
+impl Conn {
+    async fn connect(connector: &Arc<Connector>) -> Result<Conn, SyncError> {
+        let mut stream = connector
+            .connect(&SessionSetup::default())
+            .await
+            .map_err(|e| SyncError::Source(e.to_string()))?;
+        let info = stream
+            .request(&[&[b"INFO", b"server"]])
+            .await
+            .map_err(|e| SyncError::Source(e.to_string()))?;
+        let text = String::from_utf8_lossy(&info[0]).into_owned();
+        let major = cluster::info::field(&text, "redis_version")
+            .and_then(|v| v.split('.').next().and_then(|m| m.parse::<u32>().ok()))
+            .unwrap_or(0);
+        // DUMP is the one command the copy can't do without.
+        let probe = stream
+            .request(&[&[b"DUMP", b"__cutover:probe"]])
+            .await
+            .map_err(|e| SyncError::Source(e.to_string()))?;
+        if let Some(e) = error_text(&probe[0]) {
+            return Err(SyncError::Config(format!(
+                "the source refuses DUMP ({e}): the SCAN copy reads keys with DUMP"
+            )));
+        }
+        Ok(Conn {
+            connector: connector.clone(),
+            stream,
+            db: 0,
+            abs_expiry: major >= 7,
+        })
+    }
+
+    /// Sends `cmds` (encoded, `n` of them) in `db` and returns their replies; reconnects
+    /// and sends them again when the connection drops (for up to a minute).
+    async fn request(&mut self, db: u32, cmds: &[u8], n: usize) -> Result<Vec<Bytes>, SyncError> {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let r = self.try_request(db, cmds, n).await;
+            match r {
+                Ok(r) => return Ok(r),
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(error = %e, "SCAN copy: the source connection failed; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    match self.connector.connect(&SessionSetup::default()).await {
+                        Ok(s) => {
+                            self.stream = s;
+                            self.db = 0;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "SCAN copy: reconnecting to the source"),
+                    }
+                }
+                Err(e) => return Err(SyncError::Source(e)),
+            }
+        }
+    }
+
+    async fn try_request(&mut self, db: u32, cmds: &[u8], n: usize) -> Result<Vec<Bytes>, String> {
+        if db != self.db {
+            let d = db.to_string();
+            let r = self
+                .stream
+                .request(&[&[b"SELECT", d.as_bytes()]])
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(e) = error_text(&r[0]) {
+                return Err(format!("SELECT {db}: {e}"));
+            }
+            self.db = db;
+        }
+        self.stream
+            .request_raw(cmds, n)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One SCAN step: the next cursor and the keys (cutover's own left out).
+    async fn scan(&mut self, db: u32, cursor: &[u8]) -> Result<(Bytes, Vec<Bytes>), SyncError> {
+        let mut out = BytesMut::new();
+        let count = SCAN_COUNT.to_string();
+        resp::encode::command(
+            &mut out,
+            [&b"SCAN"[..], cursor, b"COUNT", count.as_bytes()].into_iter(),
+        );
+        let r = self.request(db, &out, 1).await?;
+        let bad = || SyncError::Source("SCAN: unexpected reply".into());
+        if let Some(e) = error_text(&r[0]) {
+            return Err(SyncError::Config(format!("the source refuses SCAN: {e}")));
+        }
+        let parts = array_elements(&r[0]).ok_or_else(bad)?;
+        let [cur, keys] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let next = Bytes::copy_from_slice(bulk(cur).ok_or_else(bad)?);
+        let keys = array_elements(keys)
+            .ok_or_else(bad)?
+            .into_iter()
+            .filter_map(bulk)
+            .filter(|k| !k.starts_with(OWN_PREFIX))
+            .map(Bytes::copy_from_slice)
+            .collect();
+        Ok((next, keys))
+    }
+
+    /// DUMP and expiry of each key, pipelined.
+    async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Read>, SyncError> {
+        let mut out = BytesMut::new();
+        let ttl: &[u8] = if self.abs_expiry { b"PEXPIRETIME" } else { b"PTTL" };
+        for k in keys {
+            resp::encode::command(&mut out, [&b"DUMP"[..], k].into_iter());
+            resp::encode::command(&mut out, [ttl, k].into_iter());
+        }
+        let replies = self.request(db, &out, keys.len() * 2).await?;
+        let now = now_ms();
+        let mut reads = Vec::with_capacity(keys.len());
+        for (k, pair) in keys.iter().zip(replies.chunks(2)) {
+            let [dump, ttl] = pair else {
+                return Err(SyncError::Source("DUMP: missing reply".into()));
+            };
+            if let Some(e) = error_text(dump) {
+                return Err(SyncError::Source(format!(
+                    "DUMP {}: {e}",
+                    crate::reply::show_key(k)
+                )));
+            }
+            let Some(range) = bulk_range(dump) else {
+                reads.push(Read::Gone);
+                continue;
+            };
+            let t = integer(ttl).ok_or_else(|| {
+                SyncError::Source(format!(
+                    "{} {}: unexpected reply",
+                    String::from_utf8_lossy(ttl_name(self.abs_expiry)),
+                    crate::reply::show_key(k)
+                ))
+            })?;
+            let expire_ms = match t {
+                -2 => {
+                    reads.push(Read::Gone);
+                    continue;
+                }
+                t if t < 0 => 0,
+                t if self.abs_expiry => t,
+                t => now + t,
+            };
+            reads.push(Read::Value {
+                payload: dump.slice(range),
+                expire_ms,
+            });
+        }
+        Ok(reads)
+    }
+
+    /// The dbs holding keys, and how many keys in all.
+    async fn keyspace(&mut self) -> Result<(Vec<u32>, u64), SyncError> {
+        let r = self.request(self.db, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n", 1).await?;
+        let text = String::from_utf8_lossy(&r[0]).into_owned();
+        let ks = cluster::info::keyspace(&text);
+        let total = ks.iter().map(|(_, n)| *n).sum();
+        Ok((ks.into_iter().map(|(d, _)| d).collect(), total))
+    }
+}
+
+fn ttl_name(abs: bool) -> &'static [u8] {
+    if abs {
+        b"PEXPIRETIME"
+    } else {
+        b"PTTL"
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The bytes of a bulk string frame (None for nil and other types).
+fn bulk(frame: &[u8]) -> Option<&[u8]> {
+    bulk_range(frame).map(|r| &frame[r])
+}
+
+fn bulk_range(frame: &[u8]) -> Option<std::ops::Range<usize>> {
+    if frame.first() != Some(&b'$') {
+        return None;
+    }
+    let end = memchr::memchr(b'\r', frame)?;
+    let n: i64 = std::str::from_utf8(&frame[1..end]).ok()?.parse().ok()?;
+    let n = usize::try_from(n).ok()?;
+    let start = end + 2;
+    (frame.len() >= start + n).then_some(start..start + n)
+}
+
+fn integer(frame: &[u8]) -> Option<i64> {
+    if frame.first() != Some(&b':') {
+        return None;
+    }
+    let end = memchr::memchr(b'\r', frame)?;
+    std::str::from_utf8(&frame[1..end]).ok()?.parse().ok()
+}
+
+/// Keeps the copy under `max_ops` keys per second.
+struct Pacer {
+    per_key: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(max_ops: u64) -> Pacer {
+        Pacer {
+            per_key: (max_ops > 0).then(|| Duration::from_secs_f64(1.0 / max_ops as f64)),
+            next: Instant::now(),
+        }
+    }
+    async fn take(&mut self, keys: usize) {
+        let Some(per) = self.per_key else {
+            return;
+        };
+        let now = Instant::now();
+        if self.next > now {
+            tokio::time::sleep_until(self.next.into()).await;
+        }
+        self.next = self.next.max(now) + per * keys as u32;
+    }
+}
+
+/// The first pass as an RDB: header (the payloads' RDB version), then per key its db,
+/// expiry, type, name and value bytes, then EOF and the CRC64 of it all.
+pub(crate) struct RdbOut {
+    buf: BytesMut,
+    crc: u64,
+    version: Option<u16>,
+    db: Option<u32>,
+}
+
+impl RdbOut {
+    pub(crate) fn new() -> RdbOut {
+        RdbOut {
+            buf: BytesMut::with_capacity(CHUNK * 2),
+            crc: 0,
+            version: None,
+            db: None,
+        }
+    }
+
+    fn header(&mut self, version: u16) {
+        self.buf
+            .extend_from_slice(format!("REDIS{version:04}").as_bytes());
+        self.version = Some(version);
+    }
+
+    /// Adds a key from its DUMP payload.
+    pub(crate) fn key(
+        &mut self,
+        db: u32,
+        key: &[u8],
+        payload: &[u8],
+        expire_ms: i64,
+    ) -> Result<(), SyncError> {
+        let n = payload.len();
+        if n < 11 {
+            return Err(SyncError::Source(format!(
+                "DUMP {}: payload too short",
+                crate::reply::show_key(key)
+            )));
+        }
+        let version = u16::from_le_bytes([payload[n - 10], payload[n - 9]]);
+        match self.version {
+            None => self.header(version),
+            Some(v) if v != version => {
+                return Err(SyncError::Source(format!(
+                    "DUMP payloads of two RDB versions ({v} and {version})"
+                )))
+            }
+            Some(_) => {}
+        }
+        if self.db != Some(db) {
+            self.buf.extend_from_slice(&[0xFE]);
+            write_len(&mut self.buf, u64::from(db));
+            self.db = Some(db);
+        }
+        if expire_ms > 0 {
+            self.buf.extend_from_slice(&[0xFC]);
+            self.buf.extend_from_slice(&(expire_ms as u64).to_le_bytes());
+        }
+        self.buf.extend_from_slice(&payload[..1]);
+        write_len(&mut self.buf, key.len() as u64);
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(&payload[1..n - 10]);
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What was written since the last take.
+    pub(crate) fn take(&mut self) -> Bytes {
+        self.crc = crc64(self.crc, &self.buf);
+        self.buf.split().freeze()
+    }
+
+    /// The end: EOF and checksum (an empty source: an empty RDB of version 9).
+    pub(crate) fn finish(&mut self) -> Bytes {
+        if self.version.is_none() {
+            self.header(9);
+        }
+        self.buf.extend_from_slice(&[0xFF]);
+        let crc = crc64(self.crc, &self.buf);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.buf.split().freeze()
+    }
+}
+
+/// RDB length encoding.
+fn write_len(out: &mut BytesMut, n: u64) {
+    if n < 64 {
+        out.extend_from_slice(&[n as u8]);
+    } else if n < 16384 {
+        out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+    } else if n <= u64::from(u32::MAX) {
+        out.extend_from_slice(&[0x80]);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[0x81]);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// The stream: commands that make the target's copy of a key what the source holds.
+struct StreamOut {
+    buf: BytesMut,
+    db: Option<u32>,
+    /// Stream offset of the end of what was handed over.
+    produced: i64,
+}
+
+impl StreamOut {
+    fn select(&mut self, db: u32) {
+        if self.db != Some(db) {
+            let d = db.to_string();
+            resp::encode::command(&mut self.buf, [&b"SELECT"[..], d.as_bytes()].into_iter());
+            self.db = Some(db);
+        }
+    }
+    fn restore(&mut self, db: u32, key: &[u8], payload: &[u8], expire_ms: i64) {
+        self.select(db);
+        let t = expire_ms.max(0).to_string();
+        if expire_ms > 0 {
+            resp::encode::command(
+                &mut self.buf,
+                [&b"RESTORE"[..], key, t.as_bytes(), payload, b"ABSTTL", b"REPLACE"].into_iter(),
+            );
+        } else {
+            resp::encode::command(
+                &mut self.buf,
+                [&b"RESTORE"[..], key, b"0", payload, b"REPLACE"].into_iter(),
+            );
+        }
+    }
+    fn del(&mut self, db: u32, key: &[u8]) {
+        self.select(db);
+        resp::encode::command(&mut self.buf, [&b"DEL"[..], key].into_iter());
+    }
+    fn barrier(&mut self, b: Barrier) {
+        match b {
+            Barrier::Flush(None) => {
+                resp::encode::command(&mut self.buf, [&b"FLUSHALL"[..]].into_iter())
+            }
+            Barrier::Flush(Some(d)) => {
+                self.select(d);
+                resp::encode::command(&mut self.buf, [&b"FLUSHDB"[..]].into_iter());
+            }
+            Barrier::Swap(a, b) => {
+                self.barrier(Barrier::Flush(Some(a)));
+                self.barrier(Barrier::Flush(Some(b)));
+            }
+        }
+    }
+    fn take(&mut self) -> Option<Bytes> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.produced += self.buf.len() as i64;
+        Some(self.buf.split().freeze())
+    }
+}
+
+/// A db being copied again (after a barrier or an overflow), from its cursor.
+struct Rescan {
+    db: u32,
+    cursor: Bytes,
+}
+
+struct Copier {
+    conn: Conn,
+    spec: ScanSpec,
+    pacer: Pacer,
+}
+
+type Tx = mpsc::Sender<Result<Bytes, SyncError>>;
+
+impl Copier {
+    async fn run(mut self, rdb_tx: Tx, stream_tx: Tx) {
+        let r = self.first_pass(&rdb_tx).await;
+        if let Err(e) = r {
+            let _ = rdb_tx.send(Err(e)).await;
+            return;
+        }
+        drop(rdb_tx);
+        if let Err(e) = self.rounds(&stream_tx).await {
+            let _ = stream_tx.send(Err(e)).await;
+        }
+    }
+
+    fn progress(&self) -> &crate::tracking::ScanProgress {
+        &self.spec.tracker.progress
+    }
+
+    /// Every key of every db, as an RDB.
+    async fn first_pass(&mut self, tx: &Tx) -> Result<(), SyncError> {
+        let started = Instant::now();
+        let tracker = self.spec.tracker.clone();
+        let (dbs, total) = self.conn.keyspace().await?;
+        let p = self.progress();
+        p.set_state(crate::tracking::ScanState::Copy);
+        p.keys_total.store(total, Ordering::Relaxed);
+        p.keys_copied.store(0, Ordering::Relaxed);
+        tracing::info!(keys = total, dbs = dbs.len(), "SCAN copy: first pass");
+        let mut out = RdbOut::new();
+        for db in dbs {
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                let (next, keys) = self.conn.scan(db, &cursor).await?;
+                if !keys.is_empty() {
+                    for k in &keys {
+                        tracker.clear(db, k);
+                    }
+                    self.pacer.take(keys.len()).await;
+                    let reads = self.conn.read(db, &keys).await?;
+                    for (k, r) in keys.iter().zip(reads) {
+                        match r {
+                            // Deleted meanwhile, maybe after an earlier visit copied it:
+                            // the rounds delete it on the target.
+                            Read::Gone => tracker.mark(db, k),
+                            Read::Value { payload, expire_ms } => {
+                                out.key(db, k, &payload, expire_ms)?
+                            }
+                        }
+                    }
+                    self.progress()
+                        .keys_copied
+                        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                    if out.len() >= CHUNK && tx.send(Ok(out.take())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if &next[..] == b"0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let last = out.take();
+        let end = out.finish();
+        let _ = tx.send(Ok(last)).await;
+        let _ = tx.send(Ok(end)).await;
+        tracing::info!(
+            keys = self.progress().keys_copied.load(Ordering::Relaxed),
+            secs = started.elapsed().as_secs_f64(),
+            dirty = tracker.dirty_keys(),
+            "SCAN copy: first pass read; copying what changed since, in rounds"
+        );
+        Ok(())
+    }
+
+    /// Then, for ever: barriers, rescans, dirty keys; the fence once nothing is left.
+    async fn rounds(&mut self, tx: &Tx) -> Result<(), SyncError> {
+        let tracker = self.spec.tracker.clone();
+        self.progress().set_state(crate::tracking::ScanState::Rounds);
+        let mut out = StreamOut {
+            buf: BytesMut::new(),
+            db: None,
+            produced: 0,
+        };
+        let mut rescans: std::collections::VecDeque<Rescan> = Default::default();
+        let mut batch: Vec<(u32, Bytes)> = Vec::with_capacity(SCAN_COUNT);
+        let mut in_round = false;
+        loop {
+            for b in tracker.take_barriers() {
+                out.barrier(b);
+                let dbs = match b {
+                    Barrier::Flush(Some(d)) => vec![d],
+                    Barrier::Swap(a, b) => vec![a, b],
+                    Barrier::Flush(None) => self.conn.keyspace().await?.0,
+                };
+                rescans.retain(|r| !dbs.contains(&r.db));
+                rescans.extend(dbs.into_iter().map(|db| Rescan {
+                    db,
+                    cursor: Bytes::from_static(b"0"),
+                }));
+            }
+            if tracker.take_rescan() {
+                rescans.clear();
+                let (dbs, _) = self.conn.keyspace().await?;
+                rescans.extend(dbs.into_iter().map(|db| Rescan {
+                    db,
+                    cursor: Bytes::from_static(b"0"),
+                }));
+            }
+            batch.clear();
+            if let Some(r) = rescans.front_mut() {
+                let db = r.db;
+                let (next, keys) = self.conn.scan(db, &r.cursor).await?;
+                if &next[..] == b"0" {
+                    rescans.pop_front();
+                } else {
+                    r.cursor = next;
+                }
+                for k in keys {
+                    tracker.clear(db, &k);
+                    batch.push((db, k));
+                }
+            } else {
+                tracker.take(SCAN_COUNT, &mut batch);
+            }
+            if batch.is_empty() && rescans.is_empty() {
+                if let Some(b) = out.take() {
+                    if tx.send(Ok(b)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if in_round {
+                    in_round = false;
+                    self.progress().rounds.fetch_add(1, Ordering::Relaxed);
+                }
+                if tracker.fence_wanted() && tracker.dirty_keys() == 0 && !tracker.rescan_owed()
+                {
+                    tracker.answer_fences(out.produced);
+                }
+                tracker.wait(Duration::from_millis(100)).await;
+                continue;
+            }
+            in_round = true;
+            self.copy(&batch, &mut out).await?;
+            if out.buf.len() >= CHUNK {
+                if let Some(b) = out.take() {
+                    if tx.send(Ok(b)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `keys` (grouped by db, in order) and writes their commands.
+    async fn copy(&mut self, keys: &[(u32, Bytes)], out: &mut StreamOut) -> Result<(), SyncError> {
+        self.pacer.take(keys.len()).await;
+        let mut i = 0;
+        while i < keys.len() {
+            let db = keys[i].0;
+            let j = keys[i..]
+                .iter()
+                .position(|(d, _)| *d != db)
+                .map_or(keys.len(), |p| i + p);
+            let names: Vec<Bytes> = keys[i..j].iter().map(|(_, k)| k.clone()).collect();
+            let reads = self.conn.read(db, &names).await?;
+            for (k, r) in names.iter().zip(reads) {
+                match r {
+                    Read::Gone => out.del(db, k),
+                    Read::Value { payload, expire_ms } => out.restore(db, k, &payload, expire_ms),
+                }
+            }
+            self.progress()
+                .keys_recopied
+                .fetch_add(names.len() as u64, Ordering::Relaxed);
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every key of `source` into an RDB file's bytes, handed to `sink` chunk by chunk
+/// (`cutover dump --source-mode scan`). Returns how many keys it holds.
+pub async fn dump_rdb(
+    source: &Arc<Connector>,
+    max_ops: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), SyncError>,
+) -> Result<u64, SyncError> {
+    let mut conn = Conn::connect(source).await?;
+    let mut pacer = Pacer::new(max_ops);
+    let (dbs, _) = conn.keyspace().await?;
+    let mut out = RdbOut::new();
+    let mut keys_written = 0u64;
+    for db in dbs {
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let (next, keys) = conn.scan(db, &cursor).await?;
+            pacer.take(keys.len()).await;
+            let reads = conn.read(db, &keys).await?;
+            for (k, r) in keys.iter().zip(reads) {
+                if let Read::Value { payload, expire_ms } = r {
+                    out.key(db, k, &payload, expire_ms)?;
+                    keys_written += 1;
+                }
+            }
+            if out.len() >= CHUNK {
+                sink(&out.take())?;
+            }
+            if &next[..] == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    sink(&out.take())?;
+    sink(&out.finish())?;
+    Ok(keys_written)
+}
+
+#[cfg(test)]
+mod tests;
+
