@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::session::Shared;
 use crate::stats::Stats;
 
-/// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>]`.
+/// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>]`.
 fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Options, String> {
     let mut o = crate::cutover::Options {
         timeout: std::time::Duration::from_millis(timeout_ms),
@@ -40,9 +40,13 @@ fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Op
                 o.max_lag = num(i + 1)?;
                 i += 1;
             }
+            b"MAXDIRTY" => {
+                o.max_dirty = Some(num(i + 1)?);
+                i += 1;
+            }
             _ => {
                 return Err(format!(
-                    "ERR syntax: CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] (got '{}')",
+                    "ERR syntax: CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] (got '{}')",
                     String::from_utf8_lossy(&args[i][..args[i].len().min(32)])
                 ))
             }
@@ -247,7 +251,7 @@ where
                 b"HELP" => {
                     let lines: [&[u8]; 6] = [
                         b"STATUS - proxy, route and counters as field:value lines",
-                        b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] - switch every client to the target",
+                        b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] - switch every client to the target",
                         b"FINISH - after CUTOVER: mark the source finished, remove cutover's keys from the target",
                         b"PING",
                         b"AUTH <password> - when admin.password is set",
@@ -422,7 +426,32 @@ pub fn status(sh: &Shared) -> String {
         Some(sy) => {
             // The whole (sums; the least advanced state), then each link of a cluster
             // source on one line, as INFO shows replicas.
-            line("sync_state", &sy.state().as_str());
+            match sy.scanning() {
+                Some(t) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let p = &t.progress;
+                    // The SCAN copy's own names for the states clients see.
+                    let state = match sy.state() {
+                        sync::SyncState::FullSync => p.state().as_str(),
+                        sync::SyncState::Streaming => "scan_rounds",
+                        s => s.as_str(),
+                    };
+                    line("sync_state", &state);
+                    line("sync_mode", &"scan");
+                    line("scan_keys_total", &p.keys_total.load(Relaxed));
+                    line("scan_keys_copied", &p.keys_copied.load(Relaxed));
+                    line("scan_keys_recopied", &p.keys_recopied.load(Relaxed));
+                    line("scan_rounds", &p.rounds.load(Relaxed));
+                    line("dirty_keys", &t.dirty_keys());
+                    line("dirty_bytes", &t.dirty_key_bytes());
+                    line("dirty_overflows", &t.overflows.load(Relaxed));
+                    line("untracked_writes", &t.untracked_scripts.load(Relaxed));
+                }
+                None => {
+                    line("sync_state", &sy.state().as_str());
+                    line("sync_mode", &"psync");
+                }
+            }
             let target = sh.settings.target.as_ref().map(|t| t.url.addr());
             line("target", &target.unwrap_or_default());
             line("source_offset", &sy.source_offset());

@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// to continue from the replication offset inside it.
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// How the data is read: auto (PSYNC, else the SCAN copy), psync, or scan (sources
+    /// that refuse replication: SCAN + DUMP, with the proxy tracking written keys).
+    #[arg(long, value_parser = ["auto", "psync", "scan"])]
+    pub source_mode: Option<String>,
     /// TLS for applications: certificate chain (PEM); with --tls-key-file.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
@@ -156,6 +160,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.seed {
             cfg.sync.seed = v.display().to_string();
+        }
+        if let Some(v) = &self.source_mode {
+            cfg.sync.source_mode = v.clone();
         }
         if let Some(v) = &self.tls_cert_file {
             cfg.proxy.tls_cert_file = Some(v.clone());

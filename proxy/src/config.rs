@@ -64,6 +64,23 @@ pub struct SyncSection {
     /// cluster lists them), at most one per master; a master with none listed links
     /// through the first replica the slot map gives.
     pub source_replicas: Vec<String>,
+    /// How the data is read: `psync` (as a replica), `scan` (SCAN + DUMP, for sources that
+    /// refuse replication, with the proxy tracking the keys written), or `auto` (default:
+    /// PSYNC, and the SCAN copy when the source refuses it).
+    pub source_mode: String,
+    /// The SCAN copy reads at most this many keys per second (0: no limit).
+    pub scan_max_ops: u64,
+    /// The SCAN copy's dirty set holds at most this many keys; past it, every key is
+    /// copied again instead (nothing is lost; more is copied).
+    pub scan_max_dirty_keys: u64,
+}
+
+/// `sync.source_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceMode {
+    Auto,
+    Psync,
+    Scan,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +123,9 @@ impl Default for SyncSection {
             cross_slot_transactions: "split".into(),
             source_nodes: "masters".into(),
             source_replicas: Vec::new(),
+            source_mode: "auto".into(),
+            scan_max_ops: 0,
+            scan_max_dirty_keys: 10_000_000,
         }
     }
 }
@@ -307,6 +327,9 @@ pub struct SyncSettings {
     pub from_replicas: bool,
     /// The replicas named in `sync.source_replicas` (only with `from_replicas`).
     pub chosen_replicas: Vec<cluster::slots::NodeAddr>,
+    pub source_mode: SourceMode,
+    pub scan_max_ops: u64,
+    pub scan_max_dirty_keys: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +500,23 @@ impl Config {
                         format!("`{v}`: expected \"split\" or \"stop\""),
                     ))
                 }
+            },
+            source_mode: match sy.source_mode.as_str() {
+                "auto" => SourceMode::Auto,
+                "psync" => SourceMode::Psync,
+                "scan" => SourceMode::Scan,
+                v => {
+                    return Err(err(
+                        "sync.source_mode",
+                        format!("`{v}`: expected \"auto\", \"psync\" or \"scan\""),
+                    ))
+                }
+            },
+            scan_max_ops: sy.scan_max_ops,
+            scan_max_dirty_keys: if sy.scan_max_dirty_keys == 0 {
+                return Err(err("sync.scan_max_dirty_keys", "must be at least 1".into()));
+            } else {
+                sy.scan_max_dirty_keys
             },
             from_replicas: match sy.source_nodes.as_str() {
                 "masters" => false,

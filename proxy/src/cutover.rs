@@ -13,6 +13,13 @@
 //! A cluster source has one replication link per master: each master is fenced (paused,
 //! its own offset read), the catch-up waits for every link to reach its master's offset,
 //! every link stops at its own, and an abort unpauses every master.
+//!
+//! A source copied by SCAN (no replication) is fenced by the tracker instead: once the
+//! drain is done every write through the proxy has marked its keys, so the copier copies
+//! the last dirty keys and names the stream offset that covers them; the catch-up waits
+//! for it as for a replication offset. `CLIENT PAUSE WRITE` is asked for (it stops writers
+//! that bypass the proxy, and expiry) but a source that refuses it does not stop the
+//! switch: that is said in the log and the reply.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -94,6 +101,8 @@ pub struct Options {
     pub timeout: Duration,
     pub max_lag: u64,
     pub check_only: bool,
+    /// SCAN copy: refuse when more keys than this are dirty (left for the pause).
+    pub max_dirty: Option<u64>,
 }
 
 impl Default for Options {
@@ -102,6 +111,7 @@ impl Default for Options {
             timeout: Duration::from_millis(2000),
             max_lag: 1024 * 1024,
             check_only: false,
+            max_dirty: None,
         }
     }
 }
@@ -133,6 +143,15 @@ fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
     };
     if sh.target.load().is_none() {
         return Err("the target has not answered since cutover started".into());
+    }
+    if let (Some(t), Some(max)) = (sync.scanning(), opts.max_dirty) {
+        let dirty = t.dirty_keys();
+        if dirty > max || t.rescan_owed() {
+            return Err(format!(
+                "{dirty} keys are dirty (written since the SCAN copy copied them), above MAXDIRTY {max}{}",
+                if t.rescan_owed() { "; a rescan of every key is owed" } else { "" }
+            ));
+        }
     }
     let state = sync.state();
     if state != sync::SyncState::Streaming {
@@ -181,6 +200,7 @@ pub fn spawn_auto(sh: Arc<Shared>) {
                 timeout: Duration::from_millis(c.timeout_ms),
                 max_lag: c.auto_max_lag.max(1),
                 check_only: false,
+                max_dirty: None,
             };
             tracing::info!(
                 max_lag = c.auto_max_lag,
@@ -258,6 +278,8 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     let (mut src, tgt, mut masters, mut loaded) = prepared;
 
     let gate_at = Instant::now();
+    // Whether the source's writes are paused (a SCAN-copied source may refuse it).
+    let mut paused = true;
     sh.cutover.set(State::Gating);
     sh.router.resubscribed.store(0, Ordering::Relaxed);
     sh.router.close_gate();
@@ -286,6 +308,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         // Every master of the source paused first, then each one's offset read: no link's
         // master takes a write once the first offset is read.
         let pause = pause_ms.to_string();
+        let scanning = sync.scanning().cloned();
         for (l, c) in sync.links.iter().zip(src.iter_mut()) {
             let r = request(
                 c,
@@ -294,12 +317,56 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             )
             .await?;
             if r.first() == Some(&b'-') {
+                if scanning.is_some() {
+                    // Managed services may refuse it: the proxy holds its own clients'
+                    // writes anyway; only writers that bypass it (and expiry) go on.
+                    tracing::warn!(
+                        source = %l.addr,
+                        reply = %text(&r),
+                        "the source refused CLIENT PAUSE: switching without it (writers that bypass the proxy are not stopped)"
+                    );
+                    paused = false;
+                    continue;
+                }
                 return Err(format!(
                     "the source {} refused CLIENT PAUSE: {}",
                     l.addr,
                     text(&r)
                 ));
             }
+        }
+        if let Some(t) = scanning {
+            // The last dirty keys, copied while the writes are held.
+            let dirty = t.dirty_keys();
+            let fence = t
+                .fence()
+                .await
+                .map_err(|_| "the SCAN copy stopped before its last copy".to_string())?;
+            tracing::info!(
+                dirty,
+                fence,
+                "SCAN copy: the last dirty keys are copied up to the fence"
+            );
+            crate::fault::point("after_fence");
+            sh.cutover.set(State::CatchingUp);
+            let l = &sync.links[0];
+            while l.status.applied() < fence {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "deadline passed while the target took the last dirty keys: applied {} of {fence}",
+                        l.status.applied()
+                    ));
+                }
+                if sync.state() != sync::SyncState::Streaming {
+                    return Err(format!(
+                        "the syncer left streaming ({})",
+                        sync.state().as_str()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            loaded = load_scripts(sh, &mut masters, loaded).await?;
+            return Ok(vec![fence]);
         }
         let mut fences = Vec::with_capacity(src.len());
         for (l, c) in sync.links.iter().zip(src.iter_mut()) {
@@ -389,6 +456,9 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             for (l, &f) in sync.links.iter().zip(&fences) {
                 l.status.set_fence(f);
             }
+            if let Some(t) = sync.scanning() {
+                t.switched();
+            }
             // One figure for reports: the sum, as the offsets STATUS shows.
             let fence: i64 = fences.iter().sum();
             let held = sh.router.held_clients.load(Ordering::Relaxed);
@@ -427,8 +497,10 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 held,
                 "CUTOVER: clients now go to the target"
             );
-            for (l, c) in sync.links.iter().zip(src) {
-                keep_fenced(sh.clone(), l.source.clone(), c);
+            if paused {
+                for (l, c) in sync.links.iter().zip(src) {
+                    keep_fenced(sh.clone(), l.source.clone(), c);
+                }
             }
             crate::finish::remove_slot_checkpoints(sh.clone(), target.clone());
             Ok(Some(Report {

@@ -33,4 +33,5 @@ pub mod session;
 pub mod stats;
 pub mod syncing;
 pub mod tls;
+pub mod track;
 pub mod upstream;

@@ -128,6 +128,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
         cross_slot: sy.cross_slot,
         scope: None,
         seed: None,
+        scan_fallback: None,
     };
     tracing::info!(input = %args.input.display(), target = %target.url, bytes = total, "restore starting");
     let status = Arc::new(SyncStatus::default());

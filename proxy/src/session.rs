@@ -50,6 +50,7 @@ use crate::config::Settings;
 use crate::metrics::{Kind, Metrics};
 use crate::route::{Route, Router};
 use crate::stats::Stats;
+use crate::track::Touch;
 
 /// What every session shares.
 pub struct Shared {
@@ -77,6 +78,9 @@ pub struct Shared {
     pub clients: crate::clients::Clients,
     /// Stops the syncer (FINISH, shutdown).
     pub stop_sync: tokio::sync::watch::Sender<bool>,
+    /// The SCAN copy's tracker (source_mode scan or auto): the keys written are marked
+    /// once their replies arrive.
+    pub tracker: Option<Arc<sync::tracking::Tracker>>,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.
@@ -137,6 +141,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         reissue_wanted: false,
         stale_dedicated: false,
         next_writes: 0,
+        next_touches: Vec::new(),
+        tx_touches: Vec::new(),
+        tx_db: 0,
         presub_counted: false,
         swap_after_drain: None,
         backend_id: -1,
@@ -174,6 +181,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         + s.batch.writes
         + s.next_writes;
     s.sh.router.add_inflight(-(counted as i64));
+    // Writes this client sent whose replies it left before: marked now, and again a
+    // moment later in case they had not run yet (a mark must follow the write).
+    if let Some(t) = s.sh.tracker.clone().filter(|t| t.enabled()) {
+        let mut left: Vec<Touch> = Vec::new();
+        for p in s.pending.iter_mut() {
+            if let Pending::Backend { touches, .. } | Pending::Exec { touches, .. } = p {
+                left.append(touches);
+            }
+        }
+        left.append(&mut s.batch.touches);
+        left.append(&mut s.next_touches);
+        if !left.is_empty() {
+            crate::track::apply(&t, left.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                crate::track::apply(&t, left);
+            });
+        }
+    }
     if s.held {
         s.sh.router.held_clients.fetch_sub(1, Ordering::Relaxed);
     }
@@ -237,6 +263,8 @@ enum Pending {
         sent: Option<Instant>,
         /// Writes among these commands, counted in `Router::inflight` until all replied.
         writes: u32,
+        /// What they change, for the tracker once all replied (empty unless tracking).
+        touches: Vec<Touch>,
     },
     /// The proxy's own reply, waiting for earlier backend replies.
     Local(Bytes),
@@ -246,6 +274,7 @@ enum Pending {
         queued: Vec<Queued>,
         discard: bool,
         writes: u32,
+        touches: Vec<Touch>,
     },
 }
 
@@ -283,6 +312,8 @@ struct BatchAcc {
     flags: u8,
     /// Writes in it, already counted in `Router::inflight`.
     writes: u32,
+    /// What they change (tracking only).
+    touches: Vec<Touch>,
 }
 
 /// Client state a forwarded command changes.
@@ -372,6 +403,12 @@ struct Session {
     stale_dedicated: bool,
     /// Writes already counted in `Router::inflight` for the next `send`.
     next_writes: u32,
+    /// What the next `send`'s writes change (tracking only).
+    next_touches: Vec<Touch>,
+    /// What the commands queued since MULTI change: marked at EXEC's reply.
+    tx_touches: Vec<Touch>,
+    /// The db the commands queued since MULTI run in (a queued SELECT changes it).
+    tx_db: u32,
     /// This client's target subscriptions are confirmed and counted in
     /// `Router::resubscribed`.
     presub_counted: bool,
@@ -694,6 +731,21 @@ impl Session {
                     effect,
                 } => {
                     let w = is_write as u32;
+                    // What the write changes, for the SCAN copy's tracker.
+                    let mut touched: Vec<Touch> = Vec::new();
+                    if w == 1 && self.sh.tracker.as_ref().is_some_and(|t| t.enabled()) {
+                        let base: &[u8] = if inline {
+                            self.parser.inline_encoded()
+                        } else {
+                            &self.inbuf[self.batch.end..self.batch.end + frame.len]
+                        };
+                        let db = if self.st.in_multi {
+                            self.tx_db
+                        } else {
+                            self.st.db
+                        };
+                        crate::track::touches(base, self.parser.args(), db, &mut touched);
+                    }
                     if dedicated && self.dedicated.is_none() {
                         self.flush_batch();
                         if self.owed > 0 {
@@ -722,12 +774,15 @@ impl Session {
                         | Effect::Script(_)
                             if refused => {}
                         Effect::SetDb(db) if self.st.in_multi => {
+                            self.tx_db = db;
                             self.queued.push(Queued::Remote { set_db: Some(db) })
                         }
                         Effect::SetDb(db) => self.st.db = db,
                         Effect::Multi if !self.st.in_multi => {
                             self.set_in_multi(true);
                             self.queued.clear();
+                            self.tx_touches.clear();
+                            self.tx_db = self.st.db;
                         }
                         Effect::Exec if self.st.in_multi && self.st.watch_broken => {
                             // The WATCH was made on the source; the keys it guarded may have
@@ -737,6 +792,7 @@ impl Session {
                             self.st.watching = false;
                             self.st.watch_broken = false;
                             self.queued.clear();
+                            self.tx_touches.clear();
                             self.flush_batch();
                             self.inbuf.advance(frame.len);
                             let mut d = BytesMut::new();
@@ -760,6 +816,8 @@ impl Session {
                         Effect::Exec if self.st.in_multi => {
                             self.set_in_multi(false);
                             self.st.watching = false;
+                            // The queued writes run now: marked at EXEC's reply.
+                            touched.append(&mut self.tx_touches);
                             let queued = std::mem::take(&mut self.queued);
                             let special = queued
                                 .iter()
@@ -773,6 +831,7 @@ impl Session {
                             self.st.watching = false;
                             self.st.watch_broken = false;
                             self.queued.clear();
+                            self.tx_touches.clear();
                         }
                         Effect::Subscribe(k) | Effect::Unsubscribe(k) => {
                             if matches!(effect, Effect::Subscribe(_)) {
@@ -841,6 +900,10 @@ impl Session {
                         }
                         _ => {}
                     }
+                    if self.st.in_multi {
+                        // Queued: it runs at EXEC.
+                        self.tx_touches.append(&mut touched);
+                    }
                     if let Some(queued) = exec_queued {
                         // The EXEC travels alone so its reply arrives as exactly one frame.
                         self.flush_batch();
@@ -853,18 +916,21 @@ impl Session {
                             self.inbuf.advance(frame.len);
                         }
                         self.next_writes += w;
+                        self.next_touches.append(&mut touched);
                         self.send_exec(data, queued);
                     } else if inline {
                         self.flush_batch();
                         let data = Bytes::copy_from_slice(self.parser.inline_encoded());
                         self.inbuf.advance(frame.len);
                         self.next_writes += w;
+                        self.next_touches.append(&mut touched);
                         self.send(data, count, flags);
                     } else {
                         self.batch.end += frame.len;
                         self.batch.count += count;
                         self.batch.flags |= flags;
                         self.batch.writes += w;
+                        self.batch.touches.append(&mut touched);
                         self.hints.push(Hint {
                             len: frame.len as u32,
                             slot,
@@ -947,6 +1013,7 @@ impl Session {
         let data = self.inbuf.split_to(self.batch.end).freeze();
         let (count, flags) = (self.batch.count, self.batch.flags);
         self.next_writes += self.batch.writes;
+        self.next_touches.append(&mut self.batch.touches);
         self.batch = BatchAcc::default();
         let mut hints = std::mem::take(&mut self.hints);
         self.send_hinted(data, count, flags, &hints);
@@ -1122,13 +1189,16 @@ impl Session {
             if let Pending::Backend {
                 remaining: 1,
                 writes,
+                touches,
                 ..
-            } = *last
+            } = last
             {
+                let (writes, touches) = (*writes, std::mem::take(touches));
                 *last = Pending::Exec {
                     queued,
                     discard,
                     writes,
+                    touches,
                 };
             }
         }
@@ -1189,11 +1259,24 @@ impl Session {
         out.freeze()
     }
 
+    /// Hands what writes that have run changed to the tracker.
+    fn touch(&self, touches: Vec<Touch>) {
+        if touches.is_empty() {
+            return;
+        }
+        if let Some(t) = &self.sh.tracker {
+            crate::track::apply(t, touches);
+        }
+    }
+
     fn push_pending(&mut self, count: u32) {
         if count == 0 {
             // Nothing will answer: the writes counted for it are not in flight.
             let w = std::mem::take(&mut self.next_writes);
             self.sh.router.add_inflight(-(w as i64));
+            // No reply will say when they ran (CLIENT REPLY OFF): marked as they leave.
+            let touches = std::mem::take(&mut self.next_touches);
+            self.touch(touches);
             return;
         }
         let discard = self.st.reply_mode != ReplyMode::On;
@@ -1203,11 +1286,13 @@ impl Session {
         self.batches_sent = self.batches_sent.wrapping_add(1);
         let sent = (self.batches_sent & (LATENCY_SAMPLE - 1) == 0).then(Instant::now);
         let writes = std::mem::take(&mut self.next_writes);
+        let touches = std::mem::take(&mut self.next_touches);
         self.pending.push_back(Pending::Backend {
             remaining: count,
             discard,
             sent,
             writes,
+            touches,
         });
         self.owed += count;
     }
@@ -1286,8 +1371,10 @@ impl Session {
                 queued,
                 discard,
                 writes,
+                touches,
             }) = self.pending.pop_front()
             {
+                self.touch(touches);
                 self.sh.router.add_inflight(-(writes as i64));
                 let data = if r.kind == ReplyKind::Data {
                     self.splice_exec(r.data, queued)
@@ -1307,6 +1394,7 @@ impl Session {
             discard,
             sent,
             writes,
+            touches,
         }) = self.pending.front_mut()
         else {
             // Cannot happen: replies only come for batches we recorded.
@@ -1343,6 +1431,14 @@ impl Session {
         *remaining -= n;
         self.owed -= n;
         if *remaining == 0 {
+            // Marked before the write leaves the in-flight count: once the cutover's drain
+            // sees zero, every mark is in.
+            if !touches.is_empty() {
+                let t = std::mem::take(touches);
+                if let Some(tr) = &self.sh.tracker {
+                    crate::track::apply(tr, t);
+                }
+            }
             self.sh.router.add_inflight(-(*writes as i64));
             if let Some(sent) = sent {
                 self.sh.metrics.latency.record(sent.elapsed().as_secs_f64());

@@ -26,8 +26,31 @@ pub fn start(
         )
         .context("source")?,
     );
+    use crate::config::SourceMode;
+    let tracker = match (settings.sync.source_mode, source.cluster()) {
+        (SourceMode::Psync, _) => None,
+        (SourceMode::Scan, Some(_)) => anyhow::bail!(
+            "sync.source_mode = \"scan\" takes a standalone source for now; the source {} is a Redis Cluster (its masters grant PSYNC? then use \"psync\")",
+            source.addr()
+        ),
+        (SourceMode::Auto, Some(_)) => None,
+        (mode, None) => Some(Arc::new(sync::tracking::Tracker::new(
+            settings.sync.scan_max_dirty_keys,
+            mode == SourceMode::Scan,
+        ))),
+    };
+    let scan_spec = tracker.as_ref().map(|t| sync::source::scan::ScanSpec {
+        source: seed.clone(),
+        tracker: t.clone(),
+        max_ops: settings.sync.scan_max_ops,
+    });
+    let (source_spec, scan_fallback) = match (settings.sync.source_mode, scan_spec) {
+        (SourceMode::Scan, Some(spec)) => (sync::source::SourceSpec::Scan(spec), None),
+        (_, spec) => (sync::source::SourceSpec::Link(seed.clone()), spec),
+    };
     let cfg = sync::SyncConfig {
-        source: sync::source::SourceSpec::Link(seed.clone()),
+        source: source_spec,
+        scan_fallback,
         target: Arc::new(
             cluster::Connector::new(
                 target.url.clone(),
@@ -62,7 +85,7 @@ pub fn start(
             let status = Arc::new(SyncStatus::default());
             tracing::info!(target = %target.url, "syncer starting");
             tokio::spawn(sync::syncer::run(cfg, status.clone(), stop));
-            Arc::new(SyncSet::single(source.addr(), seed, status))
+            Arc::new(SyncSet::single(source.addr(), seed, status).with_tracker(tracker))
         }
         Some(topo) => {
             // The masters and their slots as the proxy found them at start; the links

@@ -67,6 +67,8 @@ pub struct SyncConfig {
     /// An RDB that fills a target holding no checkpoint yet, before the source is asked to
     /// continue from the replication offset it names (`--seed`).
     pub seed: Option<std::path::PathBuf>,
+    /// `auto` mode: the SCAN copy to fall back to when the source refuses replication.
+    pub scan_fallback: Option<crate::source::scan::ScanSpec>,
 }
 
 impl SyncConfig {

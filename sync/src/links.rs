@@ -29,6 +29,9 @@ pub struct LinkInfo {
 #[derive(Debug)]
 pub struct SyncSet {
     pub links: Vec<LinkInfo>,
+    /// The SCAN copy's tracker (source_mode scan or auto): the proxy marks the keys
+    /// written; the copy is in use once it is enabled.
+    pub tracker: Option<Arc<crate::tracking::Tracker>>,
     /// Why the whole sync stopped (the source's topology changed...): an error state.
     error: Mutex<Option<String>>,
 }
@@ -37,6 +40,7 @@ impl SyncSet {
     pub fn new(links: Vec<LinkInfo>) -> SyncSet {
         SyncSet {
             links,
+            tracker: None,
             error: Mutex::new(None),
         }
     }
@@ -49,6 +53,17 @@ impl SyncSet {
             source,
             status,
         }])
+    }
+
+    /// With the SCAN copy's tracker.
+    pub fn with_tracker(mut self, t: Option<Arc<crate::tracking::Tracker>>) -> SyncSet {
+        self.tracker = t;
+        self
+    }
+
+    /// The tracker, when the SCAN copy is the way data moves.
+    pub fn scanning(&self) -> Option<&Arc<crate::tracking::Tracker>> {
+        self.tracker.as_ref().filter(|t| t.enabled())
     }
 
     /// Whether the links share the target (a cluster source).

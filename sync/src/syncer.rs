@@ -19,10 +19,10 @@ use crate::status::{SyncState, SyncStatus};
 use crate::SyncError;
 
 /// Runs until `stop` turns true, retrying what can be retried.
-pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
+pub async fn run(mut cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Receiver<bool>) {
     // (The SCAN copy has no replication offset: its lag is what it made and the target
     // has not applied yet.)
-    let poller = match &cfg.source {
+    let mut poller = match &cfg.source {
         crate::source::SourceSpec::Link(c) => {
             Some(tokio::spawn(poll_source_offset(c.clone(), status.clone())))
         }
@@ -38,6 +38,21 @@ pub async fn run(cfg: SyncConfig, status: Arc<SyncStatus>, mut stop: watch::Rece
         match result {
             Ok(Next::Again) => {
                 backoff = Duration::from_millis(100);
+                continue;
+            }
+            Err(SyncError::Forbidden(why)) if cfg.scan_fallback.is_some() => {
+                // `auto`: the source refuses replication (a managed service): the SCAN
+                // copy instead, with the proxy tracking the keys written from now on.
+                tracing::warn!(
+                    refusal = %why,
+                    "the source refuses replication: syncing with the SCAN copy instead (sync.source_mode = \"auto\"); writers that bypass this proxy can't be tracked"
+                );
+                if let Some(spec) = cfg.scan_fallback.take() {
+                    cfg.source = crate::source::SourceSpec::Scan(spec);
+                }
+                if let Some(p) = poller.take() {
+                    p.abort();
+                }
                 continue;
             }
             Err(SyncError::Stopped) | Ok(Next::Done) => {

@@ -82,6 +82,9 @@ pub struct Tracker {
     /// Off until the SCAN copy runs (in `auto` mode, until PSYNC was refused): marking
     /// costs nothing then.
     enabled: AtomicBool,
+    /// The clients were switched to the target: their writes no longer concern the
+    /// source, nothing more is marked.
+    switched: AtomicBool,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     keys: AtomicU64,
@@ -164,6 +167,7 @@ impl Tracker {
     pub fn new(max_keys: u64, enabled: bool) -> Tracker {
         Tracker {
             enabled: AtomicBool::new(enabled),
+            switched: AtomicBool::new(false),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             keys: AtomicU64::new(0),
@@ -196,9 +200,19 @@ impl Tracker {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The cutover switched the clients: from now on their writes go to the target and
+    /// mark nothing.
+    pub fn switched(&self) {
+        self.switched.store(true, Ordering::Release);
+    }
+
+    fn marking(&self) -> bool {
+        self.enabled() && !self.switched.load(Ordering::Acquire)
+    }
+
     /// A write on `key` in `db` has run (its reply passed the proxy).
     pub fn mark(&self, db: u32, key: &[u8]) {
-        if !self.enabled() {
+        if !self.marking() {
             return;
         }
         let added = {
@@ -316,7 +330,7 @@ impl Tracker {
 
     /// FLUSHDB, FLUSHALL or SWAPDB ran on the source through the proxy.
     pub fn barrier(&self, b: Barrier) {
-        if !self.enabled() {
+        if !self.marking() {
             return;
         }
         self.barriers

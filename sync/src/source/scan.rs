@@ -99,7 +99,9 @@ impl Scan {
         loaded: &std::sync::atomic::AtomicU64,
     ) -> Result<(), SyncError> {
         let Some(mut rx) = self.rdb.take() else {
-            return Err(SyncError::Config("internal: the SCAN copy's RDB was read".into()));
+            return Err(SyncError::Config(
+                "internal: the SCAN copy's RDB was read".into(),
+            ));
         };
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
@@ -192,7 +194,9 @@ impl Conn {
                             self.stream = s;
                             self.db = 0;
                         }
-                        Err(e) => tracing::warn!(error = %e, "SCAN copy: reconnecting to the source"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SCAN copy: reconnecting to the source")
+                        }
                     }
                 }
                 Err(e) => return Err(SyncError::Source(e)),
@@ -250,7 +254,11 @@ impl Conn {
     /// DUMP and expiry of each key, pipelined.
     async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Read>, SyncError> {
         let mut out = BytesMut::new();
-        let ttl: &[u8] = if self.abs_expiry { b"PEXPIRETIME" } else { b"PTTL" };
+        let ttl: &[u8] = if self.abs_expiry {
+            b"PEXPIRETIME"
+        } else {
+            b"PTTL"
+        };
         for k in keys {
             resp::encode::command(&mut out, [&b"DUMP"[..], k].into_iter());
             resp::encode::command(&mut out, [ttl, k].into_iter());
@@ -298,7 +306,9 @@ impl Conn {
 
     /// The dbs holding keys, and how many keys in all.
     async fn keyspace(&mut self) -> Result<(Vec<u32>, u64), SyncError> {
-        let r = self.request(self.db, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n", 1).await?;
+        let r = self
+            .request(self.db, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n", 1)
+            .await?;
         let text = String::from_utf8_lossy(&r[0]).into_owned();
         let ks = cluster::info::keyspace(&text);
         let total = ks.iter().map(|(_, n)| *n).sum();
@@ -426,7 +436,8 @@ impl RdbOut {
         }
         if expire_ms > 0 {
             self.buf.extend_from_slice(&[0xFC]);
-            self.buf.extend_from_slice(&(expire_ms as u64).to_le_bytes());
+            self.buf
+                .extend_from_slice(&(expire_ms as u64).to_le_bytes());
         }
         self.buf.extend_from_slice(&payload[..1]);
         write_len(&mut self.buf, key.len() as u64);
@@ -494,7 +505,15 @@ impl StreamOut {
         if expire_ms > 0 {
             resp::encode::command(
                 &mut self.buf,
-                [&b"RESTORE"[..], key, t.as_bytes(), payload, b"ABSTTL", b"REPLACE"].into_iter(),
+                [
+                    &b"RESTORE"[..],
+                    key,
+                    t.as_bytes(),
+                    payload,
+                    b"ABSTTL",
+                    b"REPLACE",
+                ]
+                .into_iter(),
             );
         } else {
             resp::encode::command(
@@ -622,7 +641,8 @@ impl Copier {
     /// Then, for ever: barriers, rescans, dirty keys; the fence once nothing is left.
     async fn rounds(&mut self, tx: &Tx) -> Result<(), SyncError> {
         let tracker = self.spec.tracker.clone();
-        self.progress().set_state(crate::tracking::ScanState::Rounds);
+        self.progress()
+            .set_state(crate::tracking::ScanState::Rounds);
         let mut out = StreamOut {
             buf: BytesMut::new(),
             db: None,
@@ -679,8 +699,7 @@ impl Copier {
                     in_round = false;
                     self.progress().rounds.fetch_add(1, Ordering::Relaxed);
                 }
-                if tracker.fence_wanted() && tracker.dirty_keys() == 0 && !tracker.rescan_owed()
-                {
+                if tracker.fence_wanted() && tracker.dirty_keys() == 0 && !tracker.rescan_owed() {
                     tracker.answer_fences(out.produced);
                 }
                 tracker.wait(Duration::from_millis(100)).await;
@@ -765,4 +784,3 @@ pub async fn dump_rdb(
 
 #[cfg(test)]
 mod tests;
-

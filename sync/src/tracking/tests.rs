@@ -31,7 +31,11 @@ fn a_key_is_marked_once_per_db_and_taken_with_each() {
     assert_eq!(t.dirty_key_bytes(), 1 + 1 + 5);
     assert_eq!(
         taken(&t, 10),
-        vec![(0, b"k".to_vec()), (0, b"other".to_vec()), (3, b"k".to_vec())]
+        vec![
+            (0, b"k".to_vec()),
+            (0, b"other".to_vec()),
+            (3, b"k".to_vec())
+        ]
     );
     assert_eq!(t.dirty_keys(), 0);
     assert_eq!(t.dirty_key_bytes(), 0);
@@ -86,7 +90,11 @@ fn barriers_come_out_in_order() {
     t.barrier(Barrier::Flush(None));
     assert_eq!(
         t.take_barriers(),
-        vec![Barrier::Flush(Some(2)), Barrier::Swap(0, 1), Barrier::Flush(None)]
+        vec![
+            Barrier::Flush(Some(2)),
+            Barrier::Swap(0, 1),
+            Barrier::Flush(None)
+        ]
     );
     assert!(t.take_barriers().is_empty());
 }

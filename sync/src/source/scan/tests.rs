@@ -24,14 +24,21 @@ fn dump_payloads_make_an_rdb_the_reader_takes_back_exactly() {
     let long_key = "k".repeat(20_000);
     let entries = vec![
         entry(0, "a", 0, string_value(b"one"), None),
-        entry(0, &long_key, 0, string_value(&vec![b'x'; 300]), Some(4_102_444_800_000)),
+        entry(
+            0,
+            &long_key,
+            0,
+            string_value(&vec![b'x'; 300]),
+            Some(4_102_444_800_000),
+        ),
         entry(3, "b", 0, string_value(b""), None),
     ];
     let mut out = RdbOut::new();
     let mut file = Vec::new();
     for e in &entries {
         let payload = e.restore_payload(11);
-        out.key(e.db, &e.key, &payload, e.expire_ms.unwrap_or(0)).unwrap();
+        out.key(e.db, &e.key, &payload, e.expire_ms.unwrap_or(0))
+            .unwrap();
         file.extend_from_slice(&out.take());
     }
     file.extend_from_slice(&out.finish());
