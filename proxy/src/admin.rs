@@ -410,6 +410,11 @@ pub fn status(sh: &Shared) -> String {
             .load(std::sync::atomic::Ordering::Relaxed),
     );
     line(
+        "last_cutover_dirty_keys",
+        &co.last_dirty_keys
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    line(
         "held_clients",
         &sh.router
             .held_clients
@@ -430,9 +435,10 @@ pub fn status(sh: &Shared) -> String {
                 Some(t) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     let p = &t.progress;
-                    // The SCAN copy's own names for the states clients see.
+                    // The SCAN copy's own names for the states: the first pass is loaded
+                    // (scan_copy), then the rounds stream.
                     let state = match sy.state() {
-                        sync::SyncState::FullSync => p.state().as_str(),
+                        sync::SyncState::FullSync => "scan_copy",
                         sync::SyncState::Streaming => "scan_rounds",
                         s => s.as_str(),
                     };
@@ -445,7 +451,8 @@ pub fn status(sh: &Shared) -> String {
                     line("dirty_keys", &t.dirty_keys());
                     line("dirty_bytes", &t.dirty_key_bytes());
                     line("dirty_overflows", &t.overflows.load(Relaxed));
-                    line("untracked_writes", &t.untracked_scripts.load(Relaxed));
+                    line("untracked_writes", &t.untracked_writes.load(Relaxed));
+                    line("untracked_script_calls", &t.untracked_scripts.load(Relaxed));
                 }
                 None => {
                     line("sync_state", &sy.state().as_str());

@@ -76,6 +76,8 @@ pub struct CutoverStatus {
     /// First held command to release, in microseconds (STATUS shows milliseconds).
     pub last_pause_us: AtomicU64,
     pub held_clients_max: AtomicU64,
+    /// SCAN copy: the keys dirty when the last CUTOVER asked for the last copy.
+    pub last_dirty_keys: AtomicU64,
     pub fence_offset: AtomicI64,
     /// A CUTOVER is under way (a second one is refused, not queued).
     running: std::sync::atomic::AtomicBool,
@@ -338,6 +340,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         if let Some(t) = scanning {
             // The last dirty keys, copied while the writes are held.
             let dirty = t.dirty_keys();
+            sh.cutover.last_dirty_keys.store(dirty, Ordering::Relaxed);
             let fence = t
                 .fence()
                 .await

@@ -159,6 +159,13 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         tokio::spawn(crate::admin::serve(admin, sh.clone()));
     }
     crate::cutover::spawn_auto(sh.clone());
+    if let Some(t) = &sh.tracker {
+        tokio::spawn(crate::track::watch_untracked(
+            t.clone(),
+            Arc::new(sh.source.connector().clone()),
+            sh.shutdown.clone(),
+        ));
+    }
     tracing::info!(listen = %sh.settings.listen, source = %sh.settings.source.url, "cutover proxy listening");
     let tracker = TaskTracker::new();
     let workers = SessionWorkers::start(sh.settings.session_workers)?;

@@ -744,7 +744,11 @@ impl Session {
                         } else {
                             self.st.db
                         };
-                        crate::track::touches(base, self.parser.args(), db, &mut touched);
+                        let kind =
+                            crate::track::touches(base, self.parser.args(), db, &mut touched);
+                        if let Some(t) = &self.sh.tracker {
+                            crate::track::count(t, kind);
+                        }
                     }
                     if dedicated && self.dedicated.is_none() {
                         self.flush_batch();

@@ -100,6 +100,12 @@ pub struct Tracker {
     pub untracked_scripts: AtomicU64,
     /// Times the set overflowed into a rescan.
     pub overflows: AtomicU64,
+    /// Write commands (and script calls) the proxy forwarded while tracking.
+    pub writes_forwarded: AtomicU64,
+    pub scripts_forwarded: AtomicU64,
+    /// Writes the source counted beyond those (INFO commandstats): writers that bypass
+    /// the proxy, whose keys can't be tracked.
+    pub untracked_writes: AtomicU64,
     /// The copy's figures (STATUS, metrics).
     pub progress: ScanProgress,
 }
@@ -179,6 +185,9 @@ impl Tracker {
             wake: Notify::new(),
             untracked_scripts: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            writes_forwarded: AtomicU64::new(0),
+            scripts_forwarded: AtomicU64::new(0),
+            untracked_writes: AtomicU64::new(0),
             progress: ScanProgress::default(),
         }
     }
@@ -204,6 +213,11 @@ impl Tracker {
     /// mark nothing.
     pub fn switched(&self) {
         self.switched.store(true, Ordering::Release);
+    }
+
+    /// Whether the cutover switched the clients.
+    pub fn is_switched(&self) -> bool {
+        self.switched.load(Ordering::Acquire)
     }
 
     fn marking(&self) -> bool {

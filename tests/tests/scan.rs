@@ -269,3 +269,30 @@ fn an_acl_user_without_replication_or_client_pause_is_copied_and_switched() {
     assert_same_db(&source, &target, 0, "DEBUG");
     assert_bytes(w.cmd(&["INCR", "acl:counter"]), int(2));
 }
+
+#[test]
+fn a_writer_that_bypasses_the_proxy_is_reported() {
+    if skip_direct("the SCAN copy") {
+        return;
+    }
+    let source = managed_source();
+    let target = RedisServer::start();
+    let proxy = Cutover::start(
+        &source,
+        &["--target", &target.url(), "--source-mode", "scan"],
+    );
+    poll_until(WAIT, || proxy.status()["sync_state"] == "scan_rounds");
+    // Writes through the proxy are tracked, then a writer straight to the source is not:
+    // it shows within a few seconds, and only it.
+    let mut p = proxy.wire();
+    for i in 0..200 {
+        assert_bytes(p.cmd(&["SET", &format!("via:{i}"), "1"]), b"+OK\r\n");
+    }
+    let mut s = source.wire();
+    for i in 0..100 {
+        assert_bytes(s.cmd(&["SET", &format!("bypass:{i}"), "1"]), b"+OK\r\n");
+    }
+    poll_until(WAIT, || proxy.status_u64("untracked_writes") >= 100);
+    let n = proxy.status_u64("untracked_writes");
+    assert!(n < 150, "proxied writes counted as untracked: {n}");
+}

@@ -98,3 +98,34 @@ fn apply_marks_only_while_tracking() {
     );
     assert_eq!(t.take_barriers(), vec![Barrier::Flush(Some(0))]);
 }
+
+#[test]
+fn the_source_count_of_writes_sums_write_commands_only() {
+    let info = "# Commandstats\r\n\
+        cmdstat_set:calls=10,usec=5,usec_per_call=0.5,rejected_calls=0,failed_calls=0\r\n\
+        cmdstat_get:calls=100,usec=5,usec_per_call=0.05,rejected_calls=0,failed_calls=0\r\n\
+        cmdstat_incr:calls=3,usec=1\r\n\
+        cmdstat_xgroup|create:calls=2,usec=1\r\n\
+        cmdstat_client|list:calls=7,usec=1\r\n\
+        cmdstat_nosuch:calls=9\r\n";
+    assert_eq!(source_writes(info), 15);
+}
+
+#[test]
+fn kinds_are_told_apart() {
+    let mut out = Vec::new();
+    let k = |parts: &[&str], out: &mut Vec<Touch>| {
+        let mut base = Vec::new();
+        let mut args = Vec::new();
+        for p in parts {
+            let s = base.len();
+            base.extend_from_slice(p.as_bytes());
+            args.push(s..base.len());
+        }
+        touches(&base, &args, 0, out)
+    };
+    assert_eq!(k(&["GET", "a"], &mut out), Kind::Read);
+    assert_eq!(k(&["SET", "a", "1"], &mut out), Kind::Write);
+    assert_eq!(k(&["EVAL", "x", "0"], &mut out), Kind::Script);
+    assert_eq!(k(&["FLUSHDB"], &mut out), Kind::Write);
+}
