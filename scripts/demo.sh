@@ -10,7 +10,8 @@
 # with `cutover dump`, restored with `cutover restore`, and the source's multi-part AOF
 # restored), the cutover under load (CUTOVER on the
 # admin port: the pause it cost, every acknowledged write on the target, no client error),
-# the operator's view (admin STATUS, Prometheus metrics), FINISH, and a quick redis-benchmark:
+# the operator's view (admin STATUS, Prometheus metrics), FINISH, a source that refuses
+# replication (a managed service) copied by SCAN and switched, and a quick redis-benchmark:
 # directly vs through the proxy. Everything it starts is stopped on exit; it never touches
 # port 6379.
 set -euo pipefail
@@ -194,6 +195,45 @@ fi
 say "FINISH: the migration ends; cutover's own keys leave the target, the old source is marked"
 run redis-cli -p "$ADMIN" FINISH
 echo "__cutover:* keys left on the target: $(redis-cli -p "$TGT" --scan --pattern '__cutover:*' | wc -l)"
+
+say "a managed Redis that refuses replication (SYNC/PSYNC/CONFIG renamed away): the SCAN copy, then CUTOVER"
+MSRC=$(free_port); MTGT=$(free_port); MPROXY=$(free_port); MADMIN=$(free_port)
+mkdir -p "$WORK/managed" "$WORK/mtarget"
+redis-server --port "$MSRC" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/managed" \
+  --logfile "$WORK/managed.log" --enable-debug-command yes \
+  --rename-command SYNC '' --rename-command PSYNC '' --rename-command CONFIG '' &
+PIDS+=($!)
+redis-server --port "$MTGT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/mtarget" \
+  --logfile "$WORK/mtarget.log" --enable-debug-command yes &
+PIDS+=($!)
+wait_ping "$MSRC"; wait_ping "$MTGT"
+redis-cli -p "$MSRC" DEBUG POPULATE 200000 managed 100 >/dev/null
+echo "\$ redis-cli -p $MSRC PSYNC ? -1      # what a managed service answers a replica"
+redis-cli -p "$MSRC" PSYNC '?' -1 2>&1 | head -1
+echo "\$ cutover run --listen 127.0.0.1:$MPROXY --source redis://127.0.0.1:$MSRC --target redis://127.0.0.1:$MTGT --admin 127.0.0.1:$MADMIN   # sync.source_mode = auto"
+"$BIN" run --listen "127.0.0.1:$MPROXY" --source "redis://127.0.0.1:$MSRC" --target "redis://127.0.0.1:$MTGT" \
+  --admin "127.0.0.1:$MADMIN" 2>"$WORK/managed-cutover.log" &
+PIDS+=($!)
+wait_ping "$MPROXY" || { cat "$WORK/managed-cutover.log" >&2; exit 1; }
+# An application writing through the proxy all along: it counts its acknowledged INCRs,
+# and deletes keys of the dataset as the copy runs.
+rm -f "$WORK/stop2"
+( n=0; while [ ! -e "$WORK/stop2" ]; do
+    r=$(redis-cli -p "$MPROXY" INCR managed-acked) || { echo "client error" >&2; exit 1; }
+    n=$((n+1)); [ "$r" = "$n" ] || { echo "client saw $r, expected $n" >&2; exit 1; }
+    redis-cli -p "$MPROXY" DEL "managed:$n" >/dev/null
+  done; echo "$n" > "$WORK/acked2" ) &
+COUNTER2=$!
+until redis-cli -p "$MADMIN" STATUS | tr -d '\r' | grep -q '^sync_state:scan_rounds'; do sleep 0.1; done
+grep -o 'the source refuses replication[^"]*' "$WORK/managed-cutover.log" | head -1
+redis-cli -p "$MADMIN" STATUS | tr -d '\r' | grep -E '^(sync_mode|sync_state|scan_keys_total|scan_keys_copied|scan_keys_recopied|scan_rounds|dirty_keys|untracked_writes):'
+sleep 1
+echo "\$ redis-cli -p $MADMIN CUTOVER MAXDIRTY 10000"
+redis-cli -p "$MADMIN" CUTOVER MAXDIRTY 10000
+sleep 0.3
+touch "$WORK/stop2"; wait "$COUNTER2"
+redis-cli -p "$MADMIN" STATUS | tr -d '\r' | grep -E '^(route|last_pause_ms|last_cutover_dirty_keys):'
+echo "acknowledged INCRs: $(cat "$WORK/acked2")   on the target: $(redis-cli -p "$MTGT" GET managed-acked)   (no error seen by the client)"
 
 say "redis-benchmark -c 50 -n 100000 -t set,get (-P 1 and -P 16): the target directly vs through cutover"
 for P in 1 16; do

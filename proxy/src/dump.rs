@@ -23,6 +23,13 @@ pub struct DumpArgs {
     /// Log level or tracing filter (RUST_LOG wins).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// How to read it: auto (over the replication link, else by SCAN + DUMP when the
+    /// source refuses replication), psync, or scan.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "psync", "scan"])]
+    pub source_mode: String,
+    /// SCAN dump: keys read per second at most (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub scan_max_ops: u64,
 }
 
 pub async fn run(args: DumpArgs) -> anyhow::Result<Vec<sync::sink::rdb_file::Dumped>> {
@@ -40,8 +47,26 @@ pub async fn run(args: DumpArgs) -> anyhow::Result<Vec<sync::sink::rdb_file::Dum
     let progress = Arc::new(AtomicU64::new(0));
     let mut out = Vec::new();
     if !sync::sink::is_cluster(&mut conn).await? {
-        out.push(sync::sink::rdb_file::dump(&seed, &args.file, &progress).await?);
+        let scan = || async {
+            let seed = Arc::new(seed.clone());
+            sync::sink::rdb_file::dump_scan(&seed, &args.file, &progress, args.scan_max_ops).await
+        };
+        let dumped = match args.source_mode.as_str() {
+            "scan" => scan().await?,
+            "psync" => sync::sink::rdb_file::dump(&seed, &args.file, &progress).await?,
+            _ => match sync::sink::rdb_file::dump(&seed, &args.file, &progress).await {
+                Err(sync::SyncError::Forbidden(why)) => {
+                    tracing::warn!(refusal = %why, "the source refuses replication: dumping by SCAN + DUMP instead");
+                    scan().await?
+                }
+                r => r?,
+            },
+        };
+        out.push(dumped);
         return Ok(out);
+    }
+    if args.source_mode == "scan" {
+        bail!("--source-mode scan dumps a standalone source; the source is a Redis Cluster");
     }
     let origin = cluster::slots::NodeAddr {
         host: seed.url().host.clone(),

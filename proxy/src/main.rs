@@ -40,13 +40,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             for d in runtime.block_on(cutover::dump::run(args))? {
-                println!(
-                    "dumped {}: {} bytes, replication id {} offset {}",
-                    d.path.display(),
-                    d.bytes,
-                    d.replid,
-                    d.offset
-                );
+                match d.keys {
+                    Some(keys) => println!(
+                        "dumped {}: {} bytes, {keys} keys (by SCAN + DUMP: no replication position, so it restores but can't seed)",
+                        d.path.display(),
+                        d.bytes,
+                    ),
+                    None => println!(
+                        "dumped {}: {} bytes, replication id {} offset {}",
+                        d.path.display(),
+                        d.bytes,
+                        d.replid,
+                        d.offset
+                    ),
+                }
             }
             Ok(())
         }

@@ -26,6 +26,13 @@ pub fn spawn_gauges(set: Arc<SyncSet>) {
         let partial = gauge!("cutover_sync_partial_syncs");
         let spool = gauge!("cutover_sync_spool_bytes");
         let after_fence = gauge!("cutover_source_writes_after_fence");
+        // The SCAN copy's figures (0 until it runs).
+        let scan_total = gauge!("cutover_scan_keys_total");
+        let scan_copied = gauge!("cutover_scan_keys_copied");
+        let scan_recopied = gauge!("cutover_scan_keys_recopied");
+        let scan_rounds = gauge!("cutover_scan_rounds");
+        let dirty = gauge!("cutover_scan_dirty_keys");
+        let untracked = gauge!("cutover_scan_untracked_writes");
         // Per link only when there are several (a cluster source).
         let per_link: Vec<_> = if set.is_multi() {
             set.links
@@ -57,6 +64,16 @@ pub fn spawn_gauges(set: Arc<SyncSet>) {
             partial.set(set.total(|s| &s.partial_syncs) as f64);
             spool.set(set.total(|s| &s.spool_bytes) as f64);
             after_fence.set(set.total(|s| &s.writes_after_fence) as f64);
+            if let Some(t) = set.scanning() {
+                use std::sync::atomic::Ordering::Relaxed;
+                let p = &t.progress;
+                scan_total.set(p.keys_total.load(Relaxed) as f64);
+                scan_copied.set(p.keys_copied.load(Relaxed) as f64);
+                scan_recopied.set(p.keys_recopied.load(Relaxed) as f64);
+                scan_rounds.set(p.rounds.load(Relaxed) as f64);
+                dirty.set(t.dirty_keys() as f64);
+                untracked.set(t.untracked_writes.load(Relaxed) as f64);
+            }
             for (st, state, source, applied, lag) in &per_link {
                 state.set(st.state() as u8 as f64);
                 source.set(st.source_offset() as f64);
@@ -82,6 +99,32 @@ pub fn spawn(set: Arc<SyncSet>) {
                 .iter()
                 .any(|l| l.status.state() == SyncState::FullSync);
             match (&bar, loading) {
+                (None, true) if set.scanning().is_some() => {
+                    // The SCAN copy: keys read of those INFO keyspace counted.
+                    let total = set.scanning().map_or(0, |t| {
+                        t.progress
+                            .keys_total
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    });
+                    let b = ProgressBar::with_draw_target(
+                        Some(total.max(1)),
+                        ProgressDrawTarget::stderr(),
+                    );
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "SCAN copy [{bar:30}] {pos}/{len} keys {msg} eta {eta}",
+                    ) {
+                        b.set_style(style.progress_chars("=> "));
+                    }
+                    bar = Some(b);
+                }
+                (Some(b), true) if set.scanning().is_some() => {
+                    if let Some(t) = set.scanning() {
+                        let p = &t.progress;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        b.set_position(p.keys_copied.load(Relaxed));
+                        b.set_message(format!("{} dirty", t.dirty_keys()));
+                    }
+                }
                 (None, true) => {
                     let total = set.total(|s| &s.rdb_bytes);
                     let b = if total > 0 {

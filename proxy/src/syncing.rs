@@ -29,12 +29,10 @@ pub fn start(
     use crate::config::SourceMode;
     let tracker = match (settings.sync.source_mode, source.cluster()) {
         (SourceMode::Psync, _) => None,
-        (SourceMode::Scan, Some(_)) => anyhow::bail!(
-            "sync.source_mode = \"scan\" takes a standalone source for now; the source {} is a Redis Cluster (its masters grant PSYNC? then use \"psync\")",
-            source.addr()
-        ),
+        // A cluster source is replicated per master; a managed cluster that refuses it
+        // needs source_mode = "scan".
         (SourceMode::Auto, Some(_)) => None,
-        (mode, None) => Some(Arc::new(sync::tracking::Tracker::new(
+        (mode, _) => Some(Arc::new(sync::tracking::Tracker::new(
             settings.sync.scan_max_dirty_keys,
             mode == SourceMode::Scan,
         ))),
@@ -43,6 +41,7 @@ pub fn start(
         source: seed.clone(),
         tracker: t.clone(),
         max_ops: settings.sync.scan_max_ops,
+        cluster: source.cluster().is_some(),
     });
     let (source_spec, scan_fallback) = match (settings.sync.source_mode, scan_spec) {
         (SourceMode::Scan, Some(spec)) => (sync::source::SourceSpec::Scan(spec), None),
@@ -80,7 +79,15 @@ pub fn start(
             source.addr()
         );
     }
+    let scanning = matches!(cfg.source, sync::source::SourceSpec::Scan(_));
     let set = match source.cluster() {
+        // One link: a standalone source, or the SCAN copy (of every master).
+        _ if scanning => {
+            let status = Arc::new(SyncStatus::default());
+            tracing::info!(target = %target.url, "syncer starting: the SCAN copy");
+            tokio::spawn(sync::syncer::run(cfg, status.clone(), stop));
+            Arc::new(SyncSet::single(source.addr(), seed, status).with_tracker(tracker))
+        }
         None => {
             let status = Arc::new(SyncStatus::default());
             tracing::info!(target = %target.url, "syncer starting");

@@ -111,7 +111,7 @@ async fn run_once(
     memory: &mut TargetMemory,
 ) -> Result<Next, SyncError> {
     status.set_state(SyncState::Connecting);
-    if let (None, Some(c)) = (&cfg.scope, cfg.source.connector()) {
+    if let (None, crate::source::SourceSpec::Link(c)) = (&cfg.scope, &cfg.source) {
         refuse_cluster_source(c).await?;
     }
     let mut control = match cfg.target.connect(&SessionSetup::default()).await {

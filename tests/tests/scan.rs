@@ -296,3 +296,62 @@ fn a_writer_that_bypasses_the_proxy_is_reported() {
     let n = proxy.status_u64("untracked_writes");
     assert!(n < 150, "proxied writes counted as untracked: {n}");
 }
+
+#[test]
+fn a_scan_dump_of_a_managed_source_is_an_rdb_redis_loads() {
+    if skip_direct("cutover dump") {
+        return;
+    }
+    let source = managed_source();
+    {
+        let mut s = source.wire();
+        fill_every_type(&mut s, "sd", &["0.1", "tenth"]);
+        assert_bytes(s.cmd(&[DEBUG, "POPULATE", "3000", "pop", "40"]), b"+OK\r\n");
+        assert_bytes(
+            s.cmd(&[
+                "FUNCTION",
+                "LOAD",
+                "#!lua name=slib\nredis.register_function('sf', function(keys, args) return args[1] end)",
+            ]),
+            bulk("slib"),
+        );
+        s.cmd(&["SELECT", "3"]);
+        fill_every_type(&mut s, "sd3", &[]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("scan.rdb");
+    // auto: PSYNC is refused, so SCAN + DUMP.
+    let o = std::process::Command::new(cutover_bin())
+        .args(["dump", "--source", &source.url()])
+        .arg(&file)
+        .output()
+        .expect("run cutover dump");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success() && out.contains("SCAN + DUMP"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let check = std::process::Command::new("redis-check-rdb")
+        .arg(&file)
+        .output()
+        .expect("run redis-check-rdb");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && report.contains("RDB looks OK"),
+        "{report}"
+    );
+    // A fresh server started on the file holds what the source holds.
+    let fresh = RedisServer::builder()
+        .args(&[
+            "--dir",
+            tmp.path().to_str().unwrap(),
+            "--dbfilename",
+            "scan.rdb",
+        ])
+        .start();
+    for db in [0, 3] {
+        assert_same_db(&source, &fresh, db, DEBUG);
+    }
+    assert_bytes(fresh.cmd(&["FCALL", "sf", "0", "hi"]), bulk("hi"));
+}

@@ -24,6 +24,8 @@ pub struct Dumped {
     pub replid: String,
     pub offset: i64,
     pub bytes: u64,
+    /// A SCAN dump: how many keys it holds (it has no replication id or offset).
+    pub keys: Option<u64>,
 }
 
 fn file_err(path: &Path, e: std::io::Error) -> SyncError {
@@ -77,5 +79,52 @@ pub async fn dump(
         replid,
         offset,
         bytes,
+        keys: None,
+    })
+}
+
+/// An RDB of a source that refuses replication, built from SCAN + DUMP
+/// ([`crate::source::scan::dump_rdb`]): readable by Redis at start-up and by
+/// `redis-check-rdb`, restorable, but without a replication position (it can't seed).
+pub async fn dump_scan(
+    source: &std::sync::Arc<Connector>,
+    path: &Path,
+    progress: &AtomicU64,
+    max_ops: u64,
+) -> Result<Dumped, SyncError> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let mut file = std::io::BufWriter::with_capacity(
+        1024 * 1024,
+        std::fs::File::create(&part).map_err(|e| file_err(&part, e))?,
+    );
+    let mut bytes = 0u64;
+    let r = crate::source::scan::dump_rdb(source, max_ops, |chunk| {
+        bytes += chunk.len() as u64;
+        SyncStatus::add(progress, chunk.len() as u64);
+        file.write_all(chunk).map_err(|e| file_err(&part, e))
+    })
+    .await;
+    let keys = match r {
+        Ok(k) => k,
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
+    };
+    let file = file
+        .into_inner()
+        .map_err(|e| file_err(&part, e.into_error()))?;
+    file.sync_all().map_err(|e| file_err(&part, e))?;
+    drop(file);
+    std::fs::rename(&part, path).map_err(|e| file_err(path, e))?;
+    Ok(Dumped {
+        path: path.to_path_buf(),
+        replid: String::new(),
+        offset: -1,
+        bytes,
+        keys: Some(keys),
     })
 }

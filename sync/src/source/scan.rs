@@ -38,6 +38,9 @@ pub struct ScanSpec {
     pub tracker: Arc<Tracker>,
     /// Keys read per second at most (0: no limit), so the source's latency stays low.
     pub max_ops: u64,
+    /// The source is a Redis Cluster: every master is scanned, and each key read from the
+    /// master of its slot (the slot map read when the copy starts).
+    pub cluster: bool,
 }
 
 /// Keys asked per SCAN call, and read per pipeline.
@@ -64,12 +67,12 @@ impl Scan {
     /// later run can't continue it).
     pub async fn open(spec: &ScanSpec) -> Result<(Scan, String), SyncError> {
         // Reach the source first: a bad address or a refused DUMP fails here, clearly.
-        let conn = Conn::connect(&spec.source).await?;
+        let nodes = Nodes::connect(spec).await?;
         spec.tracker.enable();
         let (rdb_tx, rdb_rx) = mpsc::channel(16);
         let (stream_tx, stream_rx) = mpsc::channel(16);
         let copier = Copier {
-            conn,
+            nodes,
             spec: spec.clone(),
             pacer: Pacer::new(spec.max_ops),
         };
@@ -163,7 +166,10 @@ impl Conn {
             .request(&[&[b"DUMP", b"__cutover:probe"]])
             .await
             .map_err(|e| SyncError::Source(e.to_string()))?;
-        if let Some(e) = error_text(&probe[0]) {
+        // (A cluster node redirects the probe key: DUMP itself is allowed.)
+        if let Some(e) =
+            error_text(&probe[0]).filter(|e| !e.starts_with("MOVED") && !e.starts_with("ASK"))
+        {
             return Err(SyncError::Config(format!(
                 "the source refuses DUMP ({e}): the SCAN copy reads keys with DUMP"
             )));
@@ -304,6 +310,24 @@ impl Conn {
         Ok(reads)
     }
 
+    /// The function libraries (7.0+), first in the RDB as Redis writes them.
+    async fn functions(&mut self, out: &mut RdbOut) -> Result<(), SyncError> {
+        if !self.abs_expiry {
+            return Ok(());
+        }
+        let r = self
+            .request(self.db, b"*2\r\n$8\r\nFUNCTION\r\n$4\r\nDUMP\r\n", 1)
+            .await?;
+        match (error_text(&r[0]), bulk(&r[0])) {
+            (Some(e), _) => {
+                tracing::warn!(error = %e, "the source refuses FUNCTION DUMP: its functions are not copied");
+                Ok(())
+            }
+            (None, Some(p)) => out.functions(p),
+            (None, None) => Ok(()),
+        }
+    }
+
     /// The dbs holding keys, and how many keys in all.
     async fn keyspace(&mut self) -> Result<(Vec<u32>, u64), SyncError> {
         let r = self
@@ -402,6 +426,29 @@ impl RdbOut {
         self.buf
             .extend_from_slice(format!("REDIS{version:04}").as_bytes());
         self.version = Some(version);
+    }
+
+    /// Adds the function libraries of a `FUNCTION DUMP` payload (a run of FUNCTION2
+    /// records, then the RDB version and a CRC), before any key.
+    pub(crate) fn functions(&mut self, payload: &[u8]) -> Result<(), SyncError> {
+        let n = payload.len();
+        if n < 10 {
+            return Err(SyncError::Source("FUNCTION DUMP: payload too short".into()));
+        }
+        if n == 10 {
+            return Ok(());
+        }
+        let version = u16::from_le_bytes([payload[n - 10], payload[n - 9]]);
+        if self.version.is_none() {
+            self.header(version);
+        }
+        if payload.first() != Some(&0xF5) {
+            return Err(SyncError::Source(
+                "FUNCTION DUMP: not a payload of function libraries (RDB 10+)".into(),
+            ));
+        }
+        self.buf.extend_from_slice(&payload[..n - 10]);
+        Ok(())
     }
 
     /// Adds a key from its DUMP payload.
@@ -550,14 +597,106 @@ impl StreamOut {
     }
 }
 
-/// A db being copied again (after a barrier or an overflow), from its cursor.
+/// The source's nodes: one server, or every master of a cluster with the slots it serves.
+struct Nodes {
+    conns: Vec<Conn>,
+    /// Cluster: the index in `conns` of each slot's master.
+    owner: Option<Vec<u16>>,
+}
+
+impl Nodes {
+    async fn connect(spec: &ScanSpec) -> Result<Nodes, SyncError> {
+        if !spec.cluster {
+            return Ok(Nodes {
+                conns: vec![Conn::connect(&spec.source).await?],
+                owner: None,
+            });
+        }
+        let mut seed = spec
+            .source
+            .connect(&SessionSetup::default())
+            .await
+            .map_err(|e| SyncError::Source(e.to_string()))?;
+        let origin = cluster::slots::NodeAddr {
+            host: spec.source.url().host.clone(),
+            port: spec.source.url().port,
+        };
+        let map = cluster::slots::SlotMap::fetch(&mut seed, &origin)
+            .await
+            .map_err(|e| SyncError::Source(format!("the source cluster's slot map: {e}")))?;
+        let masters = map.masters();
+        let mut conns = Vec::with_capacity(masters.len());
+        for m in &masters {
+            let c = spec
+                .source
+                .for_node(&m.host, m.port)
+                .map_err(|e| SyncError::Source(e.to_string()))?;
+            conns.push(Conn::connect(&Arc::new(c)).await?);
+        }
+        let mut owner = vec![0u16; usize::from(cluster::slots::SLOT_COUNT)];
+        for (slot, o) in owner.iter_mut().enumerate() {
+            let m = map.master_for(slot as u16).ok_or_else(|| {
+                SyncError::Source(format!("the source cluster serves no slot {slot}"))
+            })?;
+            *o = masters.iter().position(|x| x == m).unwrap_or(0) as u16;
+        }
+        tracing::info!(
+            masters = conns.len(),
+            "SCAN copy of a Redis Cluster: every master is scanned"
+        );
+        Ok(Nodes {
+            conns,
+            owner: Some(owner),
+        })
+    }
+
+    /// The node that holds `key`.
+    fn of(&self, key: &[u8]) -> usize {
+        match &self.owner {
+            None => 0,
+            Some(o) => usize::from(o[usize::from(cluster::slots::key_slot(key))]),
+        }
+    }
+
+    /// The dbs holding keys on any node, and how many keys in all.
+    async fn keyspace(&mut self) -> Result<(Vec<u32>, u64), SyncError> {
+        let mut dbs = Vec::new();
+        let mut total = 0;
+        for c in &mut self.conns {
+            let (d, n) = c.keyspace().await?;
+            total += n;
+            for db in d {
+                if !dbs.contains(&db) {
+                    dbs.push(db);
+                }
+            }
+        }
+        dbs.sort_unstable();
+        Ok((dbs, total))
+    }
+}
+
+/// A db of a node being copied again (after a barrier or an overflow), from its cursor.
 struct Rescan {
     db: u32,
+    node: usize,
     cursor: Bytes,
 }
 
+impl Rescan {
+    fn all(dbs: &[u32], nodes: usize) -> impl Iterator<Item = Rescan> + '_ {
+        dbs.iter().flat_map(move |&db| {
+            (0..nodes).map(move |node| Rescan {
+                db,
+                node,
+                cursor: Bytes::from_static(b"0"),
+            })
+        })
+    }
+}
+
 struct Copier {
-    conn: Conn,
+    nodes: Nodes,
     spec: ScanSpec,
     pacer: Pacer,
 }
@@ -585,23 +724,25 @@ impl Copier {
     async fn first_pass(&mut self, tx: &Tx) -> Result<(), SyncError> {
         let started = Instant::now();
         let tracker = self.spec.tracker.clone();
-        let (dbs, total) = self.conn.keyspace().await?;
+        let (dbs, total) = self.nodes.keyspace().await?;
         let p = self.progress();
         p.set_state(crate::tracking::ScanState::Copy);
         p.keys_total.store(total, Ordering::Relaxed);
         p.keys_copied.store(0, Ordering::Relaxed);
         tracing::info!(keys = total, dbs = dbs.len(), "SCAN copy: first pass");
         let mut out = RdbOut::new();
-        for db in dbs {
-            let mut cursor = Bytes::from_static(b"0");
+        self.nodes.conns[0].functions(&mut out).await?;
+        for r in Rescan::all(&dbs, self.nodes.conns.len()) {
+            let (db, node) = (r.db, r.node);
+            let mut cursor = r.cursor;
             loop {
-                let (next, keys) = self.conn.scan(db, &cursor).await?;
+                let (next, keys) = self.nodes.conns[node].scan(db, &cursor).await?;
                 if !keys.is_empty() {
                     for k in &keys {
                         tracker.clear(db, k);
                     }
                     self.pacer.take(keys.len()).await;
-                    let reads = self.conn.read(db, &keys).await?;
+                    let reads = self.nodes.conns[node].read(db, &keys).await?;
                     for (k, r) in keys.iter().zip(reads) {
                         match r {
                             // Deleted meanwhile, maybe after an earlier visit copied it:
@@ -657,26 +798,20 @@ impl Copier {
                 let dbs = match b {
                     Barrier::Flush(Some(d)) => vec![d],
                     Barrier::Swap(a, b) => vec![a, b],
-                    Barrier::Flush(None) => self.conn.keyspace().await?.0,
+                    Barrier::Flush(None) => self.nodes.keyspace().await?.0,
                 };
                 rescans.retain(|r| !dbs.contains(&r.db));
-                rescans.extend(dbs.into_iter().map(|db| Rescan {
-                    db,
-                    cursor: Bytes::from_static(b"0"),
-                }));
+                rescans.extend(Rescan::all(&dbs, self.nodes.conns.len()));
             }
             if tracker.take_rescan() {
                 rescans.clear();
-                let (dbs, _) = self.conn.keyspace().await?;
-                rescans.extend(dbs.into_iter().map(|db| Rescan {
-                    db,
-                    cursor: Bytes::from_static(b"0"),
-                }));
+                let (dbs, _) = self.nodes.keyspace().await?;
+                rescans.extend(Rescan::all(&dbs, self.nodes.conns.len()));
             }
             batch.clear();
             if let Some(r) = rescans.front_mut() {
                 let db = r.db;
-                let (next, keys) = self.conn.scan(db, &r.cursor).await?;
+                let (next, keys) = self.nodes.conns[r.node].scan(db, &r.cursor).await?;
                 if &next[..] == b"0" {
                     rescans.pop_front();
                 } else {
@@ -717,21 +852,26 @@ impl Copier {
         }
     }
 
-    /// Reads `keys` (grouped by db, in order) and writes their commands.
+    /// Reads `keys` (each from its db and node) and writes their commands.
     async fn copy(&mut self, keys: &[(u32, Bytes)], out: &mut StreamOut) -> Result<(), SyncError> {
         // The cutover's last copy runs while the clients wait: at full speed.
         if !self.spec.tracker.fence_wanted() {
             self.pacer.take(keys.len()).await;
         }
+        let mut keys: Vec<(u32, usize, &Bytes)> = keys
+            .iter()
+            .map(|(db, k)| (*db, self.nodes.of(k), k))
+            .collect();
+        keys.sort_unstable_by_key(|(db, node, _)| (*db, *node));
         let mut i = 0;
         while i < keys.len() {
-            let db = keys[i].0;
+            let (db, node) = (keys[i].0, keys[i].1);
             let j = keys[i..]
                 .iter()
-                .position(|(d, _)| *d != db)
+                .position(|(d, n, _)| (*d, *n) != (db, node))
                 .map_or(keys.len(), |p| i + p);
-            let names: Vec<Bytes> = keys[i..j].iter().map(|(_, k)| k.clone()).collect();
-            let reads = self.conn.read(db, &names).await?;
+            let names: Vec<Bytes> = keys[i..j].iter().map(|(_, _, k)| (*k).clone()).collect();
+            let reads = self.nodes.conns[node].read(db, &names).await?;
             for (k, r) in names.iter().zip(reads) {
                 match r {
                     Read::Gone => out.del(db, k),
@@ -758,6 +898,7 @@ pub async fn dump_rdb(
     let mut pacer = Pacer::new(max_ops);
     let (dbs, _) = conn.keyspace().await?;
     let mut out = RdbOut::new();
+    conn.functions(&mut out).await?;
     let mut keys_written = 0u64;
     for db in dbs {
         let mut cursor = Bytes::from_static(b"0");

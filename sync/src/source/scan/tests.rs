@@ -112,3 +112,34 @@ fn replies_are_read_as_redis_sends_them() {
     assert_eq!(integer(b":-2\r\n"), Some(-2));
     assert_eq!(integer(b"$1\r\n1\r\n"), None);
 }
+
+#[test]
+fn function_libraries_come_first_as_the_rdb_carries_them() {
+    // FUNCTION2 opcode, then the library code as an RDB string; version 10 and a CRC.
+    let code = b"#!lua name=lib\nredis.register_function('f', function() return 1 end)";
+    let mut payload = vec![0xF5];
+    payload.extend_from_slice(&string_value(code));
+    payload.extend_from_slice(&10u16.to_le_bytes());
+    payload.extend_from_slice(&[0; 8]);
+    let mut out = RdbOut::new();
+    out.functions(&payload).unwrap();
+    let e = entry(0, "a", 0, string_value(b"1"), None);
+    out.key(0, b"a", &e.restore_payload(10), 0).unwrap();
+    let mut file = out.take().to_vec();
+    file.extend_from_slice(&out.finish());
+    let mut rd = RdbReader::new(&file[..]);
+    assert_eq!(
+        rd.next_event().unwrap(),
+        Some(Event::Header { version: 10 })
+    );
+    assert_eq!(
+        rd.next_event().unwrap(),
+        Some(Event::Function {
+            code: Bytes::from_static(code)
+        })
+    );
+    // No libraries: nothing written.
+    let mut empty = RdbOut::new();
+    empty.functions(&[0x0a, 0, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    assert_eq!(empty.len(), 0);
+}
