@@ -16,7 +16,35 @@ use tokio::net::TcpListener;
 use crate::session::Shared;
 use crate::stats::Stats;
 
-/// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>]`.
+/// `VERIFY [FULL] [SAMPLE <n>] [ROUNDS <n>]`.
+fn parse_verify(args: &[Vec<u8>]) -> Result<sync::verify::Options, String> {
+    let mut o = sync::verify::Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_ascii_uppercase();
+        let num = |j: usize| -> Result<u64, String> {
+            args.get(j)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .ok_or_else(|| format!("{} needs a number", String::from_utf8_lossy(&a)))
+        };
+        match a.as_slice() {
+            b"FULL" => o.sample = None,
+            b"SAMPLE" => {
+                o.sample = Some(num(i + 1)?.max(1));
+                i += 1;
+            }
+            b"ROUNDS" => {
+                o.rounds = num(i + 1)?.min(100) as u32;
+                i += 1;
+            }
+            _ => return Err("syntax: VERIFY [FULL] [SAMPLE <n>] [ROUNDS <n>]".into()),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// `CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] [VERIFIED]`.
 fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Options, String> {
     let mut o = crate::cutover::Options {
         timeout: std::time::Duration::from_millis(timeout_ms),
@@ -44,9 +72,10 @@ fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Op
                 o.max_dirty = Some(num(i + 1)?);
                 i += 1;
             }
+            b"VERIFIED" => o.verified = true,
             _ => {
                 return Err(format!(
-                    "ERR syntax: CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] (got '{}')",
+                    "ERR syntax: CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] [VERIFIED] (got '{}')",
                     String::from_utf8_lossy(&args[i][..args[i].len().min(32)])
                 ))
             }
@@ -245,13 +274,20 @@ where
                         format!("ERR {}", e.replace(['\r', '\n'], " ")).as_bytes(),
                     ),
                 },
+                b"VERIFY" => match parse_verify(&args[1..])
+                    .and_then(|o| crate::verify::start(&sh, o))
+                {
+                    Ok(()) => encode::simple(&mut out, b"OK: VERIFY started (see STATUS verify_*)"),
+                    Err(e) => encode::error(&mut out, format!("ERR {e}").as_bytes()),
+                },
                 b"STATUS" | b"INFO" => encode::bulk(&mut out, status(&sh).as_bytes()),
                 // redis-cli asks for command docs when it starts interactively.
                 b"COMMAND" => encode::array_header(&mut out, 0),
                 b"HELP" => {
-                    let lines: [&[u8]; 6] = [
+                    let lines: [&[u8]; 7] = [
                         b"STATUS - proxy, route and counters as field:value lines",
-                        b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] - switch every client to the target",
+                        b"CUTOVER [CHECK] [TIMEOUT <ms>] [MAXLAG <bytes>] [MAXDIRTY <keys>] [VERIFIED] - switch every client to the target",
+                        b"VERIFY [FULL] [SAMPLE <n>] [ROUNDS <n>] - compare the target with the source in the background",
                         b"FINISH - after CUTOVER: mark the source finished, remove cutover's keys from the target",
                         b"PING",
                         b"AUTH <password> - when admin.password is set",
@@ -473,6 +509,17 @@ pub fn status(sh: &Shared) -> String {
             line("spool_bytes", &sy.total(|l| &l.spool_bytes));
             line("split_transactions", &sy.total(|l| &l.split_transactions));
             line("last_error", &sy.last_error());
+            let v = &sh.verify;
+            line("verify_state", &v.state());
+            line("verify_keys_checked", &v.checked());
+            line(
+                "verify_differences",
+                &v.differences.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            line(
+                "verify_finished_at",
+                &v.finished_at.load(std::sync::atomic::Ordering::Relaxed),
+            );
             if sy.is_multi() {
                 line("sync_links", &sy.links.len());
                 for (i, l) in sy.links.iter().enumerate() {

@@ -29,6 +29,9 @@ pub enum Command {
     /// Write an RDB of a live Redis (over the replication link, as `redis-cli --rdb`),
     /// with its replication id and offset inside; one file per master of a cluster.
     Dump(crate::dump::DumpArgs),
+    /// Prove the target holds what the source holds (every key or a sample, by content
+    /// and TTL, both ways). Exit status 0 equal, 1 different, 2 could not run.
+    Verify(crate::verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]

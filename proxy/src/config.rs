@@ -93,6 +93,9 @@ pub struct CutoverSection {
     pub auto_hold_ms: u64,
     /// Deadline of the whole switch (CUTOVER without TIMEOUT, and the automatic one).
     pub timeout_ms: u64,
+    /// Every CUTOVER (the automatic one too) behaves as `CUTOVER VERIFIED`: it switches only
+    /// after a VERIFY found the target equal since the sync last loaded everything.
+    pub require_verify: bool,
 }
 
 impl Default for CutoverSection {
@@ -102,6 +105,7 @@ impl Default for CutoverSection {
             auto_max_lag: 0,
             auto_hold_ms: 5_000,
             timeout_ms: 2_000,
+            require_verify: false,
         }
     }
 }

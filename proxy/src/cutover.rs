@@ -105,6 +105,8 @@ pub struct Options {
     pub check_only: bool,
     /// SCAN copy: refuse when more keys than this are dirty (left for the pause).
     pub max_dirty: Option<u64>,
+    /// Refuse unless a VERIFY finished clean since the sync's last full load.
+    pub verified: bool,
 }
 
 impl Default for Options {
@@ -114,6 +116,7 @@ impl Default for Options {
             max_lag: 1024 * 1024,
             check_only: false,
             max_dirty: None,
+            verified: false,
         }
     }
 }
@@ -145,6 +148,16 @@ fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
     };
     if sh.target.load().is_none() {
         return Err("the target has not answered since cutover started".into());
+    }
+    if (opts.verified || sh.settings.cutover.require_verify)
+        && !sh.verify.clean_now(sync.total(|s| &s.full_syncs))
+    {
+        return Err(format!(
+            "no VERIFY has found the target equal since the sync last loaded everything (VERIFY is {}, {} differences){}",
+            sh.verify.state(),
+            sh.verify.differences.load(Ordering::Relaxed),
+            if sh.settings.cutover.require_verify { "; cutover.require_verify is set" } else { "" }
+        ));
     }
     if let (Some(t), Some(max)) = (sync.scanning(), opts.max_dirty) {
         let dirty = t.dirty_keys();
@@ -203,6 +216,7 @@ pub fn spawn_auto(sh: Arc<Shared>) {
                 max_lag: c.auto_max_lag.max(1),
                 check_only: false,
                 max_dirty: None,
+                verified: false,
             };
             tracing::info!(
                 max_lag = c.auto_max_lag,

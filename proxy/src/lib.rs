@@ -35,3 +35,4 @@ pub mod syncing;
 pub mod tls;
 pub mod track;
 pub mod upstream;
+pub mod verify;

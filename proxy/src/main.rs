@@ -7,12 +7,34 @@ use clap::Parser;
 use cutover::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Verify(args) = cli.command {
+        return verify(args);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The cause chain on one line; no backtrace for configuration mistakes.
             eprintln!("cutover: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cutover verify`: 0 equal, 1 different, 2 could not run.
+fn verify(args: cutover::verify::VerifyArgs) -> ExitCode {
+    cutover::logging::init(&args.log_level);
+    let r = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(cutover::verify::run_cli(args)));
+    match r {
+        Ok(report) if report.differences.is_empty() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("cutover verify: could not run: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
@@ -33,6 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(cutover::server::run(settings))
         }
         Command::Ctl(args) => cutover::ctl::run(&args),
+        Command::Verify(args) => {
+            // (Handled before: its exit status says equal, different, or could not run.)
+            let _ = verify(args);
+            Ok(())
+        }
         Command::Dump(args) => {
             cutover::logging::init(&args.log_level);
             let runtime = tokio::runtime::Builder::new_current_thread()

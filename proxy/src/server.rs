@@ -139,6 +139,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         cutover: Default::default(),
         stop_sync: stop_sync.clone(),
         tracker: sync_set.as_ref().and_then(|s| s.tracker.clone()),
+        verify: Default::default(),
         clients: Default::default(),
         tls: match &settings.tls {
             Some(t) => Some(crate::tls::acceptor(t)?),

@@ -81,6 +81,8 @@ pub struct Shared {
     /// The SCAN copy's tracker (source_mode scan or auto): the keys written are marked
     /// once their replies arrive.
     pub tracker: Option<Arc<sync::tracking::Tracker>>,
+    /// Admin VERIFY.
+    pub verify: crate::verify::VerifyState,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.

@@ -11,7 +11,7 @@ pub enum SyncError {
     #[error("target: {0}")]
     Target(String),
     /// The source refuses to be replicated from (managed services block SYNC/PSYNC).
-    #[error("the source refuses replication ({0}); SYNC/PSYNC are blocked there, so only a SCAN-based copy can move this data")]
+    #[error("the source refuses replication ({0}); SYNC/PSYNC are blocked there, so only the SCAN copy can move this data (sync.source_mode = \"scan\" or \"auto\", --source-mode)")]
     Forbidden(String),
     /// Backup files that can't be read or are not what they should be (the message names
     /// the file and the byte). Retrying can't help.

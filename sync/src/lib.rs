@@ -37,6 +37,7 @@ pub mod status;
 pub mod stream;
 pub mod syncer;
 pub mod tracking;
+pub mod verify;
 
 pub use config::{CrossSlot, DbMap, NotEmpty, OnFullResync, SyncConfig};
 pub use error::SyncError;

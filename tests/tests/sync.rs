@@ -245,7 +245,7 @@ fn a_target_with_data_is_refused_with_a_clear_message() {
 }
 
 #[test]
-fn a_source_that_forbids_psync_says_to_use_a_scan_based_copy() {
+fn with_psync_forced_a_source_that_forbids_it_says_to_use_the_scan_copy() {
     if skip_direct("the syncer") {
         return;
     }
@@ -253,10 +253,13 @@ fn a_source_that_forbids_psync_says_to_use_a_scan_based_copy() {
         .args(&["--rename-command", "PSYNC", ""])
         .start();
     let target = RedisServer::start();
-    let proxy = cutover_with_target(&source, &target, &[]);
+    let proxy = cutover_with_target(&source, &target, &["--source-mode", "psync"]);
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "error");
     let err = &proxy.status()["last_error"];
-    assert!(err.contains("SCAN-based copy"), "{err}");
+    assert!(
+        err.contains("SCAN copy") && err.contains("source_mode"),
+        "{err}"
+    );
 }
 
 #[test]

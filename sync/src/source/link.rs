@@ -309,6 +309,6 @@ mod tests {
         assert!(parse_psync("-LOADING x").unwrap_err().is_retryable());
         let e = parse_psync("-ERR unknown command 'PSYNC'").unwrap_err();
         assert!(matches!(e, SyncError::Forbidden(_)));
-        assert!(e.to_string().contains("SCAN-based copy"));
+        assert!(e.to_string().contains("SCAN copy"));
     }
 }

@@ -15,6 +15,7 @@
 pub mod aof;
 pub mod files;
 pub mod link;
+pub mod nodes;
 pub mod scan;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::rdb::{Event, KeyEntry, RdbReader};
+use crate::source::nodes::{bulk, integer};
 
 fn entry(db: u32, key: &str, value_type: u8, value: Vec<u8>, expire_ms: Option<i64>) -> KeyEntry {
     KeyEntry {
