@@ -29,6 +29,8 @@ pub(crate) enum Read {
 /// everything it sends is a read, safe to send again.
 pub(crate) struct Conn {
     connector: Arc<Connector>,
+    /// Keys asked per SCAN call.
+    pub(crate) scan_count: usize,
     stream: NodeStream,
     db: u32,
     /// PEXPIRETIME exists (7.0+); else PTTL.
@@ -67,6 +69,7 @@ impl Conn {
             stream,
             db: 0,
             abs_expiry: major >= 7,
+            scan_count: SCAN_COUNT,
         })
     }
 
@@ -138,8 +141,29 @@ impl Conn {
         cursor: &[u8],
         pattern: Option<&[u8]>,
     ) -> Result<(Bytes, Vec<Bytes>), SyncError> {
+        let (next, mut keys) = self.scan_raw(db, cursor, pattern).await?;
+        keys.retain(|k| !k.starts_with(OWN_PREFIX));
+        Ok((next, keys))
+    }
+
+    /// One SCAN step over every key matching `pattern`, cutover's own included.
+    pub(crate) async fn scan_all(
+        &mut self,
+        db: u32,
+        cursor: &[u8],
+        pattern: &[u8],
+    ) -> Result<(Bytes, Vec<Bytes>), SyncError> {
+        self.scan_raw(db, cursor, Some(pattern)).await
+    }
+
+    async fn scan_raw(
+        &mut self,
+        db: u32,
+        cursor: &[u8],
+        pattern: Option<&[u8]>,
+    ) -> Result<(Bytes, Vec<Bytes>), SyncError> {
         let mut out = BytesMut::new();
-        let count = SCAN_COUNT.to_string();
+        let count = self.scan_count.to_string();
         match pattern {
             Some(p) => resp::encode::command(
                 &mut out,
@@ -175,7 +199,6 @@ impl Conn {
             .ok_or_else(bad)?
             .into_iter()
             .filter_map(bulk)
-            .filter(|k| !k.starts_with(OWN_PREFIX))
             .map(Bytes::copy_from_slice)
             .collect();
         Ok((next, keys))
@@ -218,6 +241,17 @@ impl Conn {
 
     /// DUMP and expiry of each key, pipelined.
     pub(crate) async fn read(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Read>, SyncError> {
+        self.read_with(db, keys, true).await
+    }
+
+    /// DUMP of each key, and its expiry when `ttls` (else every key reads as without one:
+    /// for a db that has no volatile key).
+    pub(crate) async fn read_with(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        ttls: bool,
+    ) -> Result<Vec<Read>, SyncError> {
         let mut out = BytesMut::new();
         let ttl: &[u8] = if self.abs_expiry {
             b"PEXPIRETIME"
@@ -226,15 +260,16 @@ impl Conn {
         };
         for k in keys {
             resp::encode::command(&mut out, [&b"DUMP"[..], k].into_iter());
-            resp::encode::command(&mut out, [ttl, k].into_iter());
+            if ttls {
+                resp::encode::command(&mut out, [ttl, k].into_iter());
+            }
         }
-        let replies = self.request(db, &out, keys.len() * 2).await?;
+        let per = if ttls { 2 } else { 1 };
+        let replies = self.request(db, &out, keys.len() * per).await?;
         let now = now_ms();
         let mut reads = Vec::with_capacity(keys.len());
-        for (k, pair) in keys.iter().zip(replies.chunks(2)) {
-            let [dump, ttl] = pair else {
-                return Err(SyncError::Source("DUMP: missing reply".into()));
-            };
+        for (k, pair) in keys.iter().zip(replies.chunks(per)) {
+            let dump = &pair[0];
             if let Some(e) = error_text(dump) {
                 return Err(SyncError::Source(format!(
                     "DUMP {}: {e}",
@@ -245,13 +280,16 @@ impl Conn {
                 reads.push(Read::Gone);
                 continue;
             };
-            let t = integer(ttl).ok_or_else(|| {
-                SyncError::Source(format!(
-                    "{} {}: unexpected reply",
-                    String::from_utf8_lossy(ttl_name(self.abs_expiry)),
-                    crate::reply::show_key(k)
-                ))
-            })?;
+            let t = match pair.get(1) {
+                None => -1,
+                Some(ttl) => integer(ttl).ok_or_else(|| {
+                    SyncError::Source(format!(
+                        "{} {}: unexpected reply",
+                        String::from_utf8_lossy(ttl_name(self.abs_expiry)),
+                        crate::reply::show_key(k)
+                    ))
+                })?,
+            };
             let expire_ms = match t {
                 -2 => {
                     reads.push(Read::Gone);
@@ -267,6 +305,24 @@ impl Conn {
             });
         }
         Ok(reads)
+    }
+
+    /// How many keys of `db` have a TTL (INFO keyspace `expires`).
+    pub(crate) async fn volatile(&mut self, db: u32) -> Result<u64, SyncError> {
+        let r = self
+            .request(self.db, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n", 1)
+            .await?;
+        let text = String::from_utf8_lossy(&r[0]).into_owned();
+        let prefix = format!("db{db}:");
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|f| f.strip_prefix("expires="))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0))
     }
 
     /// The function libraries (7.0+), first in the RDB as Redis writes them.
@@ -285,6 +341,14 @@ impl Conn {
             (None, Some(p)) => out.functions(p),
             (None, None) => Ok(()),
         }
+    }
+
+    /// How many keys `db` holds (DBSIZE).
+    pub(crate) async fn dbsize(&mut self, db: u32) -> Result<u64, SyncError> {
+        let r = self.request(db, b"*1\r\n$6\r\nDBSIZE\r\n", 1).await?;
+        integer(&r[0]).map(|n| n.max(0) as u64).ok_or_else(|| {
+            SyncError::Source(format!("DBSIZE: {}", error_text(&r[0]).unwrap_or_default()))
+        })
     }
 
     /// The dbs holding keys, and how many keys in all.
