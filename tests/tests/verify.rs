@@ -223,3 +223,54 @@ fn verify_inside_run_under_load_then_a_real_difference_and_cutover_verified() {
     );
     load.finish();
 }
+
+#[test]
+fn a_6_2_source_against_a_cluster_target_and_back() {
+    if skip_direct("the syncer") {
+        return;
+    }
+    let source = RedisServer::builder()
+        .redis62()
+        .args(&["--repl-diskless-sync-delay", "0"])
+        .start();
+    {
+        let mut s = source.wire();
+        for i in 0..200 {
+            s.cmd(&["SET", &format!("k{i}"), &i.to_string()]);
+            s.cmd(&["HSET", &format!("h{i}"), "f", &i.to_string()]);
+        }
+        s.cmd(&["ZADD", "z", "1", "a", "2", "b"]);
+        s.cmd(&["SET", "t", "1", "PX", "900000"]);
+    }
+    let cluster = RedisCluster::start(3);
+    let proxy = Cutover::start(&source, &["--target", &cluster.url()]);
+    wait_caught_up(&source, &proxy);
+    let (code, out, _) = verify(&source.url(), &cluster.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified 402 keys"), "{out}");
+    // A key lost on the cluster: missing one way, extra the other.
+    assert_bytes(cluster.owner_of(b"k7").cmd(&["DEL", "k7"]), int(1));
+    let (code, _, report) = verify(&source.url(), &cluster.url(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(found(&report), [("missing".to_string(), "k7".to_string())].into());
+    let (code, _, report) = verify(&cluster.url(), &source.url(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(found(&report), [("extra".to_string(), "k7".to_string())].into());
+    // A sample checks that many keys of the source.
+    let (code, out, report) = verify(&source.url(), &cluster.url(), &["--sample", "50"]);
+    assert!(code == 0 || code == 1, "{out}");
+    let checked = report["checked"].as_u64().unwrap();
+    assert!((40..=60).contains(&checked), "{out}");
+}
+
+#[test]
+fn a_verify_that_cannot_run_says_so_with_status_2() {
+    let target = RedisServer::start();
+    let o = Command::new(cutover_bin())
+        .args(["verify", "--source", "redis://127.0.0.1:1", "--target", &target.url()])
+        .output()
+        .expect("run cutover verify");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("could not run") && err.contains("source"), "{err}");
+}
