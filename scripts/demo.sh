@@ -5,7 +5,8 @@
 # private Redis servers on free loopback ports (the "source" with data in it, and an empty
 # "target"), puts cutover in front of the source with --target, and shows: the
 # application's view (redis-cli, a transaction, RESP3, a pipeline), the syncer copying the
-# source into the target (full load, then live writes, with exact offsets), a resume after
+# source into the target (full load, then live writes, with exact offsets), verify (the
+# CLI, and VERIFY inside cutover, then CUTOVER VERIFIED), a resume after
 # the replication link is cut (no second full sync), backups (an RDB of the live source
 # with `cutover dump`, restored with `cutover restore`, and the source's multi-part AOF
 # restored), the cutover under load (CUTOVER on the
@@ -159,6 +160,13 @@ run "$BIN" restore "$WORK/source/appendonlydir" --target "redis://127.0.0.1:$AOF
 echo "aof-counter: source $(redis-cli -p "$SRC" GET aof-counter), restored $(redis-cli -p "$AOFT" GET aof-counter)"
 redis-cli -p "$SRC" CONFIG SET appendonly no >/dev/null
 
+say "verify: the target holds what the source holds (every key, by content and TTL, both ways)"
+run "$BIN" verify --source "redis://127.0.0.1:$SRC" --target "redis://127.0.0.1:$TGT" || true
+echo "\$ redis-cli -p $ADMIN VERIFY FULL     # the same inside cutover, while writes flow; then CUTOVER VERIFIED"
+redis-cli -p "$ADMIN" VERIFY FULL
+until redis-cli -p "$ADMIN" STATUS | tr -d '\r' | grep -qE '^verify_state:(done|error)'; do sleep 0.1; done
+redis-cli -p "$ADMIN" STATUS | tr -d '\r' | grep -E '^verify_(state|keys_checked|differences):'
+
 say "the cutover: under load, one admin command moves every client to the target"
 # Load through the proxy while it switches: redis-benchmark, and a client counting its
 # acknowledged INCRs.
@@ -170,8 +178,8 @@ BENCH=$!; PIDS+=($BENCH)
   done; echo "$n" > "$WORK/acked" ) &
 COUNTER=$!
 sleep 1
-echo "\$ redis-cli -p $ADMIN CUTOVER      # while ~$(redis-cli -p "$ADMIN" STATUS | tr -d '\r' | sed -n 's/^clients://p') clients are busy"
-redis-cli -p "$ADMIN" CUTOVER
+echo "\$ redis-cli -p $ADMIN CUTOVER VERIFIED     # while ~$(redis-cli -p "$ADMIN" STATUS | tr -d '\r' | sed -n 's/^clients://p') clients are busy"
+redis-cli -p "$ADMIN" CUTOVER VERIFIED
 sleep 0.5
 touch "$WORK/stop"; wait "$COUNTER"; kill "$BENCH" 2>/dev/null || true
 redis-cli -p "$ADMIN" STATUS | tr -d '\r' | grep -E '^(route|route_epoch|cutover_state|last_pause_ms|held_commands_max|source_writes_after_fence):'
