@@ -21,7 +21,8 @@ use sync::verify::{Difference, Options, Progress, Report, Sides};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The source: redis://[user:pass@]host:port (one server or any node of a cluster).
+    /// The source: redis://[user:pass@]host:port (one server or any node of a cluster), or
+    /// an RDB file (to check a restore from it).
     #[arg(long)]
     pub source: String,
     /// The target (one server or any node of a cluster).
@@ -81,16 +82,9 @@ async fn side(
 /// `cutover verify`: runs the comparison and prints the report. The report, or why it
 /// could not run.
 pub async fn run_cli(args: VerifyArgs) -> anyhow::Result<Report> {
-    let (source, source_cluster) =
-        side(&args.source, args.tls_ca_file.as_deref(), "source").await?;
+    let file = !args.source.starts_with("redis://") && !args.source.starts_with("rediss://");
     let (target, target_cluster) =
         side(&args.target, args.tls_ca_file.as_deref(), "target").await?;
-    let sides = Sides {
-        source,
-        source_cluster,
-        target,
-        target_cluster,
-    };
     let opts = Options {
         sample: args.sample,
         ttl_tolerance_ms: args.ttl_tolerance_ms,
@@ -104,10 +98,29 @@ pub async fn run_cli(args: VerifyArgs) -> anyhow::Result<Report> {
     };
     let progress = Arc::new(Progress::default());
     let bar = spawn_bar(progress.clone());
-    let report = sync::verify::run(&sides, &opts, &progress, || {
-        tokio::time::sleep(Duration::from_secs(1))
-    })
-    .await;
+    let report = if file {
+        // An RDB file: what a restore from it must have made of the target.
+        let path = PathBuf::from(&args.source);
+        anyhow::ensure!(
+            path.is_file(),
+            "--source {}: neither a redis:// URL nor a file",
+            args.source
+        );
+        sync::verify::file::run(&path, &target, target_cluster, &opts, &progress).await
+    } else {
+        let (source, source_cluster) =
+            side(&args.source, args.tls_ca_file.as_deref(), "source").await?;
+        let sides = Sides {
+            source,
+            source_cluster,
+            target,
+            target_cluster,
+        };
+        sync::verify::run(&sides, &opts, &progress, || {
+            tokio::time::sleep(Duration::from_secs(1))
+        })
+        .await
+    };
     if let Some(b) = bar {
         b.abort();
         eprint!("\r\x1b[2K");

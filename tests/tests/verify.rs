@@ -252,10 +252,16 @@ fn a_6_2_source_against_a_cluster_target_and_back() {
     assert_bytes(cluster.owner_of(b"k7").cmd(&["DEL", "k7"]), int(1));
     let (code, _, report) = verify(&source.url(), &cluster.url(), &[]);
     assert_eq!(code, 1);
-    assert_eq!(found(&report), [("missing".to_string(), "k7".to_string())].into());
+    assert_eq!(
+        found(&report),
+        [("missing".to_string(), "k7".to_string())].into()
+    );
     let (code, _, report) = verify(&cluster.url(), &source.url(), &[]);
     assert_eq!(code, 1);
-    assert_eq!(found(&report), [("extra".to_string(), "k7".to_string())].into());
+    assert_eq!(
+        found(&report),
+        [("extra".to_string(), "k7".to_string())].into()
+    );
     // A sample checks that many keys of the source.
     let (code, out, report) = verify(&source.url(), &cluster.url(), &["--sample", "50"]);
     assert!(code == 0 || code == 1, "{out}");
@@ -267,10 +273,57 @@ fn a_6_2_source_against_a_cluster_target_and_back() {
 fn a_verify_that_cannot_run_says_so_with_status_2() {
     let target = RedisServer::start();
     let o = Command::new(cutover_bin())
-        .args(["verify", "--source", "redis://127.0.0.1:1", "--target", &target.url()])
+        .args([
+            "verify",
+            "--source",
+            "redis://127.0.0.1:1",
+            "--target",
+            &target.url(),
+        ])
         .output()
         .expect("run cutover verify");
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("could not run") && err.contains("source"), "{err}");
+    assert!(
+        err.contains("could not run") && err.contains("source"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_restore_is_checked_against_its_rdb_file() {
+    let source = RedisServer::start();
+    {
+        let mut s = source.wire();
+        fill_every_type(&mut s, "f", &["0.1", "tenth"]);
+        s.cmd(&["SELECT", "2"]);
+        s.cmd(&["SET", "in2", "x"]);
+        assert_bytes(s.cmd(&["SAVE"]), b"+OK\r\n");
+    }
+    let file = source.dir().join("dump.rdb");
+    let target = RedisServer::start();
+    let o = Command::new(cutover_bin())
+        .arg("restore")
+        .arg(&file)
+        .args(["--target", &target.url()])
+        .output()
+        .expect("run cutover restore");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out, _) = verify(file.to_str().unwrap(), &target.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    let mut t = target.wire();
+    t.cmd(&["SELECT", "2"]);
+    t.cmd(&["SET", "in2", "changed"]);
+    t.cmd(&["SET", "new", "x"]);
+    let (code, out, report) = verify(file.to_str().unwrap(), &target.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        found(&report),
+        [
+            ("extra".to_string(), "new".to_string()),
+            ("value".to_string(), "in2".to_string())
+        ]
+        .into(),
+        "{out}"
+    );
 }

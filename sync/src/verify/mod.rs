@@ -11,6 +11,7 @@
 //! `rounds` times: only what persists is reported.
 
 pub mod digest;
+pub mod file;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
