@@ -72,6 +72,17 @@ fn writes_past_the_fence_are_counted_not_applied() {
         step(&f, &cmd(&[b"REPLCONF", b"GETACK", b"*"]), &s),
         Step::GetAck
     );
+    // cutover's own writes there (FINISH's mark) and the frames around them are not the
+    // applications' writes: skipped, not counted.
+    for c in [
+        cmd(&[b"SET", b"__cutover:finished", b"1"]),
+        cmd(&[b"SELECT", b"0"]),
+        cmd(&[b"MULTI"]),
+        cmd(&[b"EXEC"]),
+    ] {
+        assert_eq!(step(&f, &c, &s), Step::Skip);
+    }
+    assert_eq!(SyncStatus::get(&s.writes_after_fence), 1);
 }
 
 #[test]
