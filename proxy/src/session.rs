@@ -143,6 +143,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         reissue_wanted: false,
         stale_dedicated: false,
         next_writes: 0,
+        lane: 0,
         next_touches: Vec::new(),
         tx_touches: Vec::new(),
         tx_db: 0,
@@ -405,6 +406,9 @@ struct Session {
     stale_dedicated: bool,
     /// Writes already counted in `Router::inflight` for the next `send`.
     next_writes: u32,
+    /// The lane of the shared connections this client's commands go to (0, or
+    /// [`crate::upstream::LANE_SCRIPTS`]).
+    lane: u8,
     /// What the next `send`'s writes change (tracking only).
     next_touches: Vec<Touch>,
     /// What the commands queued since MULTI change: marked at EXEC's reply.
@@ -733,6 +737,30 @@ impl Session {
                     effect,
                 } => {
                     let w = is_write as u32;
+                    // Scripts and functions go on the script lane of the shared connections
+                    // (one that runs long must not hold everyone's commands behind it); a
+                    // client moves between lanes only once its replies are in, so its
+                    // commands keep their order.
+                    if !dedicated
+                        && self.dedicated.is_none()
+                        && self.route.upstream.cluster().is_none()
+                    {
+                        let lane = if kind == Kind::Scripting {
+                            crate::upstream::LANE_SCRIPTS
+                        } else {
+                            0
+                        };
+                        if lane != self.lane {
+                            self.flush_batch();
+                            if self.owed > 0 {
+                                // Parsed again (and counted again) once the replies are in.
+                                self.sh.router.add_inflight(-(w as i64));
+                                self.wait_drain = true;
+                                break;
+                            }
+                            self.lane = lane;
+                        }
+                    }
                     // What the write changes, for the SCAN copy's tracker.
                     let mut touched: Vec<Touch> = Vec::new();
                     if w == 1 && self.sh.tracker.as_ref().is_some_and(|t| t.enabled()) {
@@ -1054,7 +1082,9 @@ impl Session {
         let db = self.db_on(route.side);
         let handle = match &self.dedicated {
             Some(h) => h,
-            None => route.upstream.shared(db, self.st.resp3, self.st.id),
+            None => route
+                .upstream
+                .shared(db, self.st.resp3, self.st.id, self.lane),
         };
         if let Err(b) = handle.send(batch) {
             // The connection's task is gone (dedicated connection lost): fail these

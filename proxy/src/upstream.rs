@@ -3,6 +3,10 @@
 //! Ordinary commands travel on shared pipelined connections, grouped in pools by what a
 //! connection's session state must be: the selected db and the protocol version. A client
 //! is pinned to one connection of its pool, so its commands never race each other.
+//! Scripts and functions (EVAL*, FCALL*) have pools of their own (the script lane): one
+//! that runs long blocks only the scripts queued behind it, while everyone else's commands
+//! reach Redis and get its `-BUSY`, and the `SCRIPT KILL` or `FUNCTION KILL` a client sends
+//! then can reach it too, as with Redis directly.
 //! Clients that need session state of their own get a dedicated connection.
 //!
 //! A Redis Cluster (its node says `cluster_enabled:1`) is reached through its
@@ -19,12 +23,15 @@ use cluster::{ConnectError, Connector, PipelineHandle, SessionSetup, Topology};
 
 use crate::config::Endpoint;
 
+/// The lane of scripts and functions.
+pub const LANE_SCRIPTS: u8 = 1;
+
 pub struct Upstream {
     /// `source` or `target`: names the side in errors and logs.
     pub label: &'static str,
     connector: Arc<Connector>,
     conns_per_pool: usize,
-    /// Index: db * 2 + (resp3 as usize). Created on first use.
+    /// Index: (db * 2 + (resp3 as usize)) * 2 + lane. Created on first use.
     pools: Box<[OnceLock<Box<[PipelineHandle]>>]>,
     databases: u32,
     /// The db of the URL: where clients start.
@@ -72,7 +79,7 @@ impl Upstream {
             }
         };
         tracing::info!(side = label, addr = %connector.addr(), version, databases, cluster = cluster.is_some(), "backend");
-        let pools = (0..databases as usize * 2)
+        let pools = (0..databases as usize * 4)
             .map(|_| OnceLock::new())
             .collect();
         Ok(Upstream {
@@ -117,9 +124,11 @@ impl Upstream {
         self.connector.addr()
     }
 
-    /// The shared connection client `client_id` is pinned to for (db, protocol).
-    pub fn shared(&self, db: u32, resp3: bool, client_id: u64) -> &PipelineHandle {
-        let idx = (db.min(self.databases.saturating_sub(1)) as usize) * 2 + resp3 as usize;
+    /// The shared connection client `client_id` is pinned to for (db, protocol, lane:
+    /// [`LANE_SCRIPTS`] or 0).
+    pub fn shared(&self, db: u32, resp3: bool, client_id: u64, lane: u8) -> &PipelineHandle {
+        let idx = ((db.min(self.databases.saturating_sub(1)) as usize) * 2 + resp3 as usize) * 2
+            + usize::from(lane.min(1));
         let pool = self.pools[idx].get_or_init(|| {
             let setup = SessionSetup {
                 db,

@@ -1,7 +1,10 @@
 //! What Redis sends reaches the client that asked, and nobody else notices: replies of any
 //! shape through a shared backend connection.
 
-use support::{show, Cutover, Wire};
+use std::thread;
+use std::time::Duration;
+
+use support::{assert_bytes, bulk, int, show, Cutover, RedisServer, Wire};
 
 /// A Lua table that contains itself: Redis answers it nested ~8000 levels deep, with an
 /// error inside (the Lua stack limit).
@@ -93,4 +96,50 @@ fn client_kill_acts_on_the_proxys_own_clients() {
         b":1\r\n"
     );
     assert!(closed(&mut b));
+}
+
+/// Redis answers other clients `-BUSY` while a script runs past its limit, and one of them
+/// can kill it; through the proxy, the other clients' commands must not sit behind the
+/// script on the shared connection (they did: PING waited forever, so SCRIPT KILL could
+/// never be sent).
+#[test]
+fn a_long_script_does_not_hold_other_clients_behind_it() {
+    let server = RedisServer::builder()
+        .args(&["--busy-reply-threshold", "200"])
+        .start();
+    let proxy = Cutover::start::<&str>(&server, &[]);
+    let mut a = proxy.wire();
+    a.set_timeout(Duration::from_secs(20));
+    // A pipelined GET behind the script keeps its place in a's order.
+    a.send_cmd(&["SET", "k", "before"]);
+    a.send_cmd(&["EVAL", "while true do end", "0"]);
+    a.send_cmd(&["GET", "k"]);
+    assert_bytes(a.read_reply(), b"+OK\r\n");
+    let mut b = proxy.wire();
+    b.set_timeout(Duration::from_secs(10));
+    // Once the script passed its limit, Redis answers -BUSY, as it would directly.
+    let mut busy = false;
+    for _ in 0..200 {
+        let r = b.cmd(&["PING"]);
+        if r.starts_with(b"-BUSY") {
+            busy = true;
+            break;
+        }
+        assert_bytes(r, b"+PONG\r\n");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        busy,
+        "no -BUSY: the script is not running, or PING never got to Redis"
+    );
+    assert_bytes(b.cmd(&["SCRIPT", "KILL"]), b"+OK\r\n");
+    let killed = a.read_reply();
+    assert!(
+        killed.starts_with(b"-") && String::from_utf8_lossy(&killed).contains("killed"),
+        "{}",
+        show(&killed)
+    );
+    assert_bytes(a.read_reply(), bulk("before"));
+    assert_bytes(b.cmd(&["PING"]), b"+PONG\r\n");
+    assert_bytes(a.cmd(&["EVAL", "return 7", "0"]), int(7));
 }
