@@ -103,7 +103,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         st: ClientState {
             id,
             peer,
-            local_addr,
             created: Instant::now(),
             db: sh_route.upstream.default_db(),
             resp3: false,
@@ -164,11 +163,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         cluster_gen: 0,
         cluster_ready: Vec::new(),
         hints: Vec::new(),
+        view: Default::default(),
     };
     s.changes = s.sh.router.subscribe();
     // Cancelled by the shutdown or by another client's CLIENT KILL: either way the client
     // gets what it is owed, then the connection closes.
-    let closed = s.sh.clients.register(id, peer, local_addr, &s.sh.shutdown);
+    s.publish();
+    let closed =
+        s.sh.clients
+            .register(id, peer, local_addr, &s.sh.shutdown, s.view.clone());
     let result = s.run(stream, closed).await;
     s.sh.clients.unregister(id);
     // Replies this client will never read still count as in flight until they come; the
@@ -224,7 +227,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
 pub(crate) struct ClientState {
     pub id: u64,
     pub peer: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
     pub created: Instant,
     pub db: u32,
     pub resp3: bool,
@@ -458,6 +460,8 @@ struct Session {
     cluster_ready: Vec<Reply>,
     /// One per command of `batch`, for the cluster router (reused).
     hints: Vec<Hint>,
+    /// What CLIENT LIST shows of this client.
+    view: Arc<crate::clients::ClientView>,
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -584,6 +588,10 @@ impl Session {
                     }
                 }
                 n = rd.read_buf(&mut self.inbuf), if can_read => {
+                    self.view.active_ms.store(
+                        self.st.created.elapsed().as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
                     if n? == 0 {
                         eof = true;
                         self.closing = true;
@@ -811,7 +819,10 @@ impl Session {
                             self.tx_db = db;
                             self.queued.push(Queued::Remote { set_db: Some(db) })
                         }
-                        Effect::SetDb(db) => self.st.db = db,
+                        Effect::SetDb(db) => {
+                            self.st.db = db;
+                            self.publish();
+                        }
                         Effect::Multi if !self.st.in_multi => {
                             self.set_in_multi(true);
                             self.queued.clear();
@@ -915,6 +926,9 @@ impl Session {
                                 at: Instant::now(),
                                 timeout: t,
                             });
+                            self.view
+                                .blocked_on
+                                .store(self.backend_id, Ordering::Relaxed);
                         }
                         Effect::Script(i) => {
                             let base: &[u8] = if inline {
@@ -1000,6 +1014,14 @@ impl Session {
                     };
                     self.inbuf.advance(frame.len);
                     self.counts[Kind::Local as usize] += 1;
+                    if cmd == local::Cmd::ClientUnblock && !self.st.in_multi {
+                        // The id is one the proxy gave: the server knows the connection
+                        // that client is blocked on by another, so the server's own CLIENT
+                        // UNBLOCK goes there with that id (its reply, 1 or 0, comes back).
+                        self.client_unblock(&args);
+                        self.after_command();
+                        continue;
+                    }
                     if self.st.in_multi && cmd.queues_in_multi() {
                         self.queued.push(Queued::Local(cmd, args));
                         self.reply_local(Bytes::from_static(b"+QUEUED\r\n"));
@@ -1459,6 +1481,7 @@ impl Session {
         }
         if self.owed == r.count && !swallowed {
             self.block = None;
+            self.view.blocked_on.store(-1, Ordering::Relaxed);
         }
         if self.owed == r.count {
             self.unblocking = false;
@@ -1607,6 +1630,9 @@ impl Session {
             at: Instant::now(),
             timeout: b.timeout,
         });
+        self.view
+            .blocked_on
+            .store(self.backend_id, Ordering::Relaxed);
         // Counted like any write, so a later cutover's drain accounts for it.
         self.sh.router.add_inflight(1);
         self.next_writes += 1;
@@ -1634,7 +1660,84 @@ impl Session {
     }
 
     /// Keeps `Router::subscribers` in step with whether this client has subscriptions.
+    /// CLIENT UNBLOCK <id> [TIMEOUT|ERROR], `id` one of the proxy's own clients.
+    fn client_unblock(&mut self, args: &[Bytes]) {
+        let Some(id) = std::str::from_utf8(&args[2])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            self.reply_local(Bytes::from_static(
+                b"-ERR value is not an integer or out of range\r\n",
+            ));
+            return;
+        };
+        let mode = args.get(3);
+        if let Some(m) = mode {
+            if !m.eq_ignore_ascii_case(b"timeout") && !m.eq_ignore_ascii_case(b"error") {
+                self.reply_local(Bytes::from_static(
+                    b"-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n",
+                ));
+                return;
+            }
+        }
+        let blocked = u64::try_from(id)
+            .ok()
+            .and_then(|i| self.sh.clients.blocked_on(i));
+        match blocked {
+            Some(backend) => {
+                let b = backend.to_string();
+                let mut cmd = BytesMut::new();
+                let mut parts: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK", b.as_bytes()];
+                if let Some(m) = mode {
+                    parts.push(m);
+                }
+                resp::encode::command(&mut cmd, parts.into_iter());
+                self.flush_batch();
+                self.send(cmd.freeze(), 1, 0);
+            }
+            None => self.reply_local(Bytes::from_static(b":0\r\n")),
+        }
+    }
+
+    /// Publishes the client's state for CLIENT LIST (when it changes: rare).
+    fn publish(&self) {
+        let st = &self.st;
+        let text = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let v = crate::clients::ViewState {
+            name: text(&st.name),
+            db: st.db,
+            user: st
+                .user
+                .as_ref()
+                .map(|u| String::from_utf8_lossy(u).into_owned())
+                .unwrap_or_else(|| "default".into()),
+            resp: if st.resp3 { 3 } else { 2 },
+            lib_name: text(&st.lib_name),
+            lib_ver: text(&st.lib_ver),
+            flags: if st.monitoring {
+                "O"
+            } else if self.subs.iter().any(|s| !s.is_empty()) {
+                "P"
+            } else if st.dedicated {
+                "x"
+            } else {
+                "N"
+            },
+            sub: self.subs[0].len(),
+            psub: self.subs[1].len(),
+            ssub: self.subs[2].len(),
+        };
+        if let Ok(mut s) = self.view.state.lock() {
+            *s = v;
+        }
+    }
+
     fn count_subscriber(&mut self) {
+        self.publish();
         let has = self.subs.iter().any(|s| !s.is_empty());
         if has != self.counted_subscriber {
             self.counted_subscriber = has;

@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::Duration;
 
-use support::{assert_bytes, bulk, int, show, Cutover, RedisServer, Wire};
+use support::{assert_bytes, assert_prefix, bulk, int, show, Cutover, RedisServer, Wire};
 
 /// A Lua table that contains itself: Redis answers it nested ~8000 levels deep, with an
 /// error inside (the Lua stack limit).
@@ -142,4 +142,65 @@ fn a_long_script_does_not_hold_other_clients_behind_it() {
     assert_bytes(a.read_reply(), bulk("before"));
     assert_bytes(b.cmd(&["PING"]), b"+PONG\r\n");
     assert_bytes(a.cmd(&["EVAL", "return 7", "0"]), int(7));
+}
+
+/// CLIENT LIST and CLIENT UNBLOCK act on the proxy's own clients, as Redis would on its
+/// own (they used to show and act on the proxy's backend connections: an id from CLIENT ID
+/// through the proxy unblocked nothing, and the blocked client waited forever).
+#[test]
+fn client_list_and_unblock_see_the_proxys_own_clients() {
+    let (_server, proxy) = Cutover::with_server();
+    let mut a = proxy.wire();
+    assert_bytes(a.cmd(&["CLIENT", "SETNAME", "app-a"]), b"+OK\r\n");
+    assert_bytes(a.cmd(&["SELECT", "2"]), b"+OK\r\n");
+    let a_id = a.value(&["CLIENT", "ID"]).int();
+    let mut b = proxy.wire();
+    let b_id = b.value(&["CLIENT", "ID"]).int();
+    let list = b.value(&["CLIENT", "LIST"]).text();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    let line_a = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("id={a_id} ")))
+        .expect("a listed");
+    assert!(
+        line_a.contains(" name=app-a ") && line_a.contains(" db=2 "),
+        "{line_a}"
+    );
+    assert!(list.contains(&format!("id={b_id} ")), "{list}");
+    assert!(
+        list.contains(&format!("addr={} ", b.stream().local_addr().unwrap())),
+        "{list}"
+    );
+    let only_a = b.value(&["CLIENT", "LIST", "ID", &a_id.to_string()]).text();
+    assert_eq!(only_a.lines().count(), 1, "{only_a}");
+    assert_prefix(
+        b.cmd(&["CLIENT", "LIST", "TYPE", "bogus"]),
+        b"-ERR Unknown client type",
+    );
+
+    // A client blocked in BLPOP, unblocked by another with the id the proxy gave it.
+    let mut c = proxy.wire();
+    c.set_timeout(std::time::Duration::from_secs(10));
+    let c_id = c.value(&["CLIENT", "ID"]).int();
+    c.send_cmd(&["BLPOP", "nothing", "0"]);
+    let mut unblocked = false;
+    for _ in 0..200 {
+        let r = b.value(&["CLIENT", "UNBLOCK", &c_id.to_string()]).int();
+        if r == 1 {
+            unblocked = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(unblocked, "CLIENT UNBLOCK never found the blocked client");
+    assert_bytes(c.read_reply(), b"*-1\r\n");
+    assert_bytes(c.cmd(&["PING"]), b"+PONG\r\n");
+    // Not blocked (any more), or not a client: 0.
+    assert_bytes(b.cmd(&["CLIENT", "UNBLOCK", &c_id.to_string()]), int(0));
+    assert_bytes(b.cmd(&["CLIENT", "UNBLOCK", "999999"]), int(0));
+    assert_prefix(
+        b.cmd(&["CLIENT", "UNBLOCK", "x"]),
+        b"-ERR value is not an integer",
+    );
 }

@@ -28,6 +28,10 @@ pub(crate) enum Cmd {
     ClientReply,
     /// Acts on the proxy's own clients, never on its backend connections.
     ClientKill,
+    /// Lists the proxy's own clients.
+    ClientList,
+    /// Unblocks one of the proxy's own clients (by the id the proxy gave it).
+    ClientUnblock,
 }
 
 impl Cmd {
@@ -54,6 +58,8 @@ impl Cmd {
                     b"info" => Cmd::ClientInfo,
                     b"reply" => Cmd::ClientReply,
                     b"kill" => Cmd::ClientKill,
+                    b"list" => Cmd::ClientList,
+                    b"unblock" => Cmd::ClientUnblock,
                     _ => return None,
                 }
             }
@@ -79,6 +85,8 @@ impl Cmd {
             Cmd::ClientGetName => "client|getname",
             Cmd::ClientSetInfo => "client|setinfo",
             Cmd::ClientInfo => "client|info",
+            Cmd::ClientList => "client|list",
+            Cmd::ClientUnblock => "client|unblock",
             Cmd::ClientReply => "client|reply",
             Cmd::ClientKill => "client|kill",
         }
@@ -105,6 +113,8 @@ pub(crate) fn action(
         Cmd::ClientSetName | Cmd::ClientReply => argc == 3,
         Cmd::ClientSetInfo => argc == 4,
         Cmd::ClientKill => argc >= 3,
+        Cmd::ClientList => argc == 2 || argc >= 4,
+        Cmd::ClientUnblock => (3..=4).contains(&argc),
     };
     if !arity_ok && st.in_multi && cmd.queues_in_multi() {
         // Inside MULTI the server must see the bad command: its error also makes the
@@ -306,6 +316,8 @@ impl Session {
         if let Some(reply) = self.exec_local(cmd, args) {
             self.reply_local(reply);
         }
+        // SELECT, HELLO, AUTH, SETNAME, SETINFO, RESET: what CLIENT LIST shows.
+        self.publish();
     }
 
     /// Runs a local command; its reply, or None when it has none (CLIENT REPLY OFF/SKIP).
@@ -374,6 +386,11 @@ impl Session {
                 let mut b = BytesMut::new();
                 encode::verbatim_text(&mut b, self.client_info_line().as_bytes(), self.st.resp3);
                 b.freeze()
+            }
+            Cmd::ClientList => self.client_list(args),
+            // Handled where it is parsed: it becomes the server's own CLIENT UNBLOCK.
+            Cmd::ClientUnblock => {
+                err(b"-ERR CLIENT UNBLOCK can't run inside MULTI through the proxy\r\n")
             }
             Cmd::ClientReply => {
                 let mode = &args[2];
@@ -553,39 +570,71 @@ impl Session {
         Bytes::from_static(b"+RESET\r\n")
     }
 
+    /// CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...]: the proxy's own clients.
+    fn client_list(&self, args: &[Bytes]) -> Bytes {
+        let mut ids: Option<Vec<u64>> = None;
+        let mut kind: Option<String> = None;
+        let mut i = 2;
+        while i < args.len() {
+            if args[i].eq_ignore_ascii_case(b"type") && i + 1 < args.len() {
+                let t = String::from_utf8_lossy(&args[i + 1]).to_ascii_lowercase();
+                if !matches!(
+                    t.as_str(),
+                    "normal" | "pubsub" | "master" | "replica" | "slave"
+                ) {
+                    return Bytes::from(format!(
+                        "-ERR Unknown client type '{}'\r\n",
+                        sanitize(&args[i + 1], 32)
+                    ));
+                }
+                kind = Some(t);
+                i += 2;
+            } else if args[i].eq_ignore_ascii_case(b"id") && i + 1 < args.len() {
+                let mut v = Vec::new();
+                for a in &args[i + 1..] {
+                    match std::str::from_utf8(a)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        Some(n) if n > 0 => v.push(n),
+                        _ => return err(b"-ERR Invalid client ID\r\n"),
+                    }
+                }
+                ids = Some(v);
+                break;
+            } else {
+                return err(b"-ERR syntax error\r\n");
+            }
+        }
+        self.publish();
+        let me = self.st.id;
+        let entries = self.sh.clients.list(|e| {
+            let pubsub = e.view.state.lock().map(|s| s.flags == "P").unwrap_or(false);
+            let kind_ok = match kind.as_deref() {
+                None => true,
+                Some("normal") => !pubsub,
+                Some("pubsub") => pubsub,
+                _ => false,
+            };
+            kind_ok && ids.as_ref().is_none_or(|v| v.contains(&e.id))
+        });
+        let mut text = String::new();
+        for e in entries {
+            text.push_str(&e.line(if e.id == me { "client|list" } else { "NULL" }));
+        }
+        let mut b = BytesMut::new();
+        encode::verbatim_text(&mut b, text.as_bytes(), self.st.resp3);
+        b.freeze()
+    }
+
     fn client_info_line(&self) -> String {
-        let st = &self.st;
-        let show = |b: &Option<Bytes>| {
-            b.as_ref()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        let user = st
-            .user
-            .as_ref()
-            .map(|u| String::from_utf8_lossy(u).into_owned())
-            .unwrap_or_else(|| "default".into());
-        let flags = if st.monitoring {
-            "O"
-        } else if st.dedicated {
-            "x"
-        } else {
-            "N"
-        };
-        format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
-            st.id,
-            st.peer,
-            st.local_addr.map(|a| a.to_string()).unwrap_or_default(),
-            show(&st.name),
-            st.created.elapsed().as_secs(),
-            flags,
-            st.db,
-            user,
-            if st.resp3 { 3 } else { 2 },
-            show(&st.lib_name),
-            show(&st.lib_ver),
-        )
+        self.publish();
+        self.sh
+            .clients
+            .list(|e| e.id == self.st.id)
+            .first()
+            .map(|e| e.line("client|info"))
+            .unwrap_or_default()
     }
 }
 

@@ -11,7 +11,6 @@ fn state() -> ClientState {
     ClientState {
         id: 7,
         peer: SocketAddr::from(([127, 0, 0, 1], 5000)),
-        local_addr: None,
         created: Instant::now(),
         db: 0,
         resp3: false,
@@ -139,6 +138,8 @@ fn the_proxy_answers_session_commands() {
         ),
         (&["CLIENT", "REPLY", "OFF"], local::Cmd::ClientReply),
         (&["QUIT"], local::Cmd::Quit),
+        (&["CLIENT", "LIST"], local::Cmd::ClientList),
+        (&["client", "unblock", "7"], local::Cmd::ClientUnblock),
     ] {
         match decide(&st, words) {
             Action::Local { cmd: c, .. } => assert_eq!(c, cmd, "{words:?}"),
@@ -146,7 +147,7 @@ fn the_proxy_answers_session_commands() {
         }
     }
     // Other CLIENT subcommands go to the server.
-    assert_eq!(fwd(&decide(&st, &["CLIENT", "LIST"])), (1, 0, false));
+    assert_eq!(fwd(&decide(&st, &["CLIENT", "NO-EVICT", "on"])), (1, 0, false));
 }
 
 #[test]
