@@ -34,6 +34,9 @@ pub struct ClientView {
     /// The server's id of the dedicated connection a blocking command of this client waits
     /// on, or -1: what CLIENT UNBLOCK <this client's id> must name on the server.
     pub blocked_on: AtomicI64,
+    /// The server's id of the client's own (dedicated) connection, or -1: what CLIENT
+    /// TRACKING ... REDIRECT <this client's id> must name on the server.
+    pub backend_id: AtomicI64,
 }
 
 /// The client's state for CLIENT LIST.
@@ -104,6 +107,7 @@ impl Clients {
     ) -> CancellationToken {
         let kill = shutdown.child_token();
         view.blocked_on.store(-1, Ordering::Relaxed);
+        view.backend_id.store(-1, Ordering::Relaxed);
         let e = ClientEntry {
             id,
             peer,
@@ -126,6 +130,13 @@ impl Clients {
         let mut v: Vec<ClientEntry> = m.values().filter(|e| pred(e)).cloned().collect();
         v.sort_by_key(|e| e.id);
         v
+    }
+
+    /// The server's id of client `id`'s own connection, if it has one.
+    pub fn backend_of(&self, id: u64) -> Option<i64> {
+        let m = self.map.lock().ok()?;
+        let b = m.get(&id)?.view.backend_id.load(Ordering::Relaxed);
+        (b >= 0).then_some(b)
     }
 
     /// The server's id of the connection client `id` is blocked on, if it is.

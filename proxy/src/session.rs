@@ -645,12 +645,13 @@ impl Session {
                 self.wait_drain = false;
                 if let Some(p) = self.swap_after_drain.take() {
                     self.dedicated = Some(p);
-                    self.backend_id = self.presub_id;
+                    self.set_backend_id(self.presub_id);
                 }
                 if self.stale_dedicated {
                     self.stale_dedicated = false;
                     self.dedicated = None;
                     self.st.dedicated = false;
+                    self.view.backend_id.store(-1, Ordering::Relaxed);
                 }
             }
             if self.owed + self.batch.count >= self.sh.settings.max_inflight_per_client {
@@ -966,6 +967,14 @@ impl Session {
                         self.next_writes += w;
                         self.next_touches.append(&mut touched);
                         self.send_exec(data, queued);
+                    } else if let Some(rewritten) = self.tracking_redirect(inline, frame.len) {
+                        // CLIENT TRACKING ... REDIRECT <a proxy client's id>.
+                        self.flush_batch();
+                        self.inbuf.advance(frame.len);
+                        match rewritten {
+                            Ok(data) => self.send(data, count, flags),
+                            Err(reply) => self.reply_local(reply),
+                        }
                     } else if inline {
                         self.flush_batch();
                         let data = Bytes::copy_from_slice(self.parser.inline_encoded());
@@ -1569,7 +1578,7 @@ impl Session {
                     self.wait_drain = true;
                 } else {
                     self.dedicated = Some(p);
-                    self.backend_id = self.presub_id;
+                    self.set_backend_id(self.presub_id);
                 }
             }
             if self.st.watching {
@@ -1585,6 +1594,7 @@ impl Session {
             if self.dedicated.is_some() && stateless {
                 self.dedicated = None;
                 self.st.dedicated = false;
+                self.view.backend_id.store(-1, Ordering::Relaxed);
             } else if self.owed > 0
                 && !self.st.subscribed
                 && !self.counted_subscriber
@@ -1660,6 +1670,49 @@ impl Session {
     }
 
     /// Keeps `Router::subscribers` in step with whether this client has subscriptions.
+    /// The server's id of this client's own connection, also for CLIENT LIST's view.
+    fn set_backend_id(&mut self, id: i64) {
+        self.backend_id = id;
+        self.view.backend_id.store(id, Ordering::Relaxed);
+    }
+
+    /// `CLIENT TRACKING ... REDIRECT <id>` names one of the proxy's clients; the server
+    /// knows that client's own connection by another id. The command with that id, or the
+    /// error Redis gives for a client it does not know; None for any other command.
+    fn tracking_redirect(&self, inline: bool, len: usize) -> Option<Result<Bytes, Bytes>> {
+        let base: &[u8] = if inline {
+            self.parser.inline_encoded()
+        } else {
+            &self.inbuf[self.batch.end..self.batch.end + len]
+        };
+        let args = self.parser.args();
+        let arg = |i: usize| -> &[u8] { args.get(i).map_or(&[][..], |r| &base[r.clone()]) };
+        if !arg(0).eq_ignore_ascii_case(b"client") || !arg(1).eq_ignore_ascii_case(b"tracking") {
+            return None;
+        }
+        let at = (2..args.len()).find(|&i| arg(i).eq_ignore_ascii_case(b"redirect"))? + 1;
+        let Some(id) = std::str::from_utf8(arg(at))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return Some(Err(Bytes::from_static(
+                b"-ERR value is not an integer or out of range\r\n",
+            )));
+        };
+        let Some(backend) = self.sh.clients.backend_of(id) else {
+            return Some(Err(Bytes::from_static(
+                b"-ERR The client ID you want redirect to does not exist\r\n",
+            )));
+        };
+        let b = backend.to_string();
+        let mut out = BytesMut::new();
+        resp::encode::command(
+            &mut out,
+            (0..args.len()).map(|i| if i == at { b.as_bytes() } else { arg(i) }),
+        );
+        Some(Ok(out.freeze()))
+    }
+
     /// CLIENT UNBLOCK <id> [TIMEOUT|ERROR], `id` one of the proxy's own clients.
     fn client_unblock(&mut self, args: &[Bytes]) {
         let Some(id) = std::str::from_utf8(&args[2])
@@ -1837,7 +1890,7 @@ impl Session {
         {
             Ok((h, id)) => {
                 self.dedicated = Some(h);
-                self.backend_id = id;
+                self.set_backend_id(id);
                 self.st.dedicated = true;
                 self.sh.metrics.dedicated_connections.increment(1);
                 Stats::add(&self.sh.stats.dedicated_connections, 1);

@@ -204,3 +204,33 @@ fn client_list_and_unblock_see_the_proxys_own_clients() {
         b"-ERR value is not an integer",
     );
 }
+
+/// CLIENT TRACKING ... REDIRECT names a client by the id the proxy gave it: the
+/// invalidations reach that client's own connection (the server knows it by another id).
+#[test]
+fn tracking_redirect_names_the_proxys_client() {
+    let (_server, proxy) = Cutover::with_server();
+    let mut sub = proxy.wire();
+    sub.set_timeout(Duration::from_secs(10));
+    let sub_id = sub.value(&["CLIENT", "ID"]).int();
+    assert_prefix(sub.cmd(&["SUBSCRIBE", "__redis__:invalidate"]), b"*3\r\n");
+    let mut a = proxy.wire();
+    assert_bytes(
+        a.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &sub_id.to_string()]),
+        b"+OK\r\n",
+    );
+    assert_bytes(a.cmd(&["GET", "watched"]), b"$-1\r\n");
+    let mut w = proxy.wire();
+    assert_bytes(w.cmd(&["SET", "watched", "1"]), b"+OK\r\n");
+    // The invalidation message, on the subscriber's connection.
+    let msg = sub.read_reply();
+    let text = String::from_utf8_lossy(&msg);
+    assert!(
+        text.contains("__redis__:invalidate") && text.contains("watched"),
+        "{text}"
+    );
+    assert_prefix(
+        a.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", "999999"]),
+        b"-ERR The client ID you want redirect to does not exist",
+    );
+}

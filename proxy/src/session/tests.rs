@@ -147,7 +147,10 @@ fn the_proxy_answers_session_commands() {
         }
     }
     // Other CLIENT subcommands go to the server.
-    assert_eq!(fwd(&decide(&st, &["CLIENT", "NO-EVICT", "on"])), (1, 0, false));
+    assert_eq!(
+        fwd(&decide(&st, &["CLIENT", "NO-EVICT", "on"])),
+        (1, 0, false)
+    );
 }
 
 #[test]
