@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted bytes with cargo-fuzz (libFuzzer, nightly toolchain):
 # requests (what clients send), replies (what backends send), RDB (files and replication
-# payloads), AOF (manifests and the stream front). SECONDS each (default 60), one after the
+# payloads), AOF (manifests and the stream front), DUMP payloads (the SCAN copy, verify). SECONDS each (default 60), one after the
 # other; seeded from fuzz/seeds/ and ../shared/fixtures/rdb; the corpus grows in
 # fuzz/corpus/. A crash stops the run and is left in fuzz/artifacts/<target>/: turn it into
 # a regression test.
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
-for t in ${TARGETS:-request reply rdb aof}; do
+for t in ${TARGETS:-request reply rdb aof dump}; do
   mkdir -p "fuzz/corpus/$t"
   seeds="seeds/$t"
   [ "$t" = rdb ] && seeds="../../shared/fixtures/rdb"

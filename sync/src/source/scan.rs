@@ -130,7 +130,7 @@ impl Scan {
 
 /// The first pass as an RDB: header (the payloads' RDB version), then per key its db,
 /// expiry, type, name and value bytes, then EOF and the CRC64 of it all.
-pub(crate) struct RdbOut {
+pub struct RdbOut {
     buf: BytesMut,
     crc: u64,
     version: Option<u16>,
@@ -138,7 +138,8 @@ pub(crate) struct RdbOut {
 }
 
 impl RdbOut {
-    pub(crate) fn new() -> RdbOut {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> RdbOut {
         RdbOut {
             buf: BytesMut::with_capacity(CHUNK * 2),
             crc: 0,
@@ -155,7 +156,7 @@ impl RdbOut {
 
     /// Adds the function libraries of a `FUNCTION DUMP` payload (a run of FUNCTION2
     /// records, then the RDB version and a CRC), before any key.
-    pub(crate) fn functions(&mut self, payload: &[u8]) -> Result<(), SyncError> {
+    pub fn functions(&mut self, payload: &[u8]) -> Result<(), SyncError> {
         let n = payload.len();
         if n < 10 {
             return Err(SyncError::Source("FUNCTION DUMP: payload too short".into()));
@@ -177,7 +178,7 @@ impl RdbOut {
     }
 
     /// Adds a key from its DUMP payload.
-    pub(crate) fn key(
+    pub fn key(
         &mut self,
         db: u32,
         key: &[u8],
@@ -218,18 +219,18 @@ impl RdbOut {
         Ok(())
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// What was written since the last take.
-    pub(crate) fn take(&mut self) -> Bytes {
+    pub fn take(&mut self) -> Bytes {
         self.crc = crc64(self.crc, &self.buf);
         self.buf.split().freeze()
     }
 
     /// The end: EOF and checksum (an empty source: an empty RDB of version 9).
-    pub(crate) fn finish(&mut self) -> Bytes {
+    pub fn finish(&mut self) -> Bytes {
         if self.version.is_none() {
             self.header(9);
         }
