@@ -219,8 +219,14 @@ impl RdbOut {
         Ok(())
     }
 
+    /// Bytes written since the last take.
     pub fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Whether nothing was written since the last take.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// What was written since the last take.
