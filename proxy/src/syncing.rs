@@ -37,11 +37,20 @@ pub fn start(
             mode == SourceMode::Scan,
         ))),
     };
+    let target_connector = Arc::new(
+        cluster::Connector::new(
+            target.url.clone(),
+            target.tls_ca_file.as_deref(),
+            settings.connect_timeout,
+        )
+        .context("target")?,
+    );
     let scan_spec = tracker.as_ref().map(|t| sync::source::scan::ScanSpec {
         source: seed.clone(),
         tracker: t.clone(),
         max_ops: settings.sync.scan_max_ops,
         cluster: source.cluster().is_some(),
+        target: Some(target_connector.clone()),
     });
     let (source_spec, scan_fallback) = match (settings.sync.source_mode, scan_spec) {
         (SourceMode::Scan, Some(spec)) => (sync::source::SourceSpec::Scan(spec), None),
@@ -50,14 +59,7 @@ pub fn start(
     let cfg = sync::SyncConfig {
         source: source_spec,
         scan_fallback,
-        target: Arc::new(
-            cluster::Connector::new(
-                target.url.clone(),
-                target.tls_ca_file.as_deref(),
-                settings.connect_timeout,
-            )
-            .context("target")?,
-        ),
+        target: target_connector,
         listening_port: settings.listen.port(),
         not_empty: settings.sync.not_empty,
         on_full_resync: settings.sync.on_full_resync,

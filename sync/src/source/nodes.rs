@@ -31,6 +31,8 @@ pub(crate) struct Conn {
     connector: Arc<Connector>,
     /// Keys asked per SCAN call.
     pub(crate) scan_count: usize,
+    /// The server's Redis version (major, minor).
+    pub(crate) version: (u32, u32),
     stream: NodeStream,
     db: u32,
     /// PEXPIRETIME exists (7.0+); else PTTL.
@@ -48,9 +50,8 @@ impl Conn {
             .await
             .map_err(|e| SyncError::Source(e.to_string()))?;
         let text = String::from_utf8_lossy(&info[0]).into_owned();
-        let major = cluster::info::field(&text, "redis_version")
-            .and_then(|v| v.split('.').next().and_then(|m| m.parse::<u32>().ok()))
-            .unwrap_or(0);
+        let version = version_of(&text);
+        let major = version.0;
         // DUMP is the one command the copy can't do without.
         let probe = stream
             .request(&[&[b"DUMP", b"__cutover:probe"]])
@@ -70,6 +71,7 @@ impl Conn {
             db: 0,
             abs_expiry: major >= 7,
             scan_count: SCAN_COUNT,
+            version,
         })
     }
 
@@ -361,6 +363,13 @@ impl Conn {
         let total = ks.iter().map(|(_, n)| *n).sum();
         Ok((ks.into_iter().map(|(d, _)| d).collect(), total))
     }
+}
+
+/// (major, minor) of `redis_version` in INFO server text ((0, 0) when absent).
+pub(crate) fn version_of(info: &str) -> (u32, u32) {
+    let v = cluster::info::field(info, "redis_version").unwrap_or("0.0");
+    let mut it = v.split('.').map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 fn ttl_name(abs: bool) -> &'static [u8] {

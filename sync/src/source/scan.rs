@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cluster::Connector;
+use cluster::{Connector, SessionSetup};
 use tokio::sync::mpsc;
 
 use super::nodes::{Conn, Nodes, Pacer, Read};
@@ -40,6 +40,10 @@ pub struct ScanSpec {
     /// The source is a Redis Cluster: every master is scanned, and each key read from the
     /// master of its slot (the slot map read when the copy starts).
     pub cluster: bool,
+    /// The target, asked its version: when it is older than the source, the rounds
+    /// re-create values with ordinary commands instead of RESTORE (the first pass's load
+    /// probes it itself).
+    pub target: Option<Arc<Connector>>,
 }
 
 /// Keys asked per SCAN call, and read per pipeline.
@@ -74,6 +78,7 @@ impl Scan {
             nodes,
             spec: spec.clone(),
             pacer: Pacer::new(spec.max_ops),
+            caps: None,
         };
         let task = tokio::spawn(copier.run(rdb_tx, stream_tx));
         let id = format!(
@@ -278,6 +283,41 @@ impl StreamOut {
             self.db = Some(db);
         }
     }
+    /// The commands that make the target's `key` what `payload` holds: RESTORE, or, for a
+    /// target that can't take the source's payloads (`caps`), the value decoded and
+    /// re-created with ordinary commands (as the full load does for older targets).
+    fn value(
+        &mut self,
+        db: u32,
+        key: &Bytes,
+        payload: &[u8],
+        expire_ms: i64,
+        caps: Option<crate::reencode::TargetCaps>,
+    ) -> Result<(), SyncError> {
+        let Some(caps) = caps.filter(|c| !c.restore) else {
+            self.restore(db, key, payload, expire_ms);
+            return Ok(());
+        };
+        let n = payload.len();
+        if n < 11 {
+            return Err(SyncError::Source(format!(
+                "DUMP {}: payload too short",
+                crate::reply::show_key(key)
+            )));
+        }
+        let entry = crate::rdb::KeyEntry {
+            db,
+            key: key.clone(),
+            expire_ms: (expire_ms > 0).then_some(expire_ms),
+            value_type: payload[0],
+            value: Bytes::copy_from_slice(&payload[1..n - 10]),
+        };
+        let decoded = crate::rdb::decode::decode_entry(&entry)?;
+        self.select(db);
+        let mut sink = BufSink(&mut self.buf);
+        crate::reencode::write_commands(&entry, &decoded, caps, &mut sink)
+    }
+
     fn restore(&mut self, db: u32, key: &[u8], payload: &[u8], expire_ms: i64) {
         self.select(db);
         let t = expire_ms.max(0).to_string();
@@ -329,6 +369,18 @@ impl StreamOut {
     }
 }
 
+/// Re-created commands go straight into the stream's buffer.
+struct BufSink<'a>(&'a mut BytesMut);
+
+impl crate::reencode::Sink for BufSink<'_> {
+    fn buf(&mut self) -> &mut BytesMut {
+        self.0
+    }
+    fn done(&mut self, _name: &'static str, _key: &Bytes) -> Result<(), SyncError> {
+        Ok(())
+    }
+}
+
 /// A db of a node being copied again (after a barrier or an overflow), from its cursor.
 struct Rescan {
     db: u32,
@@ -352,6 +404,8 @@ struct Copier {
     nodes: Nodes,
     spec: ScanSpec,
     pacer: Pacer,
+    /// Set when the target is older than the source: what it can take instead of RESTORE.
+    caps: Option<crate::reencode::TargetCaps>,
 }
 
 type Tx = mpsc::Sender<Result<Bytes, SyncError>>;
@@ -432,8 +486,32 @@ impl Copier {
         Ok(())
     }
 
+    /// Whether the target is older than the source (then RESTORE payloads are refused
+    /// there): what it can take instead. None: RESTORE.
+    async fn target_caps(&self) -> Option<crate::reencode::TargetCaps> {
+        let target = self.spec.target.as_ref()?;
+        let mut c = target.connect(&SessionSetup::default()).await.ok()?;
+        let r = c.request(&[&[b"INFO", b"server"]]).await.ok()?;
+        let tv = super::nodes::version_of(&String::from_utf8_lossy(&r[0]));
+        let sv = self.nodes.conns.first()?.version;
+        (tv < sv).then(|| {
+            tracing::info!(
+                source = %format!("{}.{}", sv.0, sv.1),
+                target = %format!("{}.{}", tv.0, tv.1),
+                "SCAN copy: the target is older than the source; the rounds re-create values with ordinary commands"
+            );
+            crate::reencode::TargetCaps {
+                restore: false,
+                stream_meta: tv >= (7, 0),
+                create_consumer: tv >= (6, 2),
+                field_ttl: tv >= (7, 4),
+            }
+        })
+    }
+
     /// Then, for ever: barriers, rescans, dirty keys; the fence once nothing is left.
     async fn rounds(&mut self, tx: &Tx) -> Result<(), SyncError> {
+        self.caps = self.target_caps().await;
         let tracker = self.spec.tracker.clone();
         self.progress()
             .set_state(crate::tracking::ScanState::Rounds);
@@ -528,7 +606,9 @@ impl Copier {
             for (k, r) in names.iter().zip(reads) {
                 match r {
                     Read::Gone => out.del(db, k),
-                    Read::Value { payload, expire_ms } => out.restore(db, k, &payload, expire_ms),
+                    Read::Value { payload, expire_ms } => {
+                        out.value(db, k, &payload, expire_ms, self.caps)?
+                    }
                 }
             }
             self.progress()
