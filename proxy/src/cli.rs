@@ -61,6 +61,18 @@ pub enum CtlAction {
         /// Largest lag (bytes) at which to start.
         #[arg(long)]
         max_lag: Option<u64>,
+        /// The SCAN copy: most keys left dirty (to copy during the pause) at which to start.
+        #[arg(long)]
+        max_dirty: Option<u64>,
+        /// Only after a VERIFY found the target equal (CUTOVER VERIFIED).
+        #[arg(long)]
+        verified: bool,
+    },
+    /// Start a VERIFY in the background (see STATUS verify_*): every key, or a sample.
+    Verify {
+        /// Only this many random keys.
+        #[arg(long)]
+        sample: Option<u64>,
     },
     /// After CUTOVER: mark the source finished and remove cutover's keys from the target.
     Finish,

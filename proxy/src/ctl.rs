@@ -14,10 +14,19 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
     match &args.action {
         CtlAction::Status => cmd.push("STATUS".into()),
         CtlAction::Finish => cmd.push("FINISH".into()),
+        CtlAction::Verify { sample } => {
+            cmd.push("VERIFY".into());
+            match sample {
+                Some(n) => cmd.extend(["SAMPLE".into(), n.to_string()]),
+                None => cmd.push("FULL".into()),
+            }
+        }
         CtlAction::Cutover {
             check,
             timeout_ms,
             max_lag,
+            max_dirty,
+            verified,
         } => {
             cmd.push("CUTOVER".into());
             if *check {
@@ -28,6 +37,12 @@ pub fn run(args: &CtlArgs) -> anyhow::Result<()> {
             }
             if let Some(l) = max_lag {
                 cmd.extend(["MAXLAG".into(), l.to_string()]);
+            }
+            if let Some(d) = max_dirty {
+                cmd.extend(["MAXDIRTY".into(), d.to_string()]);
+            }
+            if *verified {
+                cmd.push("VERIFIED".into());
             }
         }
     }

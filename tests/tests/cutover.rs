@@ -229,7 +229,19 @@ fn ctl_speaks_to_the_admin_port() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = ctl(&["cutover", "--timeout-ms", "5000"]);
+    // VERIFIED waits for a clean VERIFY, which ctl starts.
+    let out = ctl(&["cutover", "--check", "--verified"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VERIFY"));
+    let out = ctl(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll_until(WAIT, || proxy.status()["verify_state"] == "done");
+    assert_eq!(proxy.status()["verify_differences"], "0");
+    let out = ctl(&["cutover", "--verified", "--timeout-ms", "5000"]);
     assert!(
         out.status.success(),
         "{}",
