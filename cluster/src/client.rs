@@ -28,8 +28,8 @@
 //!   (MULTI is held back until that key is known); a key of another slot gets
 //!   `-CROSSSLOT` and makes EXEC fail with `-EXECABORT`, as Redis does.
 //!
-//! The parts: [`plan`] (which nodes take a command, as what parts, merged how), [`nodes`]
-//! (the connections parts travel on), [`answers`] (node replies, redirections, retries,
+//! The parts: `plan.rs` (which nodes take a command, as what parts, merged how), `nodes.rs`
+//! (the connections parts travel on), `answers.rs` (node replies, redirections, retries,
 //! and the client's replies in its order). This file: the client's state, its batches,
 //! and when a new slot map is adopted.
 

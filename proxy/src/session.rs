@@ -15,9 +15,9 @@
 //! until every reply owed on the current one has arrived: the input buffer simply stops
 //! being parsed, so it doubles as the queue of held commands.
 //!
-//! The parts, each with its own state: [`replies`] (what is owed equals what is pending),
-//! [`routing`] (the embedded cluster router), [`migrate`] (the client's share of a
-//! cutover), [`registry`] (the client as CLIENT LIST/UNBLOCK/TRACKING see it), [`local`]
+//! The parts, each with its own state: `replies.rs` (what is owed equals what is pending),
+//! `routing.rs` (the embedded cluster router), `migrate.rs` (the client's share of a
+//! cutover), `registry.rs` (the client as CLIENT LIST/UNBLOCK/TRACKING see it), `local.rs`
 //! (the commands the proxy answers itself). This file: the socket loop and the dispatch.
 //!
 //! Backpressure: at most `max_inflight_per_client` commands of a client are owed replies;
