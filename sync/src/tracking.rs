@@ -332,6 +332,14 @@ impl Tracker {
         self.key_bytes.load(Ordering::Relaxed)
     }
 
+    /// Asks for every key to be copied again (changes may have been missed).
+    pub fn rescan_all(&self) {
+        if self.marking() {
+            self.rescan.store(true, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+
     /// Takes the "copy everything again" flag.
     pub fn take_rescan(&self) -> bool {
         self.rescan.swap(false, Ordering::AcqRel)

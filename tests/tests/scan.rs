@@ -422,3 +422,38 @@ fn rounds_into_an_older_target_re_create_values() {
         assert_eq!(content(&mut s, k), content(&mut t, k), "key {k}");
     }
 }
+
+#[test]
+fn with_keyspace_notifications_on_writers_that_bypass_the_proxy_are_copied_too() {
+    if skip_direct("the SCAN copy") {
+        return;
+    }
+    let source = RedisServer::builder()
+        .args(&["--notify-keyspace-events", "KEA"])
+        .start();
+    source.cmd(&["SET", "before", "1"]);
+    let target = RedisServer::start();
+    let proxy = Cutover::start(
+        &source,
+        &["--target", &target.url(), "--source-mode", "scan"],
+    );
+    poll_until(WAIT, || proxy.status()["sync_state"] == "scan_rounds");
+    // Straight to the source: the proxy never sees these writes, the events name them.
+    let mut s = source.wire();
+    s.cmd(&["SET", "bypass", "x"]);
+    s.cmd(&["HSET", "bypass:h", "f", "1"]);
+    s.cmd(&["INCR", "before"]);
+    s.cmd(&["SELECT", "4"]);
+    s.cmd(&["SET", "in4", "y"]);
+    poll_until(WAIT, || {
+        target.cmd(&["GET", "before"]) == bulk("2") && target.cmd(&["GET", "bypass"]) == bulk("x")
+    });
+    let mut t = target.wire();
+    assert_bytes(t.cmd(&["HGET", "bypass:h", "f"]), bulk("1"));
+    t.cmd(&["SELECT", "4"]);
+    poll_until(WAIT, || t.cmd(&["GET", "in4"]) == bulk("y"));
+    // A DEL too.
+    s.cmd(&["SELECT", "0"]);
+    s.cmd(&["DEL", "bypass"]);
+    poll_until(WAIT, || target.cmd(&["EXISTS", "bypass"]) == int(0));
+}

@@ -489,6 +489,11 @@ impl Nodes {
         })
     }
 
+    /// Each node's connector (to reach them apart, e.g. to subscribe).
+    pub(crate) fn connectors(&self) -> Vec<Arc<Connector>> {
+        self.conns.iter().map(|c| c.connector.clone()).collect()
+    }
+
     /// The node that holds `key`.
     pub(crate) fn of(&self, key: &[u8]) -> usize {
         match &self.owner {

@@ -25,8 +25,9 @@ use bytes::{Bytes, BytesMut};
 use cluster::{Connector, SessionSetup};
 use tokio::sync::mpsc;
 
-use super::nodes::{Conn, Nodes, Pacer, Read};
+use super::nodes::{bulk, Conn, Nodes, Pacer, Read};
 use crate::rdb::crc64::crc64;
+use crate::reply::array_elements;
 use crate::tracking::{Barrier, Tracker};
 use crate::SyncError;
 
@@ -80,7 +81,22 @@ impl Scan {
             pacer: Pacer::new(spec.max_ops),
             caps: None,
         };
-        let task = tokio::spawn(copier.run(rdb_tx, stream_tx));
+        // Keyspace notifications, where the source sends them: writers that bypass the
+        // proxy are tracked too.
+        let events: Vec<_> = copier
+            .nodes
+            .connectors()
+            .into_iter()
+            .map(|c| tokio::spawn(watch_events(c, spec.tracker.clone())))
+            .collect();
+        let copy = tokio::spawn(copier.run(rdb_tx, stream_tx));
+        let task = tokio::spawn(async move {
+            // Aborting this aborts the copy too (a dropped JoinHandle does not: abort
+            // them explicitly when this task is aborted, through a guard).
+            let _guard = AbortAll(events);
+            let _copy = AbortOnDrop(copy);
+            std::future::pending::<()>().await;
+        });
         let id = format!(
             "{:016x}{:024x}",
             std::process::id() as u64 ^ 0x5ca1_ab1e,
@@ -366,6 +382,98 @@ impl StreamOut {
         }
         self.produced += self.buf.len() as i64;
         Some(self.buf.split().freeze())
+    }
+}
+
+/// Marks the keys a node's keyspace notifications name (`__keyevent@<db>__:<event>`, the
+/// key as the message), as the proxy marks its clients' writes: an event is sent after its
+/// write ran, so the rule holds. Notifications off (nothing arrives) or refused: nothing to
+/// do. A subscription that drops after events came may have lost some: everything is
+/// copied again (a rescan). Aborted with the copy.
+async fn watch_events(node: Arc<Connector>, tracker: Arc<Tracker>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut heard = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Ok(mut conn) = node.connect(&SessionSetup::default()).await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        let mut out = BytesMut::new();
+        resp::encode::command(
+            &mut out,
+            [&b"PSUBSCRIBE"[..], b"__keyevent@*__:*"].into_iter(),
+        );
+        if conn.write_all(&out).await.is_err() {
+            continue;
+        }
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = resp::ReplyScanner::default();
+        'read: loop {
+            while let Ok(Some(n)) = scanner.scan(&buf) {
+                let frame = buf.split_to(n);
+                if frame.first() == Some(&b'-') {
+                    tracing::info!(
+                        node = %node.addr(),
+                        reply = %String::from_utf8_lossy(&frame).trim_end(),
+                        "the source refuses PSUBSCRIBE: keyspace notifications are not used"
+                    );
+                    return;
+                }
+                let Some(parts) = array_elements(&frame) else {
+                    continue;
+                };
+                // pmessage, pattern, channel, key.
+                let [kind, _, channel, key] = parts.as_slice() else {
+                    continue;
+                };
+                if bulk(kind) != Some(&b"pmessage"[..]) {
+                    continue;
+                }
+                let (Some(channel), Some(key)) = (bulk(channel), bulk(key)) else {
+                    continue;
+                };
+                let db = channel
+                    .strip_prefix(&b"__keyevent@"[..])
+                    .and_then(|rest| rest.split(|&c| c == b'_').next())
+                    .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u32>().ok());
+                if let Some(db) = db {
+                    if !key.starts_with(crate::checkpoint::OWN_PREFIX) {
+                        heard = true;
+                        tracker.mark(db, key);
+                    }
+                }
+            }
+            match conn.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => break 'read,
+            }
+        }
+        if heard {
+            tracing::warn!(node = %node.addr(), "the keyspace notification subscription dropped: events may be lost, every key is copied again");
+            tracker.rescan_all();
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Aborts the tasks it holds when dropped.
+struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
