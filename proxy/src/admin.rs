@@ -16,17 +16,20 @@ use tokio::net::TcpListener;
 use crate::session::Shared;
 use crate::stats::Stats;
 
+/// Argument `j` as a number, or the error naming the option `name` that needs it.
+fn number(args: &[Vec<u8>], j: usize, name: &[u8]) -> Result<u64, String> {
+    args.get(j)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .ok_or_else(|| format!("{} needs a number", String::from_utf8_lossy(name)))
+}
+
 /// `VERIFY [FULL] [SAMPLE <n>] [ROUNDS <n>]`.
 fn parse_verify(args: &[Vec<u8>]) -> Result<sync::verify::Options, String> {
     let mut o = sync::verify::Options::default();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_ascii_uppercase();
-        let num = |j: usize| -> Result<u64, String> {
-            args.get(j)
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-                .ok_or_else(|| format!("{} needs a number", String::from_utf8_lossy(&a)))
-        };
+        let num = |j: usize| number(args, j, &a);
         match a.as_slice() {
             b"FULL" => o.sample = None,
             b"SAMPLE" => {
@@ -53,11 +56,7 @@ fn parse_cutover(args: &[Vec<u8>], timeout_ms: u64) -> Result<crate::cutover::Op
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_ascii_uppercase();
-        let num = |j: usize| -> Result<u64, String> {
-            args.get(j)
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-                .ok_or_else(|| format!("ERR {} needs a number", String::from_utf8_lossy(&a)))
-        };
+        let num = |j: usize| number(args, j, &a).map_err(|e| format!("ERR {e}"));
         match a.as_slice() {
             b"CHECK" => o.check_only = true,
             b"TIMEOUT" => {

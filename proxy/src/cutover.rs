@@ -351,8 +351,10 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 ));
             }
         }
+        // The offset each link must reach: the SCAN copy's, once it has copied the last
+        // dirty keys (the writes are held); else each master's replication offset.
+        let mut fences = Vec::with_capacity(src.len());
         if let Some(t) = scanning {
-            // The last dirty keys, copied while the writes are held.
             let dirty = t.dirty_keys();
             sh.cutover.last_dirty_keys.store(dirty, Ordering::Relaxed);
             let fence = t
@@ -364,39 +366,20 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 fence,
                 "SCAN copy: the last dirty keys are copied up to the fence"
             );
-            crate::fault::point("after_fence");
-            sh.cutover.set(State::CatchingUp);
-            let l = &sync.links[0];
-            while l.status.applied() < fence {
-                if Instant::now() >= deadline {
-                    return Err(format!(
-                        "deadline passed while the target took the last dirty keys: applied {} of {fence}",
-                        l.status.applied()
-                    ));
-                }
-                if sync.state() != sync::SyncState::Streaming {
-                    return Err(format!(
-                        "the syncer left streaming ({})",
-                        sync.state().as_str()
-                    ));
-                }
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            loaded = load_scripts(sh, &mut masters, loaded).await?;
-            return Ok(vec![fence]);
-        }
-        let mut fences = Vec::with_capacity(src.len());
-        for (l, c) in sync.links.iter().zip(src.iter_mut()) {
-            let info = request(c, &[b"INFO", b"replication"], "source").await?;
-            let fence =
-                cluster::info::int_field(&String::from_utf8_lossy(&info), "master_repl_offset")
-                    .ok_or_else(|| {
-                        format!(
-                            "cannot read the master_repl_offset of the source {}",
-                            l.addr
-                        )
-                    })?;
             fences.push(fence);
+        } else {
+            for (l, c) in sync.links.iter().zip(src.iter_mut()) {
+                let info = request(c, &[b"INFO", b"replication"], "source").await?;
+                let fence =
+                    cluster::info::int_field(&String::from_utf8_lossy(&info), "master_repl_offset")
+                        .ok_or_else(|| {
+                            format!(
+                                "cannot read the master_repl_offset of the source {}",
+                                l.addr
+                            )
+                        })?;
+                fences.push(fence);
+            }
         }
         crate::fault::point("after_fence");
         sh.cutover.set(State::CatchingUp);

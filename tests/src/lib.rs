@@ -1896,6 +1896,23 @@ impl AppLoad {
     }
 }
 
+/// Every write the [`AppLoad`] clients had acknowledged (`rounds`, from
+/// [`AppLoad::finish`]) is on the target exactly once, in order: `c:<id>` and `m:<id>`
+/// count them, `l:<id>` holds 1..=n. `wire(key)` reaches the server that holds `key`.
+#[track_caller]
+pub fn assert_acked_writes(rounds: &[u64], mut wire: impl FnMut(&str) -> Wire) {
+    for (id, n) in rounds.iter().enumerate() {
+        for key in [format!("c:{id}"), format!("m:{id}")] {
+            assert_bytes(wire(&key).cmd(&["GET", &key]), bulk(n.to_string()));
+        }
+        let list = format!("l:{id}");
+        let l = wire(&list).value(&["LRANGE", &list, "0", "-1"]);
+        let items: Vec<String> = l.items().iter().map(|v| v.text()).collect();
+        let want: Vec<String> = (1..=*n).map(|i| i.to_string()).collect();
+        assert_eq!(items, want, "list of client {id}");
+    }
+}
+
 /// A reader of 16 keys of its own (`r:<id>:<j>` = `j`, written first), asking for all of
 /// them in one write each round: every reply must be its own key's value, in order. The
 /// proxy splits and merges these batches, and across a switch must not take one server's

@@ -316,8 +316,18 @@ impl Session {
         if let Some(reply) = self.exec_local(cmd, args) {
             self.reply_local(reply);
         }
-        // SELECT, HELLO, AUTH, SETNAME, SETINFO, RESET: what CLIENT LIST shows.
-        self.publish();
+        // What CLIENT LIST shows changes only with these (not per command).
+        if matches!(
+            cmd,
+            Cmd::Select
+                | Cmd::Hello
+                | Cmd::Auth
+                | Cmd::Reset
+                | Cmd::ClientSetName
+                | Cmd::ClientSetInfo
+        ) {
+            self.publish();
+        }
     }
 
     /// Runs a local command; its reply, or None when it has none (CLIENT REPLY OFF/SKIP).

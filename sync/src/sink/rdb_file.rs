@@ -32,6 +32,59 @@ fn file_err(path: &Path, e: std::io::Error) -> SyncError {
     SyncError::File(format!("{}: {e}", path.display()))
 }
 
+/// A file written as `<path>.part`, synced and renamed to `path` once whole (removed if
+/// not): a reader never sees half a dump.
+struct PartFile {
+    path: PathBuf,
+    part: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    bytes: u64,
+}
+
+impl PartFile {
+    fn create(path: &Path) -> Result<PartFile, SyncError> {
+        let mut part = path.as_os_str().to_owned();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let file = std::io::BufWriter::with_capacity(
+            1024 * 1024,
+            std::fs::File::create(&part).map_err(|e| file_err(&part, e))?,
+        );
+        Ok(PartFile {
+            path: path.to_path_buf(),
+            part,
+            file,
+            bytes: 0,
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8], progress: &AtomicU64) -> Result<(), SyncError> {
+        self.bytes += chunk.len() as u64;
+        SyncStatus::add(progress, chunk.len() as u64);
+        self.file
+            .write_all(chunk)
+            .map_err(|e| file_err(&self.part, e))
+    }
+
+    /// Synced and renamed into place; the bytes written.
+    fn commit(self) -> Result<u64, SyncError> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| file_err(&self.part, e.into_error()))?;
+        file.sync_all().map_err(|e| file_err(&self.part, e))?;
+        drop(file);
+        std::fs::rename(&self.part, &self.path).map_err(|e| file_err(&self.path, e))?;
+        Ok(self.bytes)
+    }
+
+    fn discard(self) {
+        let part = self.part.clone();
+        drop(self);
+        let _ = std::fs::remove_file(part);
+    }
+}
+
 /// Takes an RDB of `source` into `path`; `progress` counts the bytes written.
 pub async fn dump(
     source: &Connector,
@@ -45,35 +98,17 @@ pub async fn dump(
         ));
     };
     let payload = link.payload_header().await?;
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let mut file = std::io::BufWriter::with_capacity(
-        1024 * 1024,
-        std::fs::File::create(&part).map_err(|e| file_err(&part, e))?,
-    );
-    let mut bytes = 0u64;
-    // Local writes are quick; the source's socket is read again right after each.
+    let mut file = PartFile::create(path)?;
+    // Local writes are quick; the source's socket is read again right after each. (The
+    // link counts what it read; the file what it wrote: the same bytes.)
     let r = link
-        .stream_payload(
-            &payload,
-            |chunk| file.write_all(&chunk).map_err(|e| file_err(&part, e)),
-            |n| {
-                bytes += n;
-                SyncStatus::add(progress, n);
-            },
-        )
+        .stream_payload(&payload, |chunk| file.write(&chunk, progress), |_| {})
         .await;
     if let Err(e) = r {
-        let _ = std::fs::remove_file(&part);
+        file.discard();
         return Err(e);
     }
-    let file = file
-        .into_inner()
-        .map_err(|e| file_err(&part, e.into_error()))?;
-    file.sync_all().map_err(|e| file_err(&part, e))?;
-    drop(file);
-    std::fs::rename(&part, path).map_err(|e| file_err(path, e))?;
+    let bytes = file.commit()?;
     Ok(Dumped {
         path: path.to_path_buf(),
         replid,
@@ -92,34 +127,17 @@ pub async fn dump_scan(
     progress: &AtomicU64,
     max_ops: u64,
 ) -> Result<Dumped, SyncError> {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let mut file = std::io::BufWriter::with_capacity(
-        1024 * 1024,
-        std::fs::File::create(&part).map_err(|e| file_err(&part, e))?,
-    );
-    let mut bytes = 0u64;
-    let r = crate::source::scan::dump_rdb(source, max_ops, |chunk| {
-        bytes += chunk.len() as u64;
-        SyncStatus::add(progress, chunk.len() as u64);
-        file.write_all(chunk).map_err(|e| file_err(&part, e))
-    })
-    .await;
+    let mut file = PartFile::create(path)?;
+    let r =
+        crate::source::scan::dump_rdb(source, max_ops, |chunk| file.write(chunk, progress)).await;
     let keys = match r {
         Ok(k) => k,
         Err(e) => {
-            drop(file);
-            let _ = std::fs::remove_file(&part);
+            file.discard();
             return Err(e);
         }
     };
-    let file = file
-        .into_inner()
-        .map_err(|e| file_err(&part, e.into_error()))?;
-    file.sync_all().map_err(|e| file_err(&part, e))?;
-    drop(file);
-    std::fs::rename(&part, path).map_err(|e| file_err(path, e))?;
+    let bytes = file.commit()?;
     Ok(Dumped {
         path: path.to_path_buf(),
         replid: String::new(),

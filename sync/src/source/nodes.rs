@@ -494,6 +494,20 @@ impl Nodes {
         self.conns.iter().map(|c| c.connector.clone()).collect()
     }
 
+    /// `keys` grouped by the node that holds them: (node, positions in `keys`, the keys).
+    pub(crate) fn split(&self, keys: &[Bytes]) -> Vec<(usize, Vec<usize>, Vec<Bytes>)> {
+        let mut groups: Vec<(usize, Vec<usize>, Vec<Bytes>)> = (0..self.conns.len())
+            .map(|n| (n, Vec::new(), Vec::new()))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let g = &mut groups[self.of(k)];
+            g.1.push(i);
+            g.2.push(k.clone());
+        }
+        groups.retain(|g| !g.1.is_empty());
+        groups
+    }
+
     /// The node that holds `key`.
     pub(crate) fn of(&self, key: &[u8]) -> usize {
         match &self.owner {

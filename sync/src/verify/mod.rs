@@ -373,14 +373,7 @@ async fn read_on(
         return nodes.conns[0].read_with(db, keys, ttls).await;
     }
     let mut out: Vec<Option<Read>> = (0..keys.len()).map(|_| None).collect();
-    for node in 0..nodes.conns.len() {
-        let idx: Vec<usize> = (0..keys.len())
-            .filter(|&i| nodes.of(&keys[i]) == node)
-            .collect();
-        if idx.is_empty() {
-            continue;
-        }
-        let ks: Vec<Bytes> = idx.iter().map(|&i| keys[i].clone()).collect();
+    for (node, idx, ks) in nodes.split(keys) {
         let reads = nodes.conns[node].read_with(db, &ks, ttls).await?;
         for (i, r) in idx.into_iter().zip(reads) {
             out[i] = Some(r);
@@ -392,14 +385,7 @@ async fn read_on(
 /// Whether each of `keys` exists, asked of the nodes that hold them.
 async fn exists_on(nodes: &mut Nodes, db: u32, keys: &[Bytes]) -> Result<Vec<bool>, SyncError> {
     let mut out = vec![false; keys.len()];
-    for node in 0..nodes.conns.len() {
-        let idx: Vec<usize> = (0..keys.len())
-            .filter(|&i| nodes.of(&keys[i]) == node)
-            .collect();
-        if idx.is_empty() {
-            continue;
-        }
-        let ks: Vec<Bytes> = idx.iter().map(|&i| keys[i].clone()).collect();
+    for (node, idx, ks) in nodes.split(keys) {
         let there = nodes.conns[node].exists(db, &ks).await?;
         for (i, e) in idx.into_iter().zip(there) {
             out[i] = e;
