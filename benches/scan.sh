@@ -15,24 +15,9 @@
 #
 # Usage: benches/scan.sh      Environment: KEYS=1000000 ROUNDS=3 N=200000 BIN=<cutover>
 # Never touches port 6379 or servers it did not start; stops everything on exit.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}; ROUNDS=${ROUNDS:-3}; N=${N:-200000}
-if [ -z "${BIN:-}" ]; then cargo build --release -q -p cutover; BIN=target/release/cutover; fi
-WORK=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { local p; while :; do p=$(( (RANDOM % 12000) + 20000 )); if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then echo "$p"; return; fi; done; }
-wait_ping() { for _ in $(seq 1 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
-now() { date +%s.%N; }
-server() { # port dir [args...]
-  local port=$1 dir=$2; shift 2; mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-    --logfile "$dir/redis.log" --repl-diskless-sync-delay 0 --enable-debug-command yes "$@" &
-  PIDS+=($!); wait_ping "$port"
-}
-field() { sed -n "s/^$1:\([^\r]*\).*/\1/p"; }
-med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 # Starts cutover in scan mode: admin port in $A, client port in $L, pid in $CPID.
 start_cutover() { # source-port target-url [config-file]
   L=$(free_port); A=$(free_port)
@@ -59,16 +44,7 @@ echo "source: $(redis-cli -p "$SRC" DBSIZE) keys of 100 B"
 # 1. Into one server.
 native=(); scan=(); rss=()
 for r in $(seq 1 "$ROUNDS"); do
-  P=$(free_port); server "$P" "$WORK/n$r"; NPID=${PIDS[-1]}
-  t0=$(now); redis-cli -p "$P" REPLICAOF 127.0.0.1 "$SRC" >/dev/null
-  while :; do
-    info=$(redis-cli -p "$P" INFO replication)
-    if grep -q "master_link_status:up" <<<"$info" && grep -q "master_sync_in_progress:0" <<<"$info" \
-       && [ "$(redis-cli -p "$P" DBSIZE)" -ge "$KEYS" ]; then break; fi
-    sleep 0.01
-  done
-  native+=("$(echo "$(now) - $t0" | bc)")
-  kill "$NPID"; wait "$NPID" 2>/dev/null || true
+  native+=("$(native_full_sync "$SRC" "$KEYS" "$r")")
   T=$(free_port); server "$T" "$WORK/t$r"; TPID=${PIDS[-1]}
   t0=$(now); start_cutover "$SRC" "redis://127.0.0.1:$T"; wait_rounds
   scan+=("$(echo "$(now) - $t0" | bc)")
