@@ -79,6 +79,8 @@ pub struct ClientOptions {
     pub dedicated: bool,
     /// Its name, for its own connections.
     pub name: Option<Bytes>,
+    /// Whose credentials its own connections log in with (shared ones use the URL's).
+    pub auth: crate::connect::Auth,
 }
 
 /// Starts the routing task of one client; its handle takes batches like a node connection.

@@ -26,6 +26,42 @@ pub struct SessionSetup {
     pub resp3: bool,
     /// CLIENT SETNAME after connecting (dedicated connections carry the client's name).
     pub name: Option<Bytes>,
+    /// Whose credentials the connection logs in with.
+    pub auth: Auth,
+}
+
+/// A user's credentials, as a client gave them to the proxy (`AUTH [user] pass`). Never
+/// printed: `Debug` shows neither the name nor the password.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Login {
+    /// None: the default user (`AUTH pass`).
+    pub user: Option<Bytes>,
+    pub pass: Bytes,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Login(..)")
+    }
+}
+
+impl Login {
+    /// The user's name (`default` for `AUTH pass`).
+    pub fn user_name(&self) -> &[u8] {
+        self.user.as_deref().unwrap_or(b"default")
+    }
+}
+
+/// How a connection authenticates after connecting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Auth {
+    /// With the URL's credentials (if it has any).
+    #[default]
+    Url,
+    /// Not at all: the server's default user as it is.
+    Anonymous,
+    /// As a client's user.
+    Login(Arc<Login>),
 }
 
 /// Knows how to reach one node: address, TLS settings, credentials.
@@ -133,11 +169,20 @@ impl Connector {
         setup: &SessionSetup,
     ) -> Result<(), ConnectError> {
         let mut steps: Vec<(&'static str, Vec<&[u8]>)> = Vec::new();
-        if let Some(pass) = &self.url.password {
-            match &self.url.username {
-                Some(user) => steps.push(("AUTH", vec![b"AUTH", user, pass])),
-                None => steps.push(("AUTH", vec![b"AUTH", pass])),
+        match &setup.auth {
+            Auth::Url => {
+                if let Some(pass) = &self.url.password {
+                    match &self.url.username {
+                        Some(user) => steps.push(("AUTH", vec![b"AUTH", user, pass])),
+                        None => steps.push(("AUTH", vec![b"AUTH", pass])),
+                    }
+                }
             }
+            Auth::Anonymous => {}
+            Auth::Login(l) => match &l.user {
+                Some(user) => steps.push(("AUTH", vec![b"AUTH", user, &l.pass])),
+                None => steps.push(("AUTH", vec![b"AUTH", &l.pass])),
+            },
         }
         let db = setup.db.to_string();
         if setup.db != 0 {

@@ -16,7 +16,7 @@ pub mod topology;
 pub mod url;
 pub mod worker;
 
-pub use connect::{Connector, NodeStream, SessionSetup};
+pub use connect::{Auth, Connector, Login, NodeStream, SessionSetup};
 pub use error::{ConnectError, UrlError};
 pub use pipeline::{Batch, BatchFlags, PipelineHandle, Reply};
 pub use topology::{Topology, TopologyError};

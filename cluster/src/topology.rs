@@ -141,9 +141,8 @@ impl Topology {
         }
         let h = node.shared[i].get_or_insert_with(|| {
             let setup = SessionSetup {
-                db: 0,
                 resp3,
-                name: None,
+                ..SessionSetup::default()
             };
             PipelineHandle::spawn_shared(node.connector.clone(), setup, self.label)
         });

@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// CUTOVER_PASSWORD environment variable: flags show in `ps`.
     #[arg(long, env = "CUTOVER_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Who checks clients' AUTH: source (the Redis behind the proxy; each user's commands
+    /// run as that user) or proxy (only --password / proxy.users; commands run with the
+    /// URL's credentials).
+    #[arg(long, value_parser = ["source", "proxy"])]
+    pub client_auth: Option<String>,
     /// Password for the admin listener.
     #[arg(long, env = "CUTOVER_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -166,6 +171,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.password {
             cfg.proxy.password = Some(v.clone());
+        }
+        if let Some(v) = &self.client_auth {
+            cfg.proxy.client_auth = v.clone();
         }
         if let Some(v) = &self.admin_password {
             cfg.admin.password = Some(v.clone());

@@ -143,6 +143,12 @@ pub struct ProxyConfig {
     pub password: Option<String>,
     /// Named users for `AUTH <user> <pass>`.
     pub users: Vec<UserConfig>,
+    /// Who checks a client's `AUTH` and as whom its commands run. `source` (default): the
+    /// Redis behind the proxy checks it, and the client's commands run as that user on
+    /// connections of its own user (so Redis enforces its ACL); `password`/`users` above,
+    /// when set, are an extra gate in front. `proxy`: only the proxy's own password/users
+    /// are checked, and every command runs with the URL's credentials.
+    pub client_auth: String,
     /// Most clients connected at once (Redis `maxclients`).
     pub max_clients: usize,
     /// Most commands of one client waiting for replies; beyond it the proxy stops reading
@@ -216,6 +222,7 @@ impl Default for ProxyConfig {
             listen: "127.0.0.1:6380".into(),
             password: None,
             users: Vec::new(),
+            client_auth: "source".into(),
             max_clients: 10_000,
             max_inflight_per_client: 1024,
             client_output_limit: 256 * 1024 * 1024,
@@ -294,6 +301,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub password: Option<String>,
     pub users: Vec<UserConfig>,
+    /// The backend checks clients' AUTH and runs each user's commands as that user.
+    pub auth_by_backend: bool,
     pub max_clients: usize,
     pub max_inflight_per_client: u32,
     pub client_output_limit: usize,
@@ -552,6 +561,16 @@ impl Config {
                 out
             },
         };
+        let auth_by_backend = match p.client_auth.as_str() {
+            "source" => true,
+            "proxy" => false,
+            other => {
+                return Err(err(
+                    "proxy.client_auth",
+                    format!("`{other}`: expected \"source\" or \"proxy\""),
+                ))
+            }
+        };
         for (i, u) in p.users.iter().enumerate() {
             if u.name.is_empty() || u.name == "default" {
                 return Err(err(
@@ -629,6 +648,7 @@ impl Config {
                 .transpose()?,
             password: p.password.clone(),
             users: p.users.clone(),
+            auth_by_backend,
             max_clients: p.max_clients,
             max_inflight_per_client: p.max_inflight_per_client,
             client_output_limit: usize::try_from(p.client_output_limit).unwrap_or(usize::MAX),

@@ -268,6 +268,8 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         let tgt = connect_for_key(&target, RECORD_KEY, "target").await?;
         let mut masters = connect_masters(&target, "target").await?;
         let loaded = load_scripts(sh, &mut masters, 0).await?;
+        // Every user the clients logged in as must log in on the target too.
+        crate::users::prepare_target(&sh.logins, &sh.source, &target).await?;
         // Last: the attempt marker on the source (written before its writes pause).
         let mut m = connect_for_key(&sh.source, ATTEMPT_KEY, "source").await?;
         let epoch = (sh.router.route().epoch + 1).to_string();

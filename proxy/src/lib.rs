@@ -6,6 +6,7 @@
 //!   forwarding the rest in order.
 //! - [`upstream`]: the Redis behind the proxy: pools of shared pipelined connections and
 //!   dedicated ones.
+//! - [`users`]: the applications' own users made to exist on the target before a switch.
 //! - [`syncing`]: starting the syncer (one link, or one per master of a cluster source).
 //! - [`admin`], [`metrics`], [`stats`]: the operator's view.
 //! - [`restore`], [`dump`]: `cutover restore` (backup files into a Redis) and
@@ -35,4 +36,5 @@ pub mod syncing;
 pub mod tls;
 pub mod track;
 pub mod upstream;
+pub mod users;
 pub mod verify;

@@ -44,6 +44,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             &settings.source,
             settings.backend_connections,
             settings.connect_timeout,
+            settings.auth_by_backend,
         )
         .await
         .context("setting up the source")?,
@@ -56,6 +57,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
                 t,
                 settings.backend_connections,
                 settings.connect_timeout,
+                settings.auth_by_backend,
             )
             .await
             .context("setting up the target")?,
@@ -140,6 +142,7 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         stop_sync: stop_sync.clone(),
         tracker: sync_set.as_ref().and_then(|s| s.tracker.clone()),
         verify: Default::default(),
+        logins: Default::default(),
         clients: Default::default(),
         tls: match &settings.tls {
             Some(t) => Some(crate::tls::acceptor(t)?),

@@ -92,6 +92,9 @@ pub struct Shared {
     pub tracker: Option<Arc<sync::tracking::Tracker>>,
     /// Admin VERIFY.
     pub verify: crate::verify::VerifyState,
+    /// The users clients logged in as (client_auth = "source"): made to exist on the
+    /// target before a CUTOVER.
+    pub logins: crate::users::SeenLogins,
 }
 
 /// Serves one client until it leaves, misbehaves, or the proxy shuts down.
@@ -105,9 +108,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         ..Limits::default()
     };
     let mut parser = RequestParser::new(limits);
-    let auth_required = sh.users.auth_required();
-    parser.set_authenticated(!auth_required);
     let sh_route = Arc::clone(&sh.router.route());
+    let auth_required = auth_required(&sh, &sh_route);
+    parser.set_authenticated(!auth_required);
     let mut s = Session {
         st: ClientState {
             id,
@@ -172,6 +175,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         cluster_gen: 0,
         cluster_ready: Vec::new(),
         hints: Vec::new(),
+        login: None,
+        user_pools: None,
         view: Default::default(),
     };
     s.changes = s.sh.router.subscribe();
@@ -469,8 +474,19 @@ struct Session {
     cluster_ready: Vec<Reply>,
     /// One per command of `batch`, for the cluster router (reused).
     hints: Vec<Hint>,
+    /// The user the client authenticated as, when the backend checks AUTH (its commands
+    /// run as that user); None: the base pools' login.
+    login: Option<Arc<cluster::Login>>,
+    /// That user's pools on the upstream (by address) they belong to.
+    user_pools: Option<(usize, Arc<crate::upstream::Pools>)>,
     /// What CLIENT LIST shows of this client.
     view: Arc<crate::clients::ClientView>,
+}
+
+/// Whether a new client must AUTH before its commands run: the proxy's own password is
+/// set, or the backend checks AUTH and runs nothing for a connection that has not.
+pub(super) fn auth_required(sh: &Shared, route: &Route) -> bool {
+    sh.users.auth_required() || (sh.settings.auth_by_backend && !route.upstream.anonymous_ok)
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -1014,6 +1030,12 @@ impl Session {
                 }
                 Action::Local { cmd, drain } => {
                     self.flush_batch();
+                    // AUTH checked by the server changes the connections the client's
+                    // commands go on: what it owes comes back first.
+                    let drain = drain
+                        || (self.sh.settings.auth_by_backend
+                            && !self.st.in_multi
+                            && cmd == local::Cmd::Auth);
                     if drain && self.owed > 0 {
                         self.wait_drain = true;
                         break;
@@ -1037,6 +1059,16 @@ impl Session {
                         // that client is blocked on by another, so the server's own CLIENT
                         // UNBLOCK goes there with that id (its reply, 1 or 0, comes back).
                         self.client_unblock(&args);
+                        self.after_command();
+                        continue;
+                    }
+                    if self.sh.settings.auth_by_backend
+                        && !self.st.in_multi
+                        && matches!(cmd, local::Cmd::Auth | local::Cmd::Hello)
+                    {
+                        let reply = self.auth_by_backend(cmd, &args).await;
+                        self.reply_local(reply);
+                        self.publish();
                         self.after_command();
                         continue;
                     }
@@ -1120,11 +1152,21 @@ impl Session {
             tag: 0,
         };
         let db = self.db_on(route.side);
+        if let Some(login) = &self.login {
+            let at = Arc::as_ptr(&route.upstream) as usize;
+            if self.user_pools.as_ref().is_none_or(|(a, _)| *a != at) {
+                self.user_pools = Some((at, route.upstream.user_pools(login)));
+            }
+        }
         let handle = match &self.dedicated {
             Some(h) => h,
-            None => route
-                .upstream
-                .shared(db, self.st.resp3, self.st.id, self.lane),
+            None => route.upstream.shared(
+                self.user_pools.as_ref().map(|(_, p)| &**p),
+                db,
+                self.st.resp3,
+                self.st.id,
+                self.lane,
+            ),
         };
         if let Err(b) = handle.send(batch) {
             // The connection's task is gone (dedicated connection lost): fail these
@@ -1166,7 +1208,12 @@ impl Session {
             (r.upstream.clone(), r.side)
         };
         match up
-            .dedicated(self.db_on(side), self.st.resp3, self.st.name.clone())
+            .dedicated(
+                self.db_on(side),
+                self.st.resp3,
+                self.st.name.clone(),
+                self.login.as_ref(),
+            )
             .await
         {
             Ok((h, id)) => {

@@ -9,30 +9,73 @@
 //! then can reach it too, as with Redis directly.
 //! Clients that need session state of their own get a dedicated connection.
 //!
+//! Users: with `proxy.client_auth = "source"` a client that authenticates runs as its own
+//! user, so the server enforces that user's ACL: its commands go on pools of that user's
+//! connections ([`Upstream::user_pools`], made on first use). Clients that have not
+//! authenticated use the base pools, which log in as the server's default user would
+//! without AUTH (`"source"`) or with the URL's credentials (`"proxy"`).
+//!
 //! A Redis Cluster (its node says `cluster_enabled:1`) is reached through its
 //! [`Topology`]: each client gets a router task ([`cluster::client`]) that takes the same
 //! batches a connection takes and spreads them over the nodes' shared connections (or the
 //! client's own connections, for a dedicated one).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::client::{spawn_client, ClientOptions};
-use cluster::{ConnectError, Connector, PipelineHandle, SessionSetup, Topology};
+use cluster::{Auth, ConnectError, Connector, Login, PipelineHandle, SessionSetup, Topology};
 
 use crate::config::Endpoint;
 
 /// The lane of scripts and functions.
 pub const LANE_SCRIPTS: u8 = 1;
 
+/// The shared connections of one identity: a pool per (db, protocol, lane), each made on
+/// first use.
+pub struct Pools {
+    auth: Auth,
+    /// Index: (db * 2 + (resp3 as usize)) * 2 + lane.
+    pools: Box<[OnceLock<Box<[PipelineHandle]>>]>,
+}
+
+impl Pools {
+    fn new(auth: Auth, databases: u32) -> Pools {
+        Pools {
+            auth,
+            pools: (0..databases.max(1) as usize * 4)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+}
+
+/// What the server said to a client's credentials.
+pub enum LoginOutcome {
+    /// Accepted: the client's commands run as that user.
+    Accepted,
+    /// The server has no password to check (`AUTH <password> called without any password
+    /// configured...`): its reply, verbatim.
+    NoPassword(Bytes),
+    /// Refused (`-WRONGPASS ...`): its reply, verbatim.
+    Refused(Bytes),
+}
+
 pub struct Upstream {
     /// `source` or `target`: names the side in errors and logs.
     pub label: &'static str,
     connector: Arc<Connector>,
     conns_per_pool: usize,
-    /// Index: (db * 2 + (resp3 as usize)) * 2 + lane. Created on first use.
-    pools: Box<[OnceLock<Box<[PipelineHandle]>>]>,
+    /// Clients that have not authenticated (or every client with `client_auth = "proxy"`).
+    base: Pools,
+    /// Per user (credentials as the client gave them), made on first use.
+    users: Mutex<HashMap<Arc<Login>, Arc<Pools>>>,
+    /// The server runs commands of a connection that has not authenticated (its default
+    /// user has no password). Without it, clients must AUTH first (`client_auth =
+    /// "source"`); the proxy answers NOAUTH until they do.
+    pub anonymous_ok: bool,
     databases: u32,
     /// The db of the URL: where clients start.
     default_db: u32,
@@ -45,22 +88,24 @@ pub struct Upstream {
 impl Upstream {
     /// Connects once to learn the server's version and number of databases. A server that
     /// cannot be reached at start is not fatal: the proxy starts and reconnects.
+    /// `auth_by_backend`: `client_auth = "source"` (the base pools log in as nobody).
     pub async fn new(
         label: &'static str,
         endpoint: &Endpoint,
         conns_per_pool: usize,
         timeout: Duration,
+        auth_by_backend: bool,
     ) -> Result<Upstream, ConnectError> {
         let connector = Arc::new(Connector::new(
             endpoint.url.clone(),
             endpoint.tls_ca_file.as_deref(),
             timeout,
         )?);
-        let (version, databases) = match probe(&connector).await {
+        let (version, databases, anonymous_ok) = match probe(&connector).await {
             Ok(v) => v,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(side = label, error = %e, "backend not reachable at start; will keep trying");
-                ("7.0.0".to_string(), 16)
+                ("7.0.0".to_string(), 16, true)
             }
             Err(e) => return Err(e),
         };
@@ -79,14 +124,18 @@ impl Upstream {
             }
         };
         tracing::info!(side = label, addr = %connector.addr(), version, databases, cluster = cluster.is_some(), "backend");
-        let pools = (0..databases as usize * 4)
-            .map(|_| OnceLock::new())
-            .collect();
+        let base_auth = if auth_by_backend {
+            Auth::Anonymous
+        } else {
+            Auth::Url
+        };
         Ok(Upstream {
             label,
             connector,
             conns_per_pool,
-            pools,
+            base: Pools::new(base_auth, databases),
+            users: Mutex::new(HashMap::new()),
+            anonymous_ok,
             databases,
             default_db: if cluster.is_some() {
                 0
@@ -125,15 +174,24 @@ impl Upstream {
     }
 
     /// The shared connection client `client_id` is pinned to for (db, protocol, lane:
-    /// [`LANE_SCRIPTS`] or 0).
-    pub fn shared(&self, db: u32, resp3: bool, client_id: u64, lane: u8) -> &PipelineHandle {
+    /// [`LANE_SCRIPTS`] or 0), among `pools` (the base pools when None).
+    pub fn shared<'a>(
+        &'a self,
+        pools: Option<&'a Pools>,
+        db: u32,
+        resp3: bool,
+        client_id: u64,
+        lane: u8,
+    ) -> &'a PipelineHandle {
+        let pools = pools.unwrap_or(&self.base);
         let idx = ((db.min(self.databases.saturating_sub(1)) as usize) * 2 + resp3 as usize) * 2
             + usize::from(lane.min(1));
-        let pool = self.pools[idx].get_or_init(|| {
+        let pool = pools.pools[idx].get_or_init(|| {
             let setup = SessionSetup {
                 db,
                 resp3,
                 name: None,
+                auth: pools.auth.clone(),
             };
             (0..self.conns_per_pool)
                 .map(|_| {
@@ -144,14 +202,61 @@ impl Upstream {
         &pool[(client_id % pool.len() as u64) as usize]
     }
 
+    /// The pools of a user's connections (made on first use).
+    pub fn user_pools(&self, login: &Arc<Login>) -> Arc<Pools> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users
+            .entry(login.clone())
+            .or_insert_with(|| Arc::new(Pools::new(Auth::Login(login.clone()), self.databases)))
+            .clone()
+    }
+
+    /// Makes a user's connections log in this way (the cutover's preparation: a user whose
+    /// AUTH the target has no password for).
+    pub fn set_user_auth(&self, login: &Arc<Login>, auth: Auth) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.insert(login.clone(), Arc::new(Pools::new(auth, self.databases)));
+    }
+
+    /// Asks the server whether these credentials log in (a connection of their own that
+    /// runs `AUTH`, then closes). An error: the server could not be asked.
+    pub async fn check_login(&self, login: &Arc<Login>) -> Result<LoginOutcome, ConnectError> {
+        let setup = SessionSetup {
+            auth: Auth::Login(login.clone()),
+            ..SessionSetup::default()
+        };
+        match self.connector.connect(&setup).await {
+            Ok(_) => Ok(LoginOutcome::Accepted),
+            Err(ConnectError::Refused {
+                step: "AUTH",
+                reply,
+                ..
+            }) => {
+                let bytes = Bytes::from(format!("-{reply}\r\n"));
+                if reply.starts_with("ERR AUTH") && reply.contains("without any password") {
+                    Ok(LoginOutcome::NoPassword(bytes))
+                } else {
+                    Ok(LoginOutcome::Refused(bytes))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens a connection of the client's own, set up with its db, protocol and name.
     /// Also returns the server's id for it (to `CLIENT UNBLOCK` it during a cutover).
+    /// `login`: the client's user (None: as the base pools log in).
     pub async fn dedicated(
         &self,
         db: u32,
         resp3: bool,
         name: Option<Bytes>,
+        login: Option<&Arc<Login>>,
     ) -> Result<(PipelineHandle, i64), ConnectError> {
+        let auth = match login {
+            Some(l) => Auth::Login(l.clone()),
+            None => self.base.auth.clone(),
+        };
         if let Some(topo) = &self.cluster {
             // Its connections open as it touches nodes; its server ids are per node, so
             // CLIENT UNBLOCK during a cutover cannot name one (-1).
@@ -161,11 +266,17 @@ impl Upstream {
                     resp3,
                     dedicated: true,
                     name,
+                    auth,
                 },
             );
             return Ok((h, -1));
         }
-        let setup = SessionSetup { db, resp3, name };
+        let setup = SessionSetup {
+            db,
+            resp3,
+            name,
+            auth,
+        };
         let mut stream = self.connector.connect(&setup).await?;
         let id = stream
             .request(&[&[b"CLIENT", b"ID"]])
@@ -182,10 +293,30 @@ impl Upstream {
         let h = PipelineHandle::spawn_dedicated(stream, resp3, self.label, self.connector.addr());
         Ok((h, id))
     }
+
+    /// How the base pools log in.
+    pub fn base_auth(&self) -> &Auth {
+        &self.base.auth
+    }
 }
 
-/// Reads `redis_version` and the number of databases.
-async fn probe(connector: &Connector) -> Result<(String, u32), ConnectError> {
+/// Reads `redis_version`, the number of databases, and whether the server runs commands
+/// of a connection that has not authenticated.
+async fn probe(connector: &Connector) -> Result<(String, u32, bool), ConnectError> {
+    let anonymous_ok = match connector
+        .connect(&SessionSetup {
+            auth: Auth::Anonymous,
+            ..SessionSetup::default()
+        })
+        .await
+    {
+        Ok(mut s) => s
+            .request(&[&[b"PING"]])
+            .await
+            .map(|r| r.first().is_some_and(|p| p.first() != Some(&b'-')))
+            .unwrap_or(false),
+        Err(_) => false,
+    };
     let mut s = connector.connect(&SessionSetup::default()).await?;
     let replies = s
         .request(&[&[b"INFO", b"server"], &[b"CONFIG", b"GET", b"databases"]])
@@ -205,5 +336,5 @@ async fn probe(connector: &Connector) -> Result<(String, u32), ConnectError> {
         .and_then(|t| t.trim_end().rsplit("\r\n").next()?.parse::<u32>().ok())
         .filter(|d| (1..=1_000_000).contains(d))
         .unwrap_or(16);
-    Ok((version, databases))
+    Ok((version, databases, anonymous_ok))
 }

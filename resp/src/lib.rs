@@ -4,8 +4,9 @@
 //! - [`reply`]: a resumable boundary scanner for replies (RESP2 and RESP3, iterative nesting).
 //! - [`command`]: the command table (key positions and flags) used for routing and gating.
 //! - [`encode`]: writing the replies the proxy answers itself.
+//! - [`value`]: replies decoded into values, for the few cutover reads itself.
 //!
-//! Nothing here decodes a reply into values: replies are forwarded as the raw bytes the
+//! Client traffic is never decoded into values: replies are forwarded as the raw bytes the
 //! server sent; the scanners only find where one frame ends.
 
 pub mod command;
@@ -13,7 +14,9 @@ pub mod encode;
 pub mod error;
 pub mod reply;
 pub mod request;
+pub mod value;
 
 pub use error::{ProtocolError, ReplyError};
 pub use reply::ReplyScanner;
 pub use request::{Frame, FrameKind, Limits, RequestParser};
+pub use value::Value;

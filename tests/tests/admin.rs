@@ -225,7 +225,8 @@ fn config_file_named_users() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         &dir,
-        "[proxy]\nusers = [{ name = \"app\", password = \"apppw\" }]\n",
+        // The proxy's own users only (the source has none of them).
+        "[proxy]\nclient_auth = \"proxy\"\nusers = [{ name = \"app\", password = \"apppw\" }]\n",
     );
     let proxy = Cutover::builder(&server)
         .password("defaultpw")

@@ -234,3 +234,113 @@ fn tracking_redirect_names_the_proxys_client() {
         b"-ERR The client ID you want redirect to does not exist",
     );
 }
+
+/// Sets up `app1` (limited to `app1:*`) on a server, directly.
+fn add_app_user(server: &RedisServer) {
+    assert_eq!(
+        server.cmd(&["ACL", "SETUSER", "app1", "on", ">pw1", "~app1:*", "+@all"]),
+        b"+OK\r\n"
+    );
+}
+
+#[test]
+fn each_user_is_checked_by_the_source_and_runs_as_itself() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    add_app_user(&source);
+    let proxy = support::cutover_with_target(&source, &target, &[]);
+
+    let mut app = proxy.wire();
+    // The source's own refusal, word for word.
+    let wrong = app.cmd(&["AUTH", "app1", "nope"]);
+    assert_eq!(wrong, source.wire().cmd(&["AUTH", "app1", "nope"]));
+    assert_prefix(wrong, b"-WRONGPASS");
+    assert_eq!(app.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
+    assert_eq!(app.cmd(&["ACL", "WHOAMI"]), bulk(b"app1"));
+    assert_eq!(app.cmd(&["SET", "app1:a", "1"]), b"+OK\r\n");
+    // Redis enforces the user's key patterns: not the proxy's own credential.
+    assert_prefix(app.cmd(&["GET", "other"]), b"-NOPERM");
+    // HELLO 3 AUTH logs in the same way, on another client.
+    let mut h = proxy.wire();
+    let hello = h.cmd(&["HELLO", "3", "AUTH", "app1", "pw1"]);
+    assert_prefix(hello, b"%7");
+    assert_prefix(h.cmd(&["SET", "other", "x"]), b"-NOPERM");
+    // A client that did not log in is the source's default user.
+    let mut anon = proxy.wire();
+    assert_eq!(anon.cmd(&["ACL", "WHOAMI"]), bulk(b"default"));
+    assert_eq!(anon.cmd(&["SET", "other", "y"]), b"+OK\r\n");
+
+    // Before the switch the user is copied to the target (it has none), and the client
+    // goes on there as itself.
+    support::wait_caught_up(&source, &proxy);
+    assert_prefix(support::cutover(&proxy, &[]), b"+OK");
+    assert_prefix(target.cmd(&["ACL", "GETUSER", "app1"]), b"*");
+    assert_eq!(app.cmd(&["ACL", "WHOAMI"]), bulk(b"app1"));
+    assert_eq!(app.cmd(&["GET", "app1:a"]), bulk(b"1"));
+    assert_prefix(app.cmd(&["GET", "other"]), b"-NOPERM");
+    let mut late = proxy.wire();
+    assert_eq!(late.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
+    assert_prefix(late.cmd(&["SET", "x", "1"]), b"-NOPERM");
+}
+
+#[test]
+fn a_cutover_is_refused_naming_a_user_the_target_cannot_take() {
+    let source = RedisServer::start();
+    // The target refuses ACL (renamed away), so the user can't be copied there.
+    let target = RedisServer::builder()
+        .args(&["--rename-command", "ACL", ""])
+        .start();
+    add_app_user(&source);
+    let proxy = support::cutover_with_target(&source, &target, &[]);
+    let mut app = proxy.wire();
+    assert_eq!(app.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
+    support::wait_caught_up(&source, &proxy);
+    let r = support::cutover(&proxy, &[]);
+    assert_prefix(&r, b"-");
+    assert!(String::from_utf8_lossy(&r).contains("app1"), "{}", show(&r));
+    // Clients stay on the source.
+    assert_eq!(app.cmd(&["SET", "app1:b", "2"]), b"+OK\r\n");
+    assert_eq!(source.cmd(&["GET", "app1:b"]), bulk(b"2"));
+}
+
+#[test]
+fn a_new_default_password_costs_only_the_clients_that_do_not_know_it() {
+    let source = RedisServer::builder().password("old").start();
+    let proxy = Cutover::builder(&source).start();
+    let mut a = proxy.wire();
+    // The source wants a password: so does the proxy, with Redis's words.
+    assert_eq!(
+        a.cmd(&["GET", "k"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(a.cmd(&["AUTH", "old"]), b"+OK\r\n");
+    assert_eq!(a.cmd(&["SET", "k", "1"]), b"+OK\r\n");
+    assert_eq!(a.cmd(&["CONFIG", "SET", "requirepass", "new"]), b"+OK\r\n");
+    // Every connection the proxy has is dropped (as a network blip would).
+    let mut admin = support::Wire::connect(source.addr());
+    assert_eq!(admin.cmd(&["AUTH", "new"]), b"+OK\r\n");
+    assert_prefix(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]),
+        b":",
+    );
+    // Who knows the new password is served; who gives the old one is refused by Redis.
+    let mut b = proxy.wire();
+    assert_eq!(b.cmd(&["AUTH", "new"]), b"+OK\r\n");
+    assert_eq!(b.cmd(&["GET", "k"]), bulk(b"1"));
+    let mut c = proxy.wire();
+    assert_prefix(c.cmd(&["AUTH", "old"]), b"-WRONGPASS");
+}
+
+#[test]
+fn the_proxys_own_password_is_a_gate_in_front_of_the_source() {
+    let source = RedisServer::start();
+    add_app_user(&source);
+    let proxy = Cutover::builder(&source).password("gate").start();
+    let mut w = support::Wire::connect(proxy.addr());
+    assert_eq!(w.cmd(&["PING"]), b"-NOAUTH Authentication required.\r\n");
+    // The source's user, but not a credential the proxy knows: the gate refuses it.
+    assert_prefix(w.cmd(&["AUTH", "app1", "pw1"]), b"-WRONGPASS");
+    // The gate's password; the source's default user needs none.
+    assert_eq!(w.cmd(&["AUTH", "gate"]), b"+OK\r\n");
+    assert_eq!(w.cmd(&["ACL", "WHOAMI"]), bulk(b"default"));
+}

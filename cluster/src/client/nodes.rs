@@ -22,6 +22,7 @@ impl ClusterClient {
                     db: 0,
                     resp3: self.opts.resp3,
                     name: self.opts.name.clone(),
+                    auth: self.opts.auth.clone(),
                 },
                 self.topo.label,
             )

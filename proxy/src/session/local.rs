@@ -4,6 +4,7 @@
 //! Redis 7's.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use cluster::pipeline::BatchFlags;
@@ -12,6 +13,7 @@ use resp::encode;
 
 use super::{Action, ClientState, Effect, ReplyMode, Session};
 use crate::metrics::Kind;
+use crate::upstream::LoginOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cmd {
@@ -306,6 +308,22 @@ fn integer(n: i64) -> Bytes {
     b.freeze()
 }
 
+/// The `AUTH user pass` option of a HELLO, if it has one.
+fn hello_auth(args: &[Bytes]) -> Option<(Bytes, Bytes)> {
+    let mut i = 2;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"auth") {
+            return Some((args.get(i + 1)?.clone(), args.get(i + 2)?.clone()));
+        }
+        i += if args[i].eq_ignore_ascii_case(b"setname") {
+            2
+        } else {
+            1
+        };
+    }
+    None
+}
+
 /// Client names: printable ASCII without spaces (Redis's rule).
 fn valid_name(b: &[u8]) -> bool {
     b.iter().all(|&c| (b'!'..=b'~').contains(&c))
@@ -334,7 +352,7 @@ impl Session {
     pub(super) fn exec_local(&mut self, cmd: Cmd, args: &[Bytes]) -> Option<Bytes> {
         let reply = match cmd {
             Cmd::Auth => self.auth(args),
-            Cmd::Hello => self.hello(args),
+            Cmd::Hello => self.hello(args, false),
             Cmd::Select => {
                 // Range checked in `action`.
                 self.st.db = parse_db(&args[1]).unwrap_or(0) as u32;
@@ -433,6 +451,10 @@ impl Session {
     }
 
     fn auth(&mut self, args: &[Bytes]) -> Bytes {
+        if self.sh.settings.auth_by_backend {
+            // Checked by the server, which takes a round trip: see `auth_by_backend`.
+            return err(b"-ERR cutover: AUTH inside MULTI is not served through the proxy (send it before MULTI)\r\n");
+        }
         let (user, pass) = match args.len() {
             2 => {
                 if !self.sh.users.has_default_password() {
@@ -451,13 +473,97 @@ impl Session {
         }
     }
 
+    /// AUTH, or HELLO with AUTH, when the server checks credentials (`client_auth =
+    /// "source"`): the proxy's own password or users first, where configured (an extra
+    /// gate); then the server, on a connection of its own logging in with them. Accepted,
+    /// the client's commands run as that user from now on (its own pools; a dedicated
+    /// connection logs in too). Refused, the server's reply goes to the client as it is.
+    /// Called with nothing owed, so no command of the client runs as the previous user
+    /// after it nor as the new one before it.
+    pub(super) async fn auth_by_backend(&mut self, cmd: Cmd, args: &[Bytes]) -> Bytes {
+        let (user, pass) = match cmd {
+            Cmd::Auth if args.len() == 2 => (None, args[1].clone()),
+            Cmd::Auth => (Some(args[1].clone()), args[2].clone()),
+            // A protocol version it refuses: refused before any AUTH, as Redis does.
+            _ if args.len() >= 2 && !matches!(&args[1][..], b"2" | b"3") => {
+                return self.hello(args, true)
+            }
+            _ => match hello_auth(args) {
+                Some((u, p)) => (Some(u), p),
+                None => return self.hello(args, false),
+            },
+        };
+        let gate = self.sh.users.auth_required() || !self.sh.settings.users.is_empty();
+        if gate && !self.sh.users.check(user.as_deref(), &pass) {
+            tracing::info!(client = self.st.id, peer = %self.st.peer, "AUTH failed (the proxy's users)");
+            return Bytes::from_static(WRONGPASS);
+        }
+        // As the client gave it: `AUTH pass` and `AUTH default pass` differ when the
+        // default user has no password (the first is refused, the second accepted).
+        let login = Arc::new(cluster::Login {
+            user: user.clone(),
+            pass,
+        });
+        let up = self.route.upstream.clone();
+        let logged = match up.check_login(&login).await {
+            Ok(LoginOutcome::Accepted) => Some(login),
+            // The server's default user has no password: the proxy's gate was the check.
+            Ok(LoginOutcome::NoPassword(_)) if gate => None,
+            Ok(LoginOutcome::NoPassword(reply)) => return reply,
+            Ok(LoginOutcome::Refused(reply)) => {
+                tracing::info!(client = self.st.id, peer = %self.st.peer, side = up.label, "AUTH refused by the server");
+                return reply;
+            }
+            Err(e) => {
+                self.sh.metrics.backend_errors.increment(1);
+                let mut b = BytesMut::new();
+                encode::error(
+                    &mut b,
+                    format!(
+                        "ERR cutover: {} {} is unavailable ({e}); AUTH was not checked",
+                        up.label,
+                        up.addr()
+                    )
+                    .as_bytes(),
+                );
+                return b.freeze();
+            }
+        };
+        if let Some(l) = &logged {
+            self.sh.logins.record(l);
+            if self.dedicated.is_some() {
+                // Its own connection logs in too (its reply is the one just given).
+                let mut c = BytesMut::new();
+                match &l.user {
+                    Some(u) => encode::command(&mut c, [&b"AUTH"[..], u, &l.pass].into_iter()),
+                    None => encode::command(&mut c, [&b"AUTH"[..], &l.pass].into_iter()),
+                }
+                let mode = self.st.reply_mode;
+                self.st.reply_mode = ReplyMode::Off;
+                self.send(c.freeze(), 1, 0);
+                self.st.reply_mode = mode;
+            }
+        }
+        // New pools (and cluster connections) for the new user; nothing is owed.
+        self.login = logged;
+        self.user_pools = None;
+        self.cluster = None;
+        self.authenticated_as(user);
+        match cmd {
+            Cmd::Auth => ok(),
+            _ => self.hello(args, true),
+        }
+    }
+
     fn authenticated_as(&mut self, user: Option<Bytes>) {
         self.st.authenticated = true;
         self.st.user = user.filter(|u| &u[..] != b"default");
         self.parser.set_authenticated(true);
     }
 
-    fn hello(&mut self, args: &[Bytes]) -> Bytes {
+    /// `checked`: its AUTH option was already checked (and the client logged in) by
+    /// [`Session::auth_by_backend`].
+    pub(super) fn hello(&mut self, args: &[Bytes], checked: bool) -> Bytes {
         let mut proto = if self.st.resp3 { 3 } else { 2 };
         if args.len() >= 2 {
             let v = std::str::from_utf8(&args[1])
@@ -490,7 +596,10 @@ impl Session {
             }
         }
         if let Some((user, pass)) = &auth {
-            if !self.sh.users.check(Some(user), pass) {
+            if checked {
+            } else if self.sh.settings.auth_by_backend {
+                return err(b"-ERR cutover: HELLO with AUTH inside MULTI is not served through the proxy (send it before MULTI)\r\n");
+            } else if !self.sh.users.check(Some(user), pass) {
                 return Bytes::from_static(WRONGPASS);
             }
         }
@@ -505,7 +614,9 @@ impl Session {
             }
         }
         if let Some((user, _)) = auth {
-            self.authenticated_as(Some(user));
+            if !checked {
+                self.authenticated_as(Some(user));
+            }
         }
         if let Some(name) = setname {
             self.st.name = if name.is_empty() { None } else { Some(name) };
@@ -572,10 +683,16 @@ impl Session {
         self.st.resp3 = false;
         self.st.name = None;
         self.st.reply_mode = ReplyMode::On;
-        if self.sh.users.auth_required() {
+        if self.login.take().is_some() {
+            self.user_pools = None;
+            self.cluster = None;
+        }
+        if super::auth_required(&self.sh, &self.route) {
             self.st.authenticated = false;
             self.st.user = None;
             self.parser.set_authenticated(false);
+        } else {
+            self.st.user = None;
         }
         Bytes::from_static(b"+RESET\r\n")
     }

@@ -163,6 +163,7 @@ impl Session {
                 self.db_on(crate::route::Side::Target),
                 self.st.resp3,
                 self.st.name.clone(),
+                self.login.as_ref(),
             )
             .await
         {

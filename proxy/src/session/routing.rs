@@ -22,10 +22,17 @@ impl Session {
             self.cluster_gen = self.cluster_gen.wrapping_add(1).max(1);
             let client = ClusterClient::new(
                 topo,
+                // A user of its own (client_auth = "source"): connections of its own,
+                // logged in as that user. Otherwise the nodes' shared connections, which
+                // log in with the URL's credentials.
                 ClientOptions {
                     resp3: key.1,
-                    dedicated: false,
+                    dedicated: self.login.is_some(),
                     name: None,
+                    auth: match &self.login {
+                        Some(l) => cluster::Auth::Login(l.clone()),
+                        None => cluster::Auth::Url,
+                    },
                 },
                 self.tx.clone(),
                 self.cluster_gen,

@@ -1,0 +1,261 @@
+//! The applications' own users on the target: with `client_auth = "source"` each client
+//! runs as the user it logged in as, so before a CUTOVER every user the proxy has seen
+//! must be able to log in on the target with the same credentials.
+//!
+//! A user missing on the target is copied from the source (`ACL GETUSER` there, `ACL
+//! SETUSER` here: flags, password hashes, commands, keys, channels, selectors). A user
+//! that exists on the target but refuses the password gets the source's password hashes
+//! added (its own stay, so nobody else's login breaks; its permissions are the target's).
+//! When that can't be done (ACL refused on either side, a source older than ACL...), the
+//! CUTOVER is refused, naming the users.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cluster::{Auth, Login, NodeStream, SessionSetup};
+use resp::Value;
+
+use crate::upstream::{LoginOutcome, Upstream};
+
+/// At most this many distinct credentials are remembered (a client trying passwords
+/// can't grow it: only accepted ones are recorded).
+const MAX_SEEN: usize = 10_000;
+
+/// Credentials the source accepted from clients.
+#[derive(Default)]
+pub struct SeenLogins(Mutex<HashSet<Arc<Login>>>);
+
+impl SeenLogins {
+    pub fn record(&self, login: &Arc<Login>) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_SEEN {
+            seen.insert(login.clone());
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Login>> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().cloned().collect()
+    }
+}
+
+/// Makes every seen login work on the target; Ok(names copied or given a password), or
+/// Err naming the users that still can't log in there, and why.
+pub async fn prepare_target(
+    seen: &SeenLogins,
+    source: &Upstream,
+    target: &Upstream,
+) -> Result<Vec<String>, String> {
+    let mut done = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut conns: Option<(NodeStream, NodeStream)> = None;
+    for login in seen.all() {
+        let name = String::from_utf8_lossy(login.user_name()).into_owned();
+        match target.check_login(&login).await {
+            Ok(LoginOutcome::Accepted) => continue,
+            // The target's default user needs no password: its connections log in as
+            // nobody (as the base pools do).
+            Ok(LoginOutcome::NoPassword(_)) => {
+                target.set_user_auth(&login, Auth::Anonymous);
+                continue;
+            }
+            Ok(LoginOutcome::Refused(_)) => {}
+            Err(e) => {
+                failed.push(format!("{name} (the target could not be asked: {e})"));
+                continue;
+            }
+        }
+        if conns.is_none() {
+            let s = source.connector().connect(&SessionSetup::default()).await;
+            let t = target.connector().connect(&SessionSetup::default()).await;
+            match (s, t) {
+                (Ok(s), Ok(t)) => conns = Some((s, t)),
+                (Err(e), _) | (_, Err(e)) => {
+                    failed.push(format!("{name} ({e})"));
+                    continue;
+                }
+            }
+        }
+        let Some((s, t)) = conns.as_mut() else {
+            continue;
+        };
+        match copy_user(s, t, login.user_name()).await {
+            Ok(()) => {}
+            Err(why) => {
+                failed.push(format!("{name} ({why})"));
+                continue;
+            }
+        }
+        match target.check_login(&login).await {
+            Ok(LoginOutcome::Accepted) => {
+                tracing::info!(user = %name, "user made able to log in on the target");
+                done.push(name);
+            }
+            _ => failed.push(format!(
+                "{name} (still refused by the target after the copy)"
+            )),
+        }
+    }
+    if failed.is_empty() {
+        Ok(done)
+    } else {
+        failed.sort();
+        failed.dedup();
+        Err(format!(
+            "users the clients logged in as can't log in on the target: {}",
+            failed.join(", ")
+        ))
+    }
+}
+
+/// Copies one user's definition from the source (missing on the target), or its password
+/// hashes (present there).
+async fn copy_user(src: &mut NodeStream, tgt: &mut NodeStream, name: &[u8]) -> Result<(), String> {
+    let on_source = getuser(src, name, "source").await?;
+    let Some(user) = on_source else {
+        return Err("not found on the source".into());
+    };
+    let on_target = getuser(tgt, name, "target").await?;
+    let mut args: Vec<Bytes> = vec![
+        Bytes::from_static(b"ACL"),
+        Bytes::from_static(b"SETUSER"),
+        Bytes::copy_from_slice(name),
+    ];
+    if on_target.is_some() {
+        // Present: only the source's passwords are added.
+        args.extend(password_rules(&user));
+    } else {
+        args.extend(setuser_rules(&user));
+    }
+    let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+    let r = tgt
+        .request(&[&refs])
+        .await
+        .map_err(|e| format!("the target: {e}"))?;
+    let v = r
+        .first()
+        .and_then(|r| Value::from_reply(r).ok())
+        .ok_or("the target: unreadable reply to ACL SETUSER")?;
+    if v.is_error() {
+        return Err(format!("the target refused ACL SETUSER: {}", v.text()));
+    }
+    Ok(())
+}
+
+/// `ACL GETUSER name`: the user's description, or None when there is no such user.
+async fn getuser(conn: &mut NodeStream, name: &[u8], side: &str) -> Result<Option<Value>, String> {
+    let r = conn
+        .request(&[&[b"ACL", b"GETUSER", name]])
+        .await
+        .map_err(|e| format!("the {side}: {e}"))?;
+    let v = r
+        .first()
+        .and_then(|r| Value::from_reply(r).ok())
+        .ok_or_else(|| format!("the {side}: unreadable reply to ACL GETUSER"))?;
+    match v {
+        Value::Nil => Ok(None),
+        Value::Error(e) => Err(format!(
+            "the {side} refused ACL GETUSER: {}",
+            String::from_utf8_lossy(&e)
+        )),
+        v => Ok(Some(v)),
+    }
+}
+
+/// The words of a field that is a string of rules ("+@all -debug", 7.0's "~a* %R~b*")
+/// or a list of patterns (6.2's keys and channels, given `prefix`).
+fn words(v: Option<&Value>, prefix: &[u8]) -> Vec<Bytes> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.bytes())
+            .map(|p| {
+                if p.starts_with(prefix) || p.starts_with(b"%") {
+                    p.clone()
+                } else {
+                    let mut w = prefix.to_vec();
+                    w.extend_from_slice(p);
+                    Bytes::from(w)
+                }
+            })
+            .collect(),
+        Some(v) => v
+            .bytes()
+            .map(|b| {
+                b.split(|&c| c == b' ')
+                    .filter(|w| !w.is_empty())
+                    .map(Bytes::copy_from_slice)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+/// `#<sha256>` for each password hash the user has.
+fn password_rules(user: &Value) -> Vec<Bytes> {
+    user.field(b"passwords")
+        .and_then(Value::array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|p| p.bytes())
+        .map(|h| {
+            let mut w = b"#".to_vec();
+            w.extend_from_slice(h);
+            Bytes::from(w)
+        })
+        .collect()
+}
+
+/// The ACL SETUSER rules that rebuild the user ACL GETUSER described.
+fn setuser_rules(user: &Value) -> Vec<Bytes> {
+    let mut rules = vec![Bytes::from_static(b"reset")];
+    let flags: Vec<Bytes> = user
+        .field(b"flags")
+        .and_then(Value::array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|f| f.bytes().cloned())
+        .collect();
+    for f in &flags {
+        // on/off, nopass, allkeys, allchannels, allcommands, (skip-)sanitize-payload.
+        if matches!(
+            &f[..],
+            b"on"
+                | b"off"
+                | b"nopass"
+                | b"allkeys"
+                | b"allchannels"
+                | b"allcommands"
+                | b"skip-sanitize-payload"
+                | b"sanitize-payload"
+        ) {
+            rules.push(f.clone());
+        }
+    }
+    rules.extend(password_rules(user));
+    rules.extend(words(user.field(b"commands"), b""));
+    rules.extend(words(user.field(b"keys"), b"~"));
+    rules.extend(words(user.field(b"channels"), b"&"));
+    if let Some(selectors) = user.field(b"selectors").and_then(Value::array) {
+        for sel in selectors {
+            let mut parts = words(sel.field(b"commands"), b"");
+            parts.extend(words(sel.field(b"keys"), b"~"));
+            parts.extend(words(sel.field(b"channels"), b"&"));
+            let mut w = b"(".to_vec();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    w.push(b' ');
+                }
+                w.extend_from_slice(p);
+            }
+            w.push(b')');
+            rules.push(Bytes::from(w));
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests;
