@@ -81,6 +81,8 @@ pub struct ClientOptions {
     pub name: Option<Bytes>,
     /// Whose credentials its own connections log in with (shared ones use the URL's).
     pub auth: crate::connect::Auth,
+    /// Which shared connections it uses: 0, or 1 for scripts and functions.
+    pub lane: u8,
 }
 
 /// Starts the routing task of one client; its handle takes batches like a node connection.

@@ -127,15 +127,21 @@ impl Topology {
         Ok(connector)
     }
 
-    /// The shared connection to `addr` for the protocol; opened on first use.
-    pub fn shared(&self, addr: &NodeAddr, resp3: bool) -> Result<PipelineHandle, ConnectError> {
+    /// The shared connection to `addr` for the protocol and lane (0, or 1 for scripts and
+    /// functions: one that runs long holds only the scripts behind it); opened on first use.
+    pub fn shared(
+        &self,
+        addr: &NodeAddr,
+        resp3: bool,
+        lane: u8,
+    ) -> Result<PipelineHandle, ConnectError> {
         let connector = self.connector(addr)?;
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = nodes.entry(addr.clone()).or_insert_with(|| Node {
             connector: connector.clone(),
             shared: Vec::new(),
         });
-        let i = crate::worker::current() * 2 + resp3 as usize;
+        let i = (crate::worker::current() * 2 + resp3 as usize) * 2 + usize::from(lane.min(1));
         if node.shared.len() <= i {
             node.shared.resize(i + 1, None);
         }

@@ -460,9 +460,9 @@ struct Session {
     /// Commands queued since MULTI (only kept while `st.in_multi`).
     queued: Vec<Queued>,
     /// On a cluster (shared connections): this client's routing state, run inside the
-    /// session (no task hop per batch), with the (route epoch, RESP3) it serves. Node
+    /// session (no task hop per batch), with the (route epoch, RESP3, lane) it serves. Node
     /// replies reach it through `rx` with the tags it owns; tag 0 is everything else.
-    cluster: Option<((u64, bool), ClusterClient)>,
+    cluster: Option<((u64, bool, u8), ClusterClient)>,
     /// Routers replaced while they still owed replies (a route switch that landed while a
     /// batch was being handed over): their replies come first, in order, and the rest
     /// (`deferred`, the current router's) wait for them.
@@ -775,10 +775,7 @@ impl Session {
                     // (one that runs long must not hold everyone's commands behind it); a
                     // client moves between lanes only once its replies are in, so its
                     // commands keep their order.
-                    if !dedicated
-                        && self.dedicated.is_none()
-                        && self.route.upstream.cluster().is_none()
-                    {
+                    if !dedicated && self.dedicated.is_none() {
                         let lane = if kind == Kind::Scripting {
                             crate::upstream::LANE_SCRIPTS
                         } else {
@@ -1136,7 +1133,7 @@ impl Session {
         let route = Arc::clone(&self.route);
         if self.dedicated.is_none() {
             if let Some(topo) = route.upstream.cluster() {
-                let key = (route.epoch, self.st.resp3);
+                let key = (route.epoch, self.st.resp3, self.lane);
                 let topo = topo.clone();
                 drop(route);
                 self.send_cluster(key, topo, data, count, flags, hints);

@@ -267,6 +267,7 @@ impl Upstream {
                     dedicated: true,
                     name,
                     auth,
+                    lane: 0,
                 },
             );
             return Ok((h, -1));

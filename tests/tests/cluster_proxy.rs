@@ -467,3 +467,65 @@ fn a_write_pipelined_behind_a_tryagain_waits_for_it() {
     assert_bytes(to.cmd(&["GET", &stayed_key]), bulk("2"));
     assert_bytes(w.cmd(&["GET", &stayed_key]), bulk("2"));
 }
+
+/// A script that runs long on one node holds only the scripts behind it: other clients'
+/// commands for that node reach it and get Redis's -BUSY, and SCRIPT KILL gets through.
+#[test]
+fn a_long_script_on_a_node_does_not_hold_other_clients() {
+    if skip_direct("cluster routing") {
+        return;
+    }
+    let cluster = RedisCluster::start_with(3, 0, &["--busy-reply-threshold", "200"]);
+    let proxy = proxy(&cluster);
+    let mut a = proxy.wire();
+    a.set_timeout(Duration::from_secs(20));
+    a.send_cmd(&["SET", "{s}k", "before"]);
+    a.send_cmd(&["EVAL", "while true do end", "1", "{s}k"]);
+    a.send_cmd(&["GET", "{s}k"]);
+    assert_bytes(a.read_reply(), b"+OK\r\n");
+    let mut b = proxy.wire();
+    b.set_timeout(Duration::from_secs(10));
+    let mut busy = false;
+    for _ in 0..200 {
+        let r = b.cmd(&["GET", "{s}other"]);
+        if r.starts_with(b"-BUSY") {
+            busy = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(busy, "no -BUSY: B's GET sat behind the script");
+    assert_bytes(b.cmd(&["SCRIPT", "KILL"]), b"+OK\r\n");
+    let killed = a.read_reply();
+    assert!(killed.starts_with(b"-"), "{}", show(&killed));
+    assert_bytes(a.read_reply(), bulk("before"));
+    assert_bytes(a.cmd(&["EVAL", "return 7", "0"]), int(7));
+}
+
+/// A user of the cluster's own runs as itself on every node.
+#[test]
+fn each_user_runs_as_itself_on_a_cluster() {
+    if skip_direct("cluster routing") {
+        return;
+    }
+    let cluster = RedisCluster::start(3);
+    for n in cluster.masters() {
+        assert_bytes(
+            n.cmd(&["ACL", "SETUSER", "app1", "on", ">pw1", "~app1:*", "+@all"]),
+            b"+OK\r\n",
+        );
+    }
+    let proxy = proxy(&cluster);
+    let mut w = proxy.wire();
+    assert_bytes(w.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
+    for i in 0..20 {
+        let k = format!("app1:{i}");
+        assert_bytes(w.cmd(&["SET", &k, "v"]), b"+OK\r\n");
+        assert!(
+            w.cmd(&["GET", &format!("other{i}")])
+                .starts_with(b"-NOPERM"),
+            "a key outside the user's patterns was readable"
+        );
+    }
+    assert_bytes(w.cmd(&["ACL", "WHOAMI"]), bulk("app1"));
+}

@@ -27,7 +27,9 @@ impl ClusterClient {
                 self.topo.label,
             )
         } else {
-            self.topo.shared(addr, self.opts.resp3).ok()?
+            self.topo
+                .shared(addr, self.opts.resp3, self.opts.lane)
+                .ok()?
         };
         let conn = Conn {
             addr: addr.clone(),

@@ -10,7 +10,7 @@ impl Session {
     /// or protocol; the session drains its replies before either changes).
     pub(super) fn send_cluster(
         &mut self,
-        key: (u64, bool),
+        key: (u64, bool, u8),
         topo: Arc<cluster::Topology>,
         data: Bytes,
         count: u32,
@@ -27,6 +27,7 @@ impl Session {
                 // log in with the URL's credentials.
                 ClientOptions {
                     resp3: key.1,
+                    lane: key.2,
                     dedicated: self.login.is_some(),
                     name: None,
                     auth: match &self.login {
