@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -37,6 +37,9 @@ pub struct ClientView {
     /// The server's id of the client's own (dedicated) connection, or -1: what CLIENT
     /// TRACKING ... REDIRECT <this client's id> must name on the server.
     pub backend_id: AtomicI64,
+    /// The last command it sent (its place in the command table, plus one; 0: none yet),
+    /// stamped once per read.
+    pub last_cmd: AtomicU16,
 }
 
 /// The client's state for CLIENT LIST.
@@ -56,8 +59,15 @@ pub struct ViewState {
 }
 
 impl ClientEntry {
-    /// The CLIENT LIST / CLIENT INFO line of this client (`cmd`: its current command).
-    pub fn line(&self, cmd: &str) -> String {
+    /// The CLIENT LIST / CLIENT INFO line of this client (`cmd`: its current command, when
+    /// it is the one asking; else the last one it sent).
+    pub fn line(&self, cmd: Option<&str>) -> String {
+        let last = self.view.last_cmd.load(Ordering::Relaxed);
+        let cmd = cmd.unwrap_or_else(|| {
+            last.checked_sub(1)
+                .and_then(resp::command::by_index)
+                .map_or("NULL", |c| c.name)
+        });
         let v = self
             .view
             .state

@@ -177,6 +177,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         hints: Vec::new(),
         login: None,
         user_pools: None,
+        last_info: None,
         view: Default::default(),
     };
     s.changes = s.sh.router.subscribe();
@@ -479,6 +480,8 @@ struct Session {
     login: Option<Arc<cluster::Login>>,
     /// That user's pools on the upstream (by address) they belong to.
     user_pools: Option<(usize, Arc<crate::upstream::Pools>)>,
+    /// The last command parsed since CLIENT LIST's view was stamped.
+    last_info: Option<&'static CommandInfo>,
     /// What CLIENT LIST shows of this client.
     view: Arc<crate::clients::ClientView>,
 }
@@ -724,6 +727,15 @@ impl Session {
                 };
                 let args = self.parser.args();
                 let info = args.first().and_then(|r| command::lookup(&base[r.clone()]));
+                if let Some(i) = info {
+                    // Containers (CLIENT, CONFIG...: arity -2, no keys) as `client|list`.
+                    self.last_info = Some(match args.get(1) {
+                        Some(sub) if i.arity == -2 && i.first_key == 0 => {
+                            command::lookup_sub(i, &base[sub.clone()]).unwrap_or(i)
+                        }
+                        _ => i,
+                    });
+                }
                 let route = &self.route;
                 // On a cluster, the slot the router would find, found now (see Hint).
                 let slot = match info {
@@ -1088,6 +1100,10 @@ impl Session {
             }
         }
         self.flush_batch();
+        // CLIENT LIST's cmd= for this client: the last command of what was read.
+        if let Some(i) = self.last_info.take().and_then(command::index_of) {
+            self.view.last_cmd.store(i + 1, Ordering::Relaxed);
+        }
         if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
             self.inbuf = BytesMut::new();
         }

@@ -101,6 +101,20 @@ pub fn lookup_sub(container: &CommandInfo, sub: &[u8]) -> Option<&'static Comman
     find(key)
 }
 
+/// The command's place in the table: a small number to keep in an atomic (CLIENT LIST's
+/// `cmd=` of another client), turned back by [`by_index`].
+pub fn index_of(info: &CommandInfo) -> Option<u16> {
+    let base = COMMANDS.as_ptr() as usize;
+    let at = info as *const CommandInfo as usize;
+    let i = at.checked_sub(base)? / std::mem::size_of::<CommandInfo>();
+    (i < COMMANDS.len()).then_some(i as u16)
+}
+
+/// The command at a place given by [`index_of`].
+pub fn by_index(i: u16) -> Option<&'static CommandInfo> {
+    COMMANDS.get(usize::from(i))
+}
+
 fn find(key: &[u8]) -> Option<&'static CommandInfo> {
     // An open-addressing hash table built once: one hash and (nearly always) one compare
     // per lookup. Profiling a cluster load showed the whole-table binary search at 12% of

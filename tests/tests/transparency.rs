@@ -163,8 +163,11 @@ fn client_list_and_unblock_see_the_proxys_own_clients() {
         .iter()
         .find(|l| l.starts_with(&format!("id={a_id} ")))
         .expect("a listed");
+    // Its last command, as Redis shows another client's.
     assert!(
-        line_a.contains(" name=app-a ") && line_a.contains(" db=2 "),
+        line_a.contains(" name=app-a ")
+            && line_a.contains(" db=2 ")
+            && line_a.contains(" cmd=client|id "),
         "{line_a}"
     );
     assert!(list.contains(&format!("id={b_id} ")), "{list}");

@@ -747,7 +747,7 @@ impl Session {
         });
         let mut text = String::new();
         for e in entries {
-            text.push_str(&e.line(if e.id == me { "client|list" } else { "NULL" }));
+            text.push_str(&e.line((e.id == me).then_some("client|list")));
         }
         let mut b = BytesMut::new();
         encode::verbatim_text(&mut b, text.as_bytes(), self.st.resp3);
@@ -760,7 +760,7 @@ impl Session {
             .clients
             .list(|e| e.id == self.st.id)
             .first()
-            .map(|e| e.line("client|info"))
+            .map(|e| e.line(Some("client|info")))
             .unwrap_or_default()
     }
 }

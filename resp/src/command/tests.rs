@@ -365,3 +365,17 @@ fn every_command_survives_any_short_argument_list() {
         }
     }
 }
+
+#[test]
+fn index_round_trip() {
+    for name in [&b"get"[..], b"set", b"client", b"zunionstore"] {
+        let info = lookup(name).expect("known");
+        let i = index_of(info).expect("in the table");
+        assert!(std::ptr::eq(by_index(i).expect("back"), info));
+    }
+    let sub = lookup_sub(lookup(b"client").expect("client"), b"list").expect("client|list");
+    assert_eq!(
+        by_index(index_of(sub).expect("i")).map(|c| c.name),
+        Some("client|list")
+    );
+}
