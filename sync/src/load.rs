@@ -273,7 +273,9 @@ pub fn encode_rdb<R: Read>(
             Event::BigValueChunk(_) if skipping_big => {}
             Event::BigValueEnd if skipping_big => skipping_big = false,
             Event::Key(k) if !caps.restore || k.value.len() > big_value_bytes => {
-                rebuild(&k, caps, version, &mut b, out, &mut payload)?;
+                // The value's bytes end where the reader is.
+                let value_at = rd.position().saturating_sub(k.value.len() as u64);
+                rebuild(&k, value_at, caps, version, &mut b, out, &mut payload)?;
                 keys_loaded.fetch_add(1, Ordering::Relaxed);
             }
             Event::Key(k) => {
@@ -368,8 +370,10 @@ pub struct LoadEnd {
 /// A key re-created with commands (older target, or a big value of a type the reader
 /// hands out whole: a single-blob encoding or a module value). A big value that commands
 /// can't re-create exactly (a module value) goes by RESTORE when the target takes it.
+/// `value_at`: where the value starts in the RDB (for errors).
 fn rebuild(
     k: &KeyEntry,
+    value_at: u64,
     caps: TargetCaps,
     version: u16,
     b: &mut Builder,
@@ -387,7 +391,7 @@ fn rebuild(
                 format!("the target's Redis is older than the source's and {why}"),
             ))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e.in_file(value_at).into()),
     };
     let mut sink = Flushing { b, out };
     match value {

@@ -87,23 +87,74 @@ impl KeyEntry {
     }
 }
 
-/// Why an RDB could not be read. Says where (byte offset) and what.
+/// Why an RDB could not be read. Says where and what: every variant carries the byte
+/// offset in the RDB where the problem was found (from the reader: counted from the RDB's
+/// first byte; from [`decode::decode`]: counted from the value's first byte, see
+/// [`RdbError::in_file`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RdbError {
-    #[error("reading the RDB: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("not an RDB file (bad magic)")]
-    BadMagic,
-    #[error("unsupported RDB version {0}")]
-    Version(u32),
+    /// The stream under the reader failed (`offset`: bytes read until then).
+    #[error("reading the RDB at byte {offset}: {source}")]
+    Io {
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `offset`: the first byte of the header that is not `REDIS<4 digits>` or
+    /// `VALKEY<3 digits>`.
+    #[error("not an RDB file (bad magic at byte {offset})")]
+    BadMagic { offset: u64 },
+    /// `offset`: the header's version digits.
+    #[error("unsupported RDB version {version} at byte {offset}")]
+    Version { offset: u64, version: u32 },
     #[error("RDB corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
-    #[error("RDB checksum mismatch: file says {expected:016x}, computed {actual:016x}")]
-    Checksum { expected: u64, actual: u64 },
-    #[error("RDB value of type {value_type} for key {key:?} is not supported: {why}")]
+    /// `offset`: the 8-byte checksum after the EOF opcode.
+    #[error(
+        "RDB checksum mismatch at byte {offset}: file says {expected:016x}, computed {actual:016x}"
+    )]
+    Checksum {
+        offset: u64,
+        expected: u64,
+        actual: u64,
+    },
+    /// `offset`: the key's type byte (from the reader; 0, the value's start, from the
+    /// decoder).
+    #[error(
+        "RDB value of type {value_type} for key {key:?} at byte {offset} is not supported: {why}"
+    )]
     Unsupported {
+        offset: u64,
         value_type: u8,
         key: String,
         why: String,
     },
+}
+
+impl RdbError {
+    /// Where the problem was found (see the type's header).
+    pub fn offset(&self) -> u64 {
+        match self {
+            RdbError::Io { offset, .. }
+            | RdbError::BadMagic { offset }
+            | RdbError::Version { offset, .. }
+            | RdbError::Corrupt { offset, .. }
+            | RdbError::Checksum { offset, .. }
+            | RdbError::Unsupported { offset, .. } => *offset,
+        }
+    }
+
+    /// An error of [`decode::decode`] (its offset counted from the value's first byte) with
+    /// its offset counted in the file, the value starting at byte `value_at` of it.
+    pub fn in_file(mut self, value_at: u64) -> RdbError {
+        match &mut self {
+            RdbError::Io { offset, .. }
+            | RdbError::BadMagic { offset }
+            | RdbError::Version { offset, .. }
+            | RdbError::Corrupt { offset, .. }
+            | RdbError::Checksum { offset, .. }
+            | RdbError::Unsupported { offset, .. } => *offset = offset.saturating_add(value_at),
+        }
+        self
+    }
 }

@@ -420,7 +420,15 @@ fn checksum_mismatch_is_reported() {
     let at = data.windows(4).position(|w| w == b"efgh").unwrap();
     data[at + 3] = b'X';
     match read_events(&data) {
-        Err(RdbError::Checksum { expected, actual }) => assert_ne!(expected, actual),
+        Err(RdbError::Checksum {
+            offset,
+            expected,
+            actual,
+        }) => {
+            assert_ne!(expected, actual);
+            // The checksum is the file's last 8 bytes.
+            assert_eq!(offset, data.len() as u64 - 8);
+        }
         other => panic!("expected a checksum error, got {other:?}"),
     }
     // A zero checksum means the source had checksums disabled: accepted.
@@ -434,15 +442,27 @@ fn checksum_mismatch_is_reported() {
 
 #[test]
 fn bad_headers() {
-    assert!(matches!(read_events(b"RUBBISH00"), Err(RdbError::BadMagic)));
-    assert!(matches!(read_events(b"xy"), Err(RdbError::BadMagic)));
+    assert!(matches!(
+        read_events(b"RUBBISH00"),
+        Err(RdbError::BadMagic { offset: 1 })
+    ));
+    assert!(matches!(
+        read_events(b"xy"),
+        Err(RdbError::BadMagic { offset: 0 })
+    ));
     assert!(matches!(
         read_events(b"REDIS0014\xff"),
-        Err(RdbError::Version(14))
+        Err(RdbError::Version {
+            offset: 5,
+            version: 14
+        })
     ));
     assert!(matches!(
         read_events(b"REDIS0000\xff"),
-        Err(RdbError::Version(0))
+        Err(RdbError::Version {
+            offset: 5,
+            version: 0
+        })
     ));
     assert!(matches!(
         read_events(b"REDIS00"),

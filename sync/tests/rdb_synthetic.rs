@@ -645,10 +645,11 @@ fn old_versions_and_length_forms() {
 fn unknown_types() {
     let mut sval = Vec::new();
     string(&mut sval, b"x");
-    // A type from a newer Redis: the error names the key.
+    // A type from a newer Redis: the error names the key and its type byte.
     let data = Rdb::new(13).key(30, b"future", &sval).finish();
     match read_all(&data) {
         Err(RdbError::Unsupported {
+            offset: 9,
             key,
             value_type: 30,
             ..
@@ -767,7 +768,7 @@ fn interrupted_and_failing_readers() {
     }
     assert!(matches!(
         RdbReader::new(Broken).next_event(),
-        Err(RdbError::Io(_))
+        Err(RdbError::Io { offset: 0, .. })
     ));
 }
 

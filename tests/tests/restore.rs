@@ -250,17 +250,24 @@ fn an_rdb_restores_into_a_server_and_a_cluster_once() {
     assert!(out.contains(&format!("{n} keys loaded")), "{out}");
     assert_same_dataset(&source, &old, &[0]);
 
-    // A damaged copy: refused naming the file; what was loaded before stays.
+    // A damaged copy: a key's type byte made a type that does not exist. Refused naming
+    // the file and that byte; what was loaded before stays.
     let bad = source.dir().join("bad.rdb");
     let mut data = std::fs::read(&file).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0xff;
+    let type_at = data
+        .windows(10)
+        .position(|w| w == b"\x09pop:10000")
+        .expect("the key pop:10000 in the RDB")
+        - 1;
+    assert_eq!(data[type_at], 0, "pop:10000 is a string");
+    data[type_at] = 100;
     std::fs::write(&bad, &data).unwrap();
     let fresh = RedisServer::start();
     let o = restore(&bad, &fresh.url(), &[]);
     assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("bad.rdb"),
+        err.contains("bad.rdb") && err.contains(&format!("at byte {type_at}:")),
         "{}",
         text(&o)
     );

@@ -203,7 +203,8 @@ impl Assembler {
 
 /// Decodes a value of RDB type `entry_type`. Module values (types 6, 7) and types this
 /// build does not know give [`RdbError::Unsupported`] (with an empty key: use
-/// [`decode_entry`] to have the key named).
+/// [`decode_entry`] to have the key named). Offsets in errors count from the value's first
+/// byte ([`RdbError::in_file`] makes them the file's).
 pub fn decode(entry_type: u8, value: &[u8]) -> Result<Value, RdbError> {
     let mut c = Cur::new(value);
     let v = decode_inner(entry_type, &mut c)?;
@@ -217,8 +218,12 @@ pub fn decode(entry_type: u8, value: &[u8]) -> Result<Value, RdbError> {
 pub fn decode_entry(entry: &KeyEntry) -> Result<Value, RdbError> {
     decode(entry.value_type, &entry.value).map_err(|e| match e {
         RdbError::Unsupported {
-            value_type, why, ..
+            offset,
+            value_type,
+            why,
+            ..
         } => RdbError::Unsupported {
+            offset,
             value_type,
             key: String::from_utf8_lossy(&entry.key).into_owned(),
             why,
@@ -229,6 +234,7 @@ pub fn decode_entry(entry: &KeyEntry) -> Result<Value, RdbError> {
 
 fn unsupported(value_type: u8, why: impl Into<String>) -> RdbError {
     RdbError::Unsupported {
+        offset: 0,
         value_type,
         key: String::new(),
         why: why.into(),

@@ -19,23 +19,48 @@
 //!   far are put back in front of the unread ones and the value is read again from its
 //!   start, decoded piece by piece ([`big`]). The CRC has already seen the replayed bytes
 //!   and skips them.
+//! - Every error names the byte of the RDB where the problem was found (`position`, which
+//!   stays true across refills and replays).
+//!
+//! Here: the events and the walk of each value to its end; in [`prim`]: the buffer, its
+//! refills and the RDB's primitives (lengths, strings); in [`big`]: streaming mode.
 
 mod big;
+mod prim;
 
 use super::crc64::crc64;
 use super::format::*;
 use super::{Event, KeyEntry, RdbError};
 use bytes::Bytes;
-use std::io::{ErrorKind, Read};
+use prim::LenOrEnc;
+use std::io::Read;
 
 const BUF_SIZE: usize = 256 * 1024;
 
 /// No value limit: every value is captured whole.
 const NO_LIMIT: u64 = u64::MAX;
 
-/// Reserve at most this much ahead when a long string is captured (growth past it is
-/// amortized by `Vec`), so a corrupt length cannot make us reserve gigabytes up front.
-const MAX_RESERVE: u64 = 64 << 20;
+/// Why a type 26 stream is refused.
+const IDMP_UNSUPPORTED: &str = "stream with IDMP producer records (Redis 8.6 XADD IDMP): their layout is not known to this reader";
+
+/// How many leading bytes of `h` (at most 9) fit an RDB header: `REDIS` and 4 digits, or
+/// `VALKEY` and 3.
+fn header_fit(h: &[u8]) -> usize {
+    [&b"REDIS"[..], b"VALKEY"]
+        .iter()
+        .map(|magic| {
+            h.iter()
+                .take(9)
+                .enumerate()
+                .take_while(|&(i, &c)| match magic.get(i) {
+                    Some(&m) => c == m,
+                    None => c.is_ascii_digit(),
+                })
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -45,12 +70,6 @@ enum State {
     Big,
     Done,
     Failed,
-}
-
-/// A length field or, where a string is expected, a special encoding.
-enum LenOrEnc {
-    Len(u64),
-    Enc(u8),
 }
 
 /// Reads events from an RDB stream.
@@ -77,6 +96,8 @@ pub struct RdbReader<R: Read> {
     db: u32,
     /// EXPIRETIME(_MS) seen since the last key, for the next key.
     pending_expire: Option<i64>,
+    /// Offset of the type byte of the key being read (its errors point there).
+    key_at: u64,
     state: State,
     /// Values of a streamable type above this many bytes are read in streaming mode.
     value_limit: u64,
@@ -105,6 +126,7 @@ impl<R: Read> RdbReader<R> {
             valkey: false,
             db: 0,
             pending_expire: None,
+            key_at: 0,
             state: State::Header,
             value_limit: NO_LIMIT,
             switchable: false,
@@ -173,37 +195,50 @@ impl<R: Read> RdbReader<R> {
     // ----- events -----
 
     fn header(&mut self) -> Result<Event, RdbError> {
+        let at = self.position();
         if let Err(e) = self.fill(9) {
-            let got = &self.buf[..self.end];
-            let plausible = b"REDIS".starts_with(&got[..got.len().min(5)])
-                || b"VALKEY".starts_with(&got[..got.len().min(6)]);
-            return Err(if plausible { e } else { RdbError::BadMagic });
+            // Too short: an error about the end only if what is there could be a header.
+            let got = &self.buf[self.pos..self.end];
+            let fit = header_fit(got);
+            return Err(if fit == got.len() {
+                e
+            } else {
+                RdbError::BadMagic {
+                    offset: at + fit as u64,
+                }
+            });
         }
-        let h: [u8; 9] = self.buf[self.pos..self.pos + 9]
-            .try_into()
-            .expect("9 bytes");
-        let digits = |d: &[u8]| {
-            d.iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
-            })
-        };
-        let version = if &h[..5] == b"REDIS" {
-            let v = digits(&h[5..]).ok_or(RdbError::BadMagic)?;
+        let mut h = [0u8; 9];
+        h.copy_from_slice(&self.buf[self.pos..self.pos + 9]);
+        let fit = header_fit(&h);
+        if fit < h.len() {
+            return Err(RdbError::BadMagic {
+                offset: at + fit as u64,
+            });
+        }
+        // All digits after the magic (checked by `header_fit`).
+        let number = |d: &[u8]| d.iter().fold(0u32, |acc, &c| acc * 10 + (c - b'0') as u32);
+        let version = if h.starts_with(b"REDIS") {
+            let v = number(&h[5..]);
             if !(1..=MAX_RDB_VERSION).contains(&v) {
-                return Err(RdbError::Version(v));
+                return Err(RdbError::Version {
+                    offset: at + 5,
+                    version: v,
+                });
             }
             v
-        } else if &h[..6] == b"VALKEY" {
-            // Valkey 9 writes "VALKEY080". Its core types are Redis's up to 21; its own
-            // later types and opcodes are refused where met.
-            let v = digits(&h[6..]).ok_or(RdbError::BadMagic)?;
+        } else {
+            // "VALKEY" (`header_fit`). Valkey 9 writes "VALKEY080". Its core types are
+            // Redis's up to 21; its own later types and opcodes are refused where met.
+            let v = number(&h[6..]);
             if v != 80 {
-                return Err(RdbError::Version(v));
+                return Err(RdbError::Version {
+                    offset: at + 6,
+                    version: v,
+                });
             }
             self.valkey = true;
             v
-        } else {
-            return Err(RdbError::BadMagic);
         };
         self.pos += 9;
         self.version = version;
@@ -307,9 +342,14 @@ impl<R: Read> RdbReader<R> {
         let actual = self.crc;
         // Versions before 5 have no checksum trailer.
         let checksum = if self.version >= 5 {
+            let offset = self.position();
             let expected = u64::from_le_bytes(self.array()?);
             if expected != 0 && expected != actual {
-                return Err(RdbError::Checksum { expected, actual });
+                return Err(RdbError::Checksum {
+                    offset,
+                    expected,
+                    actual,
+                });
             }
             expected
         } else {
@@ -320,6 +360,7 @@ impl<R: Read> RdbReader<R> {
     }
 
     fn key(&mut self, t: u8, type_at: u64) -> Result<Event, RdbError> {
+        self.key_at = type_at;
         let known = matches!(t, 0..=7 | 9..=26);
         // Types 27..=42: newer Redis (stream v5, arrays, ...). Anything else is not a type.
         if !known && !(27..=42).contains(&t) {
@@ -327,6 +368,7 @@ impl<R: Read> RdbReader<R> {
         }
         let key = self.read_string()?;
         let unsupported = |why: &str| RdbError::Unsupported {
+            offset: type_at,
             value_type: t,
             key: String::from_utf8_lossy(&key).into_owned(),
             why: why.to_owned(),
@@ -442,11 +484,7 @@ impl<R: Read> RdbReader<R> {
                 self.skip(8)?; // next field expiry
                 self.skip_string()
             }
-            _ => Err(RdbError::Unsupported {
-                value_type: t,
-                key: String::new(),
-                why: format!("unknown value type {t}"),
-            }),
+            _ => Err(self.unsupported(t, format!("unknown value type {t}"))),
         }
     }
 
@@ -492,11 +530,7 @@ impl<R: Read> RdbReader<R> {
             self.len()?; // IDMP duration
             self.len()?; // IDMP max size
             if self.len()? != 0 {
-                return Err(RdbError::Unsupported {
-                    value_type: t,
-                    key: String::new(),
-                    why: "stream with IDMP producer records (Redis 8.6 XADD IDMP): their layout is not known to this reader".into(),
-                });
+                return Err(self.unsupported(t, IDMP_UNSUPPORTED));
             }
             self.len()?; // IIDs added
             self.len()?; // IIDs duplicates
@@ -522,250 +556,15 @@ impl<R: Read> RdbReader<R> {
         }
     }
 
-    // ----- primitives -----
-
-    fn corrupt_at(&self, offset: u64, what: impl Into<String>) -> RdbError {
-        RdbError::Corrupt {
-            offset,
-            what: what.into(),
+    /// A value of type `t` this reader can't take: at the key's type byte (the key is
+    /// named where it is known, see `key`).
+    fn unsupported(&self, t: u8, why: impl Into<String>) -> RdbError {
+        RdbError::Unsupported {
+            offset: self.key_at,
+            value_type: t,
+            key: String::new(),
+            why: why.into(),
         }
-    }
-
-    #[inline]
-    fn avail(&self) -> usize {
-        self.end - self.pos
-    }
-
-    /// Makes at least `n` (<= buffer size) bytes available.
-    #[inline]
-    fn fill(&mut self, n: usize) -> Result<(), RdbError> {
-        if self.avail() >= n {
-            Ok(())
-        } else {
-            self.refill(n)
-        }
-    }
-
-    /// Brings the CRC up to `pos` (after a replay, `crc_from` may be ahead of `pos`: those
-    /// bytes were checksummed before).
-    fn crc_to_pos(&mut self) {
-        if self.crc_active && self.pos > self.crc_from {
-            self.crc = crc64(self.crc, &self.buf[self.crc_from..self.pos]);
-            self.crc_from = self.pos;
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn refill(&mut self, n: usize) -> Result<(), RdbError> {
-        debug_assert!(n <= self.buf.len());
-        // Everything before `pos` is about to leave the buffer: account for it first.
-        self.crc_to_pos();
-        if let Some(from) = self.cap_from {
-            self.captured.extend_from_slice(&self.buf[from..self.pos]);
-        }
-        if self.pos > 0 {
-            self.buf.copy_within(self.pos..self.end, 0);
-            self.base += self.pos as u64;
-            self.end -= self.pos;
-            self.crc_from = self.crc_from.saturating_sub(self.pos);
-            self.pos = 0;
-        }
-        if self.cap_from.is_some() {
-            self.cap_from = Some(0);
-            if self.switchable && self.captured.len() as u64 > self.value_limit {
-                return Err(self.switch_signal());
-            }
-        }
-        if self.buf.len() > BUF_SIZE && self.end < BUF_SIZE {
-            // A replay is over: back to the normal buffer.
-            let mut b = vec![0u8; BUF_SIZE].into_boxed_slice();
-            b[..self.end].copy_from_slice(&self.buf[..self.end]);
-            self.buf = b;
-        }
-        // Read only until `n` bytes are there: the inner reader may be a socket, and what
-        // follows the RDB must not be waited for.
-        while self.end < n {
-            match self.inner.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    return Err(self.corrupt_at(
-                        self.base + self.end as u64,
-                        "unexpected end of the RDB stream",
-                    ))
-                }
-                Ok(k) => self.end += k,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn u8(&mut self) -> Result<u8, RdbError> {
-        self.fill(1)?;
-        let b = self.buf[self.pos];
-        self.pos += 1;
-        Ok(b)
-    }
-
-    #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RdbError> {
-        self.fill(N)?;
-        let a = self.buf[self.pos..self.pos + N]
-            .try_into()
-            .expect("N bytes");
-        self.pos += N;
-        Ok(a)
-    }
-
-    /// Consumes `n` bytes (any amount), captured if a value is being read.
-    fn skip(&mut self, mut n: u64) -> Result<(), RdbError> {
-        if self.avail() as u64 >= n {
-            self.pos += n as usize;
-            return Ok(());
-        }
-        if self.cap_from.is_some() {
-            if self.switchable && (self.capture_len() as u64).saturating_add(n) > self.value_limit {
-                return Err(self.switch_signal());
-            }
-            self.captured.reserve(n.min(MAX_RESERVE) as usize);
-        }
-        loop {
-            let a = self.avail() as u64;
-            if a >= n {
-                self.pos += n as usize;
-                return Ok(());
-            }
-            self.pos = self.end;
-            n -= a;
-            self.refill(1)?;
-        }
-    }
-
-    #[inline]
-    fn len_or_enc(&mut self) -> Result<LenOrEnc, RdbError> {
-        self.fill(1)?;
-        let b = self.buf[self.pos];
-        match b >> 6 {
-            0 => {
-                self.pos += 1;
-                Ok(LenOrEnc::Len((b & 0x3f) as u64))
-            }
-            1 => {
-                self.fill(2)?;
-                let v = (((b & 0x3f) as u64) << 8) | self.buf[self.pos + 1] as u64;
-                self.pos += 2;
-                Ok(LenOrEnc::Len(v))
-            }
-            2 => match b {
-                0x80 => {
-                    self.pos += 1;
-                    Ok(LenOrEnc::Len(u32::from_be_bytes(self.array()?) as u64))
-                }
-                0x81 => {
-                    self.pos += 1;
-                    Ok(LenOrEnc::Len(u64::from_be_bytes(self.array()?)))
-                }
-                _ => Err(self.corrupt_at(self.position(), "unknown length encoding")),
-            },
-            _ => {
-                self.pos += 1;
-                Ok(LenOrEnc::Enc(b & 0x3f))
-            }
-        }
-    }
-
-    #[inline]
-    fn len(&mut self) -> Result<u64, RdbError> {
-        match self.len_or_enc()? {
-            LenOrEnc::Len(n) => Ok(n),
-            LenOrEnc::Enc(_) => Err(self.corrupt_at(
-                self.position() - 1,
-                "string encoding where a length belongs",
-            )),
-        }
-    }
-
-    /// Consumes one RDB string without decoding it.
-    #[inline]
-    fn skip_string(&mut self) -> Result<(), RdbError> {
-        // Fast path: a short raw string already in the buffer.
-        if let Some(&b) = self.buf[self.pos..self.end].first() {
-            if b < 0x40 && self.avail() > b as usize {
-                self.pos += 1 + b as usize;
-                return Ok(());
-            }
-        }
-        let at = self.position();
-        match self.len_or_enc()? {
-            LenOrEnc::Len(n) => {
-                if n > MAX_STRING_LEN {
-                    return Err(self.corrupt_at(at, "string longer than the 4 GiB limit"));
-                }
-                self.skip(n)
-            }
-            LenOrEnc::Enc(ENC_INT8) => self.skip(1),
-            LenOrEnc::Enc(ENC_INT16) => self.skip(2),
-            LenOrEnc::Enc(ENC_INT32) => self.skip(4),
-            LenOrEnc::Enc(ENC_LZF) => {
-                let clen = self.len()?;
-                let len = self.len()?;
-                check_lzf_lens(clen, len).map_err(|w| self.corrupt_at(at, w))?;
-                self.skip(clen)
-            }
-            LenOrEnc::Enc(_) => Err(self.corrupt_at(at, "unknown string encoding")),
-        }
-    }
-
-    /// Reads `n` raw bytes (n already capped).
-    fn read_raw(&mut self, n: usize) -> Result<Vec<u8>, RdbError> {
-        if self.avail() >= n {
-            let v = self.buf[self.pos..self.pos + n].to_vec();
-            self.pos += n;
-            return Ok(v);
-        }
-        let mut v = Vec::with_capacity(n.min(MAX_RESERVE as usize));
-        while v.len() < n {
-            if self.avail() == 0 {
-                self.refill(1)?;
-            }
-            let k = self.avail().min(n - v.len());
-            v.extend_from_slice(&self.buf[self.pos..self.pos + k]);
-            self.pos += k;
-        }
-        Ok(v)
-    }
-
-    /// Reads and decodes one RDB string (integers as decimal text, LZF decompressed).
-    fn read_string(&mut self) -> Result<Bytes, RdbError> {
-        if let Some(&b) = self.buf[self.pos..self.end].first() {
-            if b < 0x40 && self.avail() > b as usize {
-                let s = Bytes::copy_from_slice(&self.buf[self.pos + 1..self.pos + 1 + b as usize]);
-                self.pos += 1 + b as usize;
-                return Ok(s);
-            }
-        }
-        let at = self.position();
-        Ok(Bytes::from(match self.len_or_enc()? {
-            LenOrEnc::Len(n) => {
-                if n > MAX_STRING_LEN {
-                    return Err(self.corrupt_at(at, "string longer than the 4 GiB limit"));
-                }
-                self.read_raw(n as usize)?
-            }
-            LenOrEnc::Enc(ENC_INT8) => int_to_bytes(self.u8()? as i8 as i64),
-            LenOrEnc::Enc(ENC_INT16) => int_to_bytes(i16::from_le_bytes(self.array()?) as i64),
-            LenOrEnc::Enc(ENC_INT32) => int_to_bytes(i32::from_le_bytes(self.array()?) as i64),
-            LenOrEnc::Enc(ENC_LZF) => {
-                let clen = self.len()?;
-                let len = self.len()?;
-                check_lzf_lens(clen, len).map_err(|w| self.corrupt_at(at, w))?;
-                let src = self.read_raw(clen as usize)?;
-                lzf_decompress(&src, len as usize).map_err(|w| self.corrupt_at(at, w))?
-            }
-            LenOrEnc::Enc(_) => return Err(self.corrupt_at(at, "unknown string encoding")),
-        }))
     }
 
     /// After the walk of a switchable value: whether it passed the limit.
@@ -840,3 +639,6 @@ impl<R: Read> RdbReader<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

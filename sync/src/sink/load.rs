@@ -132,7 +132,8 @@ async fn load_snapshot<D: LoadTarget>(
             }
         }
     });
-    let name = source.locate(0);
+    // (The RDB of a file source is at the start of its first file.)
+    let file = source.file_at(0);
     let feeding = async {
         match (source, snapshot) {
             (Source::Link(link), Snapshot::Payload(p)) => {
@@ -148,9 +149,10 @@ async fn load_snapshot<D: LoadTarget>(
     let rdb_len = reader.await.ok().flatten();
     fed?;
     let stream_db = applied.map_err(|e| match e {
-        // Files: the error names the file (the RDB's own message has the byte offset).
+        // Files: the error names the file (the RDB's own message has the byte offset, in the
+        // file as in the RDB).
         SyncError::Rdb(e) if matches!(snapshot, Snapshot::Preamble { .. }) => {
-            SyncError::File(format!("{name}: {e}"))
+            SyncError::File(format!("{}: {e}", file.as_deref().unwrap_or("the RDB")))
         }
         e => e,
     })?;

@@ -99,20 +99,33 @@ impl Files {
         self.pos >= self.len()
     }
 
-    /// Where `pos` lies, for messages: `file at byte n` (or `before file` in a prefix).
+    /// Where `pos` lies, for messages: `file at byte n` (or `file (at its start)` in a
+    /// prefix).
     pub fn locate(&self, pos: u64) -> String {
+        match self.part_at(pos) {
+            Some((p, start)) if pos < start => format!("{} (at its start)", p.path.display()),
+            Some((p, start)) => format!("{} at byte {}", p.path.display(), pos - start),
+            None => format!("position {pos}"),
+        }
+    }
+
+    /// The file `pos` lies in (the last one past the end).
+    pub fn path_at(&self, pos: u64) -> Option<&Path> {
+        self.part_at(pos).map(|(p, _)| p.path.as_path())
+    }
+
+    /// The part `pos` lies in (its prefix included; the last one past the end), and where
+    /// the file's own bytes start in the sequence.
+    fn part_at(&self, pos: u64) -> Option<(&Part, u64)> {
         let mut at = 0u64;
         for (i, p) in self.parts.iter().enumerate() {
             let start = at + p.prefix.len() as u64;
-            if pos < start {
-                return format!("{} (at its start)", p.path.display());
-            }
             if pos < start + p.len || i + 1 == self.parts.len() {
-                return format!("{} at byte {}", p.path.display(), pos - start);
+                return Some((p, start));
             }
             at = start + p.len;
         }
-        format!("position {pos}")
+        None
     }
 
     /// Reads up to [`CHUNK`] more bytes into `rbuf`; 0 at the end.

@@ -9,8 +9,9 @@
 //! - [`scan`]: a live Redis that refuses replication, copied by SCAN + DUMP, then the keys
 //!   the proxy saw written ([`crate::tracking`]) copied again as a command stream.
 //!
-//! The syncer's loops ([`crate::syncer`], [`crate::cluster_sync`]) see only [`Source`];
-//! a new kind of source is a new variant here and a file of its own.
+//! The syncer's loops ([`crate::syncer`], the sinks of [`crate::sink`],
+//! [`crate::cluster_source`]) see only [`Source`]; a new kind of source is a new variant
+//! here and a file of its own.
 
 pub mod aof;
 pub mod files;
@@ -299,6 +300,17 @@ impl Source {
         match self {
             Source::Link(_) | Source::Scan(_) => format!("offset {pos}"),
             Source::Backup(b) => b.files.locate(pos.max(0) as u64),
+        }
+    }
+
+    /// The name of the file offset `pos` of the stream is in (files), for messages.
+    pub fn file_at(&self, pos: i64) -> Option<String> {
+        match self {
+            Source::Link(_) | Source::Scan(_) => None,
+            Source::Backup(b) => b
+                .files
+                .path_at(pos.max(0) as u64)
+                .map(|p| p.display().to_string()),
         }
     }
 

@@ -158,8 +158,12 @@ impl<R: Read> RdbReader<R> {
                 Ok(ev)
             }
             Err(RdbError::Unsupported {
-                value_type, why, ..
+                offset,
+                value_type,
+                why,
+                ..
             }) => Err(RdbError::Unsupported {
+                offset,
                 value_type,
                 key: String::from_utf8_lossy(&b.key).into_owned(),
                 why,
@@ -596,11 +600,7 @@ impl<R: Read> RdbReader<R> {
         let duration_secs = self.len()?;
         let max_size = self.len()?;
         if self.len()? != 0 {
-            return Err(RdbError::Unsupported {
-                value_type: t,
-                key: String::new(),
-                why: "stream with IDMP producer records (Redis 8.6 XADD IDMP): their layout is not known to this reader".into(),
-            });
+            return Err(self.unsupported(t, IDMP_UNSUPPORTED));
         }
         Ok(ValuePart::StreamIdmp(StreamIdmp {
             duration_secs,
