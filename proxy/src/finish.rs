@@ -45,7 +45,8 @@ pub async fn run(sh: &Arc<Shared>) -> Result<String, String> {
     }
     let _ = request(&mut c, &[b"DEL", sync::checkpoint::ATTEMPT_KEY], "source").await;
     let _ = sh.stop_sync.send(true);
-    let removed = remove_own_keys(sh, &target, b"__cutover:*").await?;
+    let pattern = [sync::checkpoint::OWN_PREFIX, b"*"].concat();
+    let removed = remove_own_keys(sh, &target, &pattern).await?;
     tracing::warn!(epoch = route.epoch, removed = %removed, "FINISH: the migration is over");
     Ok(format!(
         "finished: the source is marked ({}); removed from the target: {removed}; configure the target as the source from now on",
@@ -61,7 +62,8 @@ pub fn remove_slot_checkpoints(sh: Arc<Shared>, target: Arc<Upstream>) {
         return;
     }
     tokio::spawn(async move {
-        match remove_own_keys(&sh, &target, b"__cutover:cp:*").await {
+        let pattern = [sync::slot_checkpoint::PREFIX, b"*"].concat();
+        match remove_own_keys(&sh, &target, &pattern).await {
             Ok(what) => {
                 tracing::info!(removed = %what, "after the switch: per-slot checkpoints removed from the target")
             }
@@ -100,7 +102,7 @@ async fn remove_own_keys(sh: &Shared, target: &Upstream, pattern: &[u8]) -> Resu
                 request(&mut m, &args, "target").await?;
                 if k.as_slice() == sync::checkpoint::KEY {
                     main += 1;
-                } else if k.starts_with(b"__cutover:cp:") {
+                } else if k.starts_with(sync::slot_checkpoint::PREFIX) {
                     slots += 1;
                 } else if k.starts_with(sync::checkpoint::KEY_PREFIX) {
                     links += 1;
@@ -119,7 +121,10 @@ async fn remove_own_keys(sh: &Shared, target: &Upstream, pattern: &[u8]) -> Resu
         parts.push("the checkpoint and switch record (__cutover:checkpoint)".to_string());
     }
     if slots > 0 {
-        parts.push(format!("{slots} per-slot checkpoints (__cutover:cp:{{n}})"));
+        parts.push(format!(
+            "{slots} per-slot checkpoints ({}n}})",
+            String::from_utf8_lossy(sync::slot_checkpoint::PREFIX)
+        ));
     }
     if links > 0 {
         parts.push(format!(

@@ -91,6 +91,15 @@ pub async fn read(
     Ok(parse(&replies[1])?.checkpoint)
 }
 
+// The fields of the hash besides the checkpoint's own: the switch record's, and a cluster
+// source's links' plan. Known here only.
+const ROUTE: &[u8] = b"route";
+/// `route`'s value once the clients moved to the target.
+const ROUTE_TARGET: &[u8] = b"target";
+const ROUTE_EPOCH: &[u8] = b"route_epoch";
+const FENCE_OFFSET: &[u8] = b"fence_offset";
+const SOURCE_LINKS: &[u8] = b"source_links";
+
 /// The switch record (written by the cutover when clients move to the target, in the
 /// same hash): `HSET KEY route target route_epoch <epoch> fence_offset <fence>`.
 pub fn switch_record(out: &mut BytesMut, epoch: u64, fence: i64) {
@@ -101,11 +110,11 @@ pub fn switch_record(out: &mut BytesMut, epoch: u64, fence: i64) {
         [
             &b"HSET"[..],
             KEY,
-            b"route",
-            b"target",
-            b"route_epoch",
+            ROUTE,
+            ROUTE_TARGET,
+            ROUTE_EPOCH,
             e.as_bytes(),
-            b"fence_offset",
+            FENCE_OFFSET,
             f.as_bytes(),
         ]
         .into_iter(),
@@ -113,7 +122,49 @@ pub fn switch_record(out: &mut BytesMut, epoch: u64, fence: i64) {
 }
 
 /// The command that reads the switch record; its reply goes to [`parse_switch`].
-pub const SWITCH_QUERY: [&[u8]; 4] = [b"HMGET", KEY, b"route", b"route_epoch"];
+pub const SWITCH_QUERY: [&[u8]; 4] = [b"HMGET", KEY, ROUTE, ROUTE_EPOCH];
+
+/// The command that takes a switch record back (a cutover whose switch was not
+/// confirmed): `HDEL KEY route route_epoch fence_offset`; the checkpoint stays.
+pub fn retract_switch() -> &'static [&'static [u8]] {
+    const RETRACT: [&[u8]; 5] = [b"HDEL", KEY, ROUTE, ROUTE_EPOCH, FENCE_OFFSET];
+    &RETRACT
+}
+
+/// The command that reads what a cluster source's preparation of the target needs: the
+/// switch record's `route` and the links' plan (`source_links`, the layout of the
+/// source's slots the links' checkpoints were made for); its reply goes to
+/// [`parse_links`].
+pub const LINKS_QUERY: [&[u8]; 4] = [b"HMGET", KEY, ROUTE, SOURCE_LINKS];
+
+/// The reply to [`LINKS_QUERY`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Links {
+    /// The hash records a completed cutover: the target is live.
+    pub switched: bool,
+    /// The plan the links' checkpoints were made for, if any.
+    pub plan: Option<String>,
+}
+
+/// Reads the reply to [`LINKS_QUERY`].
+pub fn parse_links(reply: &[u8]) -> Result<Links, SyncError> {
+    let fields = crate::reply::array_elements(reply).ok_or_else(|| {
+        SyncError::Target(format!(
+            "reading the checkpoint: {}",
+            String::from_utf8_lossy(reply).trim_end()
+        ))
+    })?;
+    let text = |i: usize| fields.get(i).and_then(|f| bulk_or_nil(f));
+    Ok(Links {
+        switched: text(0).is_some_and(|r| r.as_bytes() == ROUTE_TARGET),
+        plan: text(1),
+    })
+}
+
+/// The command that records the links' plan (see [`LINKS_QUERY`]).
+pub fn links_record(plan: &[u8]) -> [&[u8]; 4] {
+    [b"HSET", KEY, SOURCE_LINKS, plan]
+}
 
 /// The reply to [`SWITCH_QUERY`]: Some(epoch) when a cutover happened, None when none did.
 pub fn parse_switch(reply: &[u8]) -> Result<Option<u64>, String> {
@@ -123,7 +174,13 @@ pub fn parse_switch(reply: &[u8]) -> Result<Option<u64>, String> {
             String::from_utf8_lossy(reply).trim_end()
         ));
     };
-    if items.first().map(|f| bulk_text(f)).as_deref() != Some("target") {
+    if items
+        .first()
+        .map(|f| bulk_text(f))
+        .as_deref()
+        .map(str::as_bytes)
+        != Some(ROUTE_TARGET)
+    {
         return Ok(None);
     }
     items
@@ -169,7 +226,7 @@ pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
             "replid" => cp.replid = v,
             "offset" => cp.offset = v.parse().unwrap_or(-1),
             "db" => cp.db = v.parse().unwrap_or(0),
-            "route" => switched = v == "target",
+            _ if k.as_bytes() == ROUTE => switched = v.as_bytes() == ROUTE_TARGET,
             _ => {}
         }
     }
@@ -185,9 +242,55 @@ pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
     })
 }
 
+/// A bulk string's text; None for a nil (no such field) or anything else.
+fn bulk_or_nil(frame: &[u8]) -> Option<String> {
+    let nl = memchr::memchr(b'\n', frame)?;
+    let body = frame.get(nl + 1..frame.len().checked_sub(2)?)?;
+    (frame.first() == Some(&b'$')).then(|| String::from_utf8_lossy(body).into_owned())
+}
+
 fn bulk_text(frame: &[u8]) -> String {
     // `$n\r\n<data>\r\n`
     let start = memchr::memchr(b'\n', frame).map(|i| i + 1).unwrap_or(0);
     let end = frame.len().saturating_sub(2).max(start);
     String::from_utf8_lossy(&frame[start..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_links_record_and_the_switch_retraction() {
+        assert_eq!(
+            parse_links(b"*2\r\n$-1\r\n$-1\r\n").unwrap(),
+            Links::default()
+        );
+        let r = parse_links(b"*2\r\n$6\r\ntarget\r\n$7\r\n0-16383\r\n").unwrap();
+        assert!(r.switched);
+        assert_eq!(r.plan.as_deref(), Some("0-16383"));
+        assert!(
+            !parse_links(b"*2\r\n$6\r\nsource\r\n$-1\r\n")
+                .unwrap()
+                .switched
+        );
+        assert!(parse_links(b"-ERR wrong type\r\n").is_err());
+        assert_eq!(
+            links_record(b"p"),
+            [&b"HSET"[..], KEY, b"source_links", b"p"]
+        );
+        // The retraction removes what the switch record writes, and only that.
+        let mut rec = BytesMut::new();
+        switch_record(&mut rec, 3, 100);
+        let mut del = BytesMut::new();
+        resp::encode::command(&mut del, retract_switch().iter().copied());
+        assert_eq!(
+            &del[..],
+            &b"*5\r\n$4\r\nHDEL\r\n$20\r\n__cutover:checkpoint\r\n$5\r\nroute\r\n$11\r\nroute_epoch\r\n$12\r\nfence_offset\r\n"[..]
+        );
+        let written = String::from_utf8_lossy(&rec);
+        for f in &retract_switch()[2..] {
+            assert!(written.contains(&*String::from_utf8_lossy(f)), "{written}");
+        }
+    }
 }

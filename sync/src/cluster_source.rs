@@ -5,12 +5,12 @@
 //! checkpoint and lag, confined to its master's slots ([`crate::scope`]). What the links
 //! share is decided here, once, so that no link takes another's keys for its own:
 //! - The plan ([`Plan`]): each master and the slot ranges it serves when the sync starts.
-//!   It is recorded on the target (`source_links` in the main checkpoint hash) the first
-//!   time; a restart against a source whose masters serve other ranges is refused (the
-//!   links' checkpoints describe the old layout).
+//!   It is recorded on the target (in the main checkpoint hash:
+//!   [`checkpoint::links_record`]) the first time; a restart against a source whose masters
+//!   serve other ranges is refused (the links' checkpoints describe the old layout).
 //! - The target ([`prepare_target`]): checked empty (or emptied, `sync.target_not_empty`)
 //!   once, before any link starts; a link that must load again later empties only its
-//!   own slots ([`crate::purge`]).
+//!   own slots ([`crate::sink::node::purge`]).
 //! - The source's topology is watched ([`watch`]): every [`WATCH_EVERY`] its slot map is
 //!   read again, and any slot served by another master than in the plan (a migration, a
 //!   failover, a master added or removed) stops every link and puts the whole sync in
@@ -383,28 +383,17 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
         (vec![cfg.target.clone()], control)
     };
     let r = record
-        .request(&[&[b"HMGET", checkpoint::KEY, b"route", b"source_links"]])
+        .request(&[&checkpoint::LINKS_QUERY])
         .await
         .map_err(|e| tgt(&e))?;
-    let fields = crate::reply::array_elements(&r[0]).ok_or_else(|| {
-        SyncError::Target(format!(
-            "reading the checkpoint: {}",
-            String::from_utf8_lossy(&r[0]).trim_end()
-        ))
-    })?;
-    let text = |f: Option<&&[u8]>| -> Option<String> {
-        let f = f?;
-        let nl = memchr::memchr(b'\n', f)?;
-        let body = f.get(nl + 1..f.len().checked_sub(2)?)?;
-        (f.first() == Some(&b'$')).then(|| String::from_utf8_lossy(body).into_owned())
-    };
-    if text(fields.first()).as_deref() == Some("target") {
+    let recorded = checkpoint::parse_links(&r[0])?;
+    if recorded.switched {
         return Err(SyncError::Config(
             "the target records a completed cutover (it is live): refusing to load the source into it".into(),
         ));
     }
     let wanted = plan.describe();
-    match text(fields.get(1)) {
+    match recorded.plan {
         Some(recorded) if recorded == wanted => {
             tracing::info!(plan = %wanted, "the target holds these links' checkpoints: each resumes from its own");
             return Ok(());
@@ -452,7 +441,7 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
         }
     }
     let r = record
-        .request(&[&[b"HSET", checkpoint::KEY, b"source_links", wanted.as_bytes()]])
+        .request(&[&checkpoint::links_record(wanted.as_bytes())])
         .await
         .map_err(|e| tgt(&e))?;
     if let Some(e) = error_text(&r[0]) {
