@@ -113,31 +113,19 @@ pub(crate) fn count(tracker: &Tracker, kind: Kind) {
 /// The source's count of write calls from `INFO commandstats` (every `cmdstat_<name>`
 /// line whose command the table says writes).
 pub(crate) fn source_writes(commandstats: &str) -> u64 {
-    let mut total = 0;
-    for line in commandstats.lines() {
-        let Some(rest) = line.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let Some((name, stats)) = rest.split_once(':') else {
-            continue;
-        };
-        let info = match name.split_once('|') {
-            Some((c, sub)) => {
-                command::lookup(c.as_bytes()).and_then(|c| command::lookup_sub(c, sub.as_bytes()))
-            }
-            None => command::lookup(name.as_bytes()),
-        };
-        if !info.is_some_and(|i| i.is_write()) {
-            continue;
-        }
-        let calls = stats
-            .split(',')
-            .find_map(|f| f.strip_prefix("calls="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        total += calls;
-    }
-    total
+    commandstats
+        .lines()
+        .filter_map(cluster::info::commandstats_line)
+        .filter(|stat| {
+            let info = match stat.name.split_once('|') {
+                Some((c, sub)) => command::lookup(c.as_bytes())
+                    .and_then(|c| command::lookup_sub(c, sub.as_bytes())),
+                None => command::lookup(stat.name.as_bytes()),
+            };
+            info.is_some_and(|i| i.is_write())
+        })
+        .map(|stat| stat.calls)
+        .sum()
 }
 
 /// Watches for writers that bypass the proxy while the SCAN copy runs: every 2 s, the

@@ -314,17 +314,8 @@ impl Conn {
         let r = self
             .request(self.db, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n", 1)
             .await?;
-        let text = String::from_utf8_lossy(&r[0]).into_owned();
-        let prefix = format!("db{db}:");
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|rest| {
-                rest.split(',')
-                    .find_map(|f| f.strip_prefix("expires="))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0))
+        let text = String::from_utf8_lossy(&r[0]);
+        Ok(cluster::info::keyspace_db(&text, db).map_or(0, |d| d.expires))
     }
 
     /// The function libraries (7.0+), first in the RDB as Redis writes them.
