@@ -11,6 +11,7 @@
 //! Values stay bytes; only node addresses become `String`s, because they are host names
 //! handed to the resolver.
 
+use resp::value::{parse_u64, Value};
 use std::fmt;
 use std::io;
 
@@ -497,98 +498,12 @@ impl Redirect {
     }
 }
 
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
-}
-
-fn parse_i64(line: &[u8]) -> Option<i64> {
-    match line.strip_prefix(b"-") {
-        Some(digits) => parse_u64(digits)
-            .and_then(|n| i64::try_from(n).ok())
-            .map(|n| -n),
-        None => parse_u64(line).and_then(|n| i64::try_from(n).ok()),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A small RESP2/RESP3 decoder for topology replies
-// ---------------------------------------------------------------------------------------
-
-/// One decoded reply element, borrowing its bytes from the reply.
-#[derive(Debug)]
-enum Value<'a> {
-    Null,
-    Int(i64),
-    /// Simple, bulk, verbatim strings, doubles, big numbers, booleans: their raw bytes.
-    Bytes(&'a [u8]),
-    Error(&'a [u8]),
-    /// Arrays, sets and pushes.
-    List(Vec<Value<'a>>),
-    /// RESP3 maps, flattened to key, value, key, value...
-    Map(Vec<Value<'a>>),
-}
-
-impl<'a> Value<'a> {
-    fn bytes(&self) -> Option<&'a [u8]> {
-        match self {
-            Value::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    /// Integers, and strings holding one (some fields are strings in some versions).
-    fn int(&self) -> Option<i64> {
-        match self {
-            Value::Int(n) => Some(*n),
-            Value::Bytes(b) => parse_i64(b),
-            _ => None,
-        }
-    }
-
-    fn items(&self) -> Option<&[Value<'a>]> {
-        match self {
-            Value::List(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// Field/value pairs: a RESP3 map, or the flat `[field, value, ...]` list that stands
-    /// for a map in RESP2.
-    fn fields(&self) -> Option<impl Iterator<Item = (&Value<'a>, &Value<'a>)>> {
-        match self {
-            Value::Map(v) | Value::List(v) if v.len() % 2 == 0 => {
-                Some(v.chunks_exact(2).map(|p| (&p[0], &p[1])))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// An aggregate being filled while decoding.
-struct Open<'a> {
-    map: bool,
-    want: usize,
-    items: Vec<Value<'a>>,
-}
-
-impl<'a> Open<'a> {
-    fn close(self) -> Value<'a> {
-        if self.map {
-            Value::Map(self.items)
-        } else {
-            Value::List(self.items)
-        }
-    }
-}
-
 /// Decodes exactly one reply filling `buf`; an error reply becomes [`SlotsError::Refused`].
 fn parse_reply<'a>(buf: &'a [u8], command: &'static str) -> Result<Value<'a>, SlotsError> {
-    let value = decode(buf)?;
+    let value = Value::decode(buf, MAX_DEPTH).map_err(|e| SlotsError::Malformed {
+        at: e.at,
+        what: e.what,
+    })?;
     if let Value::Error(text) = value {
         return Err(SlotsError::Refused {
             command,
@@ -597,106 +512,3 @@ fn parse_reply<'a>(buf: &'a [u8], command: &'static str) -> Result<Value<'a>, Sl
     }
     Ok(value)
 }
-
-/// Iterative decoder: an explicit stack of open aggregates instead of recursion, so a
-/// hostile nesting depth is an error, not a stack overflow.
-fn decode(buf: &[u8]) -> Result<Value<'_>, SlotsError> {
-    let bad = |at: usize, what: &'static str| SlotsError::Malformed { at, what };
-    let mut stack: Vec<Open<'_>> = Vec::new();
-    let mut pos = 0usize;
-    loop {
-        let at = pos;
-        let kind = *buf.get(pos).ok_or_else(|| bad(at, "truncated"))?;
-        let rest = buf.get(pos + 1..).unwrap_or_default();
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad(at, "line without CRLF"))?;
-        let line = &rest[..eol];
-        pos += 1 + eol + 2;
-        let mut value = match kind {
-            b'+' | b',' | b'(' | b'#' => Value::Bytes(line),
-            b'-' => Value::Error(line),
-            b':' => Value::Int(parse_i64(line).ok_or_else(|| bad(at, "bad integer"))?),
-            b'_' => Value::Null,
-            b'$' | b'=' | b'!' => {
-                let n = parse_i64(line).ok_or_else(|| bad(at, "bad bulk length"))?;
-                if n == -1 && kind == b'$' {
-                    Value::Null
-                } else {
-                    let n = usize::try_from(n).map_err(|_| bad(at, "bad bulk length"))?;
-                    let end = pos
-                        .checked_add(n)
-                        .ok_or_else(|| bad(at, "bad bulk length"))?;
-                    let payload = buf.get(pos..end).ok_or_else(|| bad(at, "truncated bulk"))?;
-                    if buf.get(end..end + 2) != Some(b"\r\n".as_slice()) {
-                        return Err(bad(end, "bulk string not followed by CRLF"));
-                    }
-                    pos = end + 2;
-                    match kind {
-                        b'!' => Value::Error(payload),
-                        // Verbatim strings start with a 3-letter format and a colon.
-                        b'=' => Value::Bytes(payload.get(4..).unwrap_or_default()),
-                        _ => Value::Bytes(payload),
-                    }
-                }
-            }
-            b'*' | b'~' | b'>' | b'%' => {
-                let n = parse_i64(line).ok_or_else(|| bad(at, "bad aggregate length"))?;
-                if n == -1 && kind == b'*' {
-                    Value::Null
-                } else {
-                    let n = usize::try_from(n).map_err(|_| bad(at, "bad aggregate length"))?;
-                    let map = kind == b'%';
-                    let want = if map { n.checked_mul(2) } else { Some(n) }
-                        .ok_or_else(|| bad(at, "bad aggregate length"))?;
-                    // Every element takes at least 3 bytes: a longer count is a lie, and
-                    // must not size an allocation.
-                    if want > (buf.len() - pos) / 3 {
-                        return Err(bad(at, "aggregate longer than the reply"));
-                    }
-                    if want == 0 {
-                        Open {
-                            map,
-                            want,
-                            items: Vec::new(),
-                        }
-                        .close()
-                    } else {
-                        if stack.len() >= MAX_DEPTH {
-                            return Err(bad(at, "nested too deeply"));
-                        }
-                        stack.push(Open {
-                            map,
-                            want,
-                            items: Vec::with_capacity(want),
-                        });
-                        continue;
-                    }
-                }
-            }
-            // Attributes (`|`) never annotate CLUSTER replies; anything else is not RESP.
-            _ => return Err(bad(at, "unexpected type byte")),
-        };
-        // Hand the finished value to its parent, closing every aggregate it completes.
-        loop {
-            let Some(top) = stack.last_mut() else {
-                if pos != buf.len() {
-                    return Err(bad(pos, "trailing bytes after the reply"));
-                }
-                return Ok(value);
-            };
-            top.items.push(value);
-            if top.items.len() < top.want {
-                break;
-            }
-            match stack.pop() {
-                Some(done) => value = done.close(),
-                None => return Err(bad(pos, "decoder stack underflow")),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

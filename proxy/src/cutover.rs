@@ -595,13 +595,7 @@ fn retract_switch(sh: Arc<Shared>, target: Arc<Upstream>, epoch: u64) {
                 let r = c
                     .request(&[
                         &[b"SELECT", ckdb.as_bytes()],
-                        &[
-                            b"HDEL",
-                            RECORD_KEY,
-                            b"route",
-                            b"route_epoch",
-                            b"fence_offset",
-                        ],
+                        sync::checkpoint::retract_switch(),
                     ])
                     .await;
                 if matches!(&r, Ok(r) if r.iter().all(|f| f.first() != Some(&b'-'))) {

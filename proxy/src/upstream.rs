@@ -283,13 +283,7 @@ impl Upstream {
             .request(&[&[b"CLIENT", b"ID"]])
             .await
             .ok()
-            .and_then(|r| {
-                std::str::from_utf8(r.first()?.strip_prefix(b":")?)
-                    .ok()?
-                    .trim_end()
-                    .parse::<i64>()
-                    .ok()
-            })
+            .and_then(|r| resp::Value::decode_one(r.first()?).ok()?.int())
             .unwrap_or(-1);
         let h = PipelineHandle::spawn_dedicated(stream, resp3, self.label, self.connector.addr());
         Ok((h, id))
@@ -330,11 +324,12 @@ async fn probe(connector: &Connector) -> Result<(String, u32, bool), ConnectErro
     let version = cluster::info::field(&info, "redis_version")
         .unwrap_or("7.0.0")
         .to_string();
-    // `*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n`: the last line holds the value. CONFIG may
-    // be renamed or refused on managed services: fall back to Redis's default.
-    let databases = std::str::from_utf8(&replies[1])
+    // `databases 16` (a list in RESP2). CONFIG may be renamed or refused on managed
+    // services: fall back to Redis's default.
+    let databases = resp::Value::decode_one(&replies[1])
         .ok()
-        .and_then(|t| t.trim_end().rsplit("\r\n").next()?.parse::<u32>().ok())
+        .and_then(|v| v.field(b"databases")?.int())
+        .and_then(|d| u32::try_from(d).ok())
         .filter(|d| (1..=1_000_000).contains(d))
         .unwrap_or(16);
     Ok((version, databases, anonymous_ok))

@@ -112,10 +112,10 @@ pub async fn prepare_target(
 /// Copies one user's definition from the source (missing on the target), or its password
 /// hashes (present there).
 async fn copy_user(src: &mut NodeStream, tgt: &mut NodeStream, name: &[u8]) -> Result<(), String> {
-    let on_source = getuser(src, name, "source").await?;
-    let Some(user) = on_source else {
+    let Some(raw) = getuser(src, name, "source").await? else {
         return Err("not found on the source".into());
     };
+    let user = Value::decode_one(&raw).map_err(|e| format!("the source's ACL GETUSER: {e}"))?;
     let on_target = getuser(tgt, name, "target").await?;
     let mut args: Vec<Bytes> = vec![
         Bytes::from_static(b"ACL"),
@@ -133,33 +133,32 @@ async fn copy_user(src: &mut NodeStream, tgt: &mut NodeStream, name: &[u8]) -> R
         .request(&[&refs])
         .await
         .map_err(|e| format!("the target: {e}"))?;
-    let v = r
-        .first()
-        .and_then(|r| Value::from_reply(r).ok())
-        .ok_or("the target: unreadable reply to ACL SETUSER")?;
-    if v.is_error() {
-        return Err(format!("the target refused ACL SETUSER: {}", v.text()));
+    let reply = r.first().map(|b| &b[..]).unwrap_or_default();
+    match Value::decode_one(reply) {
+        Ok(Value::Error(e)) => Err(format!(
+            "the target refused ACL SETUSER: {}",
+            String::from_utf8_lossy(e)
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("the target's reply to ACL SETUSER: {e}")),
     }
-    Ok(())
 }
 
-/// `ACL GETUSER name`: the user's description, or None when there is no such user.
-async fn getuser(conn: &mut NodeStream, name: &[u8], side: &str) -> Result<Option<Value>, String> {
+/// `ACL GETUSER name`: the reply describing the user, or None when there is no such user.
+async fn getuser(conn: &mut NodeStream, name: &[u8], side: &str) -> Result<Option<Bytes>, String> {
     let r = conn
         .request(&[&[b"ACL", b"GETUSER", name]])
         .await
         .map_err(|e| format!("the {side}: {e}"))?;
-    let v = r
-        .first()
-        .and_then(|r| Value::from_reply(r).ok())
-        .ok_or_else(|| format!("the {side}: unreadable reply to ACL GETUSER"))?;
-    match v {
-        Value::Nil => Ok(None),
-        Value::Error(e) => Err(format!(
+    let raw = r.into_iter().next().unwrap_or_default();
+    match Value::decode_one(&raw) {
+        Ok(Value::Nil) => Ok(None),
+        Ok(Value::Error(e)) => Err(format!(
             "the {side} refused ACL GETUSER: {}",
-            String::from_utf8_lossy(&e)
+            String::from_utf8_lossy(e)
         )),
-        v => Ok(Some(v)),
+        Ok(_) => Ok(Some(raw)),
+        Err(e) => Err(format!("the {side}'s reply to ACL GETUSER: {e}")),
     }
 }
 
@@ -167,12 +166,12 @@ async fn getuser(conn: &mut NodeStream, name: &[u8], side: &str) -> Result<Optio
 /// or a list of patterns (6.2's keys and channels, given `prefix`).
 fn words(v: Option<&Value>, prefix: &[u8]) -> Vec<Bytes> {
     match v {
-        Some(Value::Array(items)) => items
+        Some(Value::List(items)) => items
             .iter()
             .filter_map(|i| i.bytes())
             .map(|p| {
                 if p.starts_with(prefix) || p.starts_with(b"%") {
-                    p.clone()
+                    Bytes::copy_from_slice(p)
                 } else {
                     let mut w = prefix.to_vec();
                     w.extend_from_slice(p);
@@ -196,7 +195,7 @@ fn words(v: Option<&Value>, prefix: &[u8]) -> Vec<Bytes> {
 /// `#<sha256>` for each password hash the user has.
 fn password_rules(user: &Value) -> Vec<Bytes> {
     user.field(b"passwords")
-        .and_then(Value::array)
+        .and_then(Value::items)
         .unwrap_or(&[])
         .iter()
         .filter_map(|p| p.bytes())
@@ -211,17 +210,17 @@ fn password_rules(user: &Value) -> Vec<Bytes> {
 /// The ACL SETUSER rules that rebuild the user ACL GETUSER described.
 fn setuser_rules(user: &Value) -> Vec<Bytes> {
     let mut rules = vec![Bytes::from_static(b"reset")];
-    let flags: Vec<Bytes> = user
+    let flags: Vec<&[u8]> = user
         .field(b"flags")
-        .and_then(Value::array)
+        .and_then(Value::items)
         .unwrap_or(&[])
         .iter()
-        .filter_map(|f| f.bytes().cloned())
+        .filter_map(|f| f.bytes())
         .collect();
-    for f in &flags {
+    for f in flags {
         // on/off, nopass, allkeys, allchannels, allcommands, (skip-)sanitize-payload.
         if matches!(
-            &f[..],
+            f,
             b"on"
                 | b"off"
                 | b"nopass"
@@ -231,14 +230,14 @@ fn setuser_rules(user: &Value) -> Vec<Bytes> {
                 | b"skip-sanitize-payload"
                 | b"sanitize-payload"
         ) {
-            rules.push(f.clone());
+            rules.push(Bytes::copy_from_slice(f));
         }
     }
     rules.extend(password_rules(user));
     rules.extend(words(user.field(b"commands"), b""));
     rules.extend(words(user.field(b"keys"), b"~"));
     rules.extend(words(user.field(b"channels"), b"&"));
-    if let Some(selectors) = user.field(b"selectors").and_then(Value::array) {
+    if let Some(selectors) = user.field(b"selectors").and_then(Value::items) {
         for sel in selectors {
             let mut parts = words(sel.field(b"commands"), b"");
             parts.extend(words(sel.field(b"keys"), b"~"));

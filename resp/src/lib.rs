@@ -4,7 +4,7 @@
 //! - [`reply`]: a resumable boundary scanner for replies (RESP2 and RESP3, iterative nesting).
 //! - [`command`]: the command table (key positions and flags) used for routing and gating.
 //! - [`encode`]: writing the replies the proxy answers itself.
-//! - [`value`]: replies decoded into values, for the few cutover reads itself.
+//! - [`value`]: replies decoded into values, for the replies cutover reads itself.
 //!
 //! Client traffic is never decoded into values: replies are forwarded as the raw bytes the
 //! server sent; the scanners only find where one frame ends.

@@ -1,7 +1,7 @@
 use super::*;
 
-fn bulk(s: &str) -> Value {
-    Value::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+fn bulk(s: &'static str) -> Value<'static> {
+    Value::Bytes(s.as_bytes())
 }
 
 fn rules(v: &Value) -> Vec<String> {
@@ -14,11 +14,11 @@ fn rules(v: &Value) -> Vec<String> {
 #[test]
 fn a_7_0_user_with_a_selector() {
     // ACL GETUSER app1 on Redis 7.0 (RESP2: names and values alternate).
-    let user = Value::Array(vec![
+    let user = Value::List(vec![
         bulk("flags"),
-        Value::Array(vec![bulk("on"), bulk("sanitize-payload")]),
+        Value::List(vec![bulk("on"), bulk("sanitize-payload")]),
         bulk("passwords"),
-        Value::Array(vec![bulk("ab12")]),
+        Value::List(vec![bulk("ab12")]),
         bulk("commands"),
         bulk("+@all -debug"),
         bulk("keys"),
@@ -26,7 +26,7 @@ fn a_7_0_user_with_a_selector() {
         bulk("channels"),
         bulk("&news"),
         bulk("selectors"),
-        Value::Array(vec![Value::Array(vec![
+        Value::List(vec![Value::List(vec![
             bulk("commands"),
             bulk("-@all +get"),
             bulk("keys"),
@@ -55,17 +55,17 @@ fn a_7_0_user_with_a_selector() {
 
 #[test]
 fn a_6_2_user_lists_its_patterns() {
-    let user = Value::Array(vec![
+    let user = Value::List(vec![
         bulk("flags"),
-        Value::Array(vec![bulk("on"), bulk("allchannels"), bulk("nopass")]),
+        Value::List(vec![bulk("on"), bulk("allchannels"), bulk("nopass")]),
         bulk("passwords"),
-        Value::Array(vec![]),
+        Value::List(vec![]),
         bulk("commands"),
         bulk("+@read"),
         bulk("keys"),
-        Value::Array(vec![bulk("app2:*"), bulk("x")]),
+        Value::List(vec![bulk("app2:*"), bulk("x")]),
         bulk("channels"),
-        Value::Array(vec![bulk("*")]),
+        Value::List(vec![bulk("*")]),
     ]);
     assert_eq!(
         rules(&user),
