@@ -431,17 +431,30 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     // nothing lost (the target took no client write); after it, the switch holds whatever
     // happens, a restarted cutover routes to the target.
     let epoch = sh.router.route().epoch + 1;
+    // Set when the record may be on the target though unconfirmed: the abort then marks
+    // the source before any client command goes there (see `mark_aborted`).
+    let mut unconfirmed = false;
     let result = match result {
         Ok(fences) => {
             let fence: i64 = fences.iter().sum();
-            match commit(sh, &target, tgt, epoch, fence, deadline).await {
+            let committed = match commit(sh, &target, tgt, epoch, fence, deadline).await {
+                // Test only: the record landed, its confirmation "lost".
+                Ok(()) if crate::fault::armed("unconfirmed_commit") => Err(CommitFailed::Unknown(
+                    "fault point unconfirmed_commit".into(),
+                )),
+                other => other,
+            };
+            match committed {
                 Ok(()) => Ok(fences),
                 Err(CommitFailed::Refused(why)) => {
                     Err(format!("the target refused the switch record: {why}"))
                 }
                 Err(CommitFailed::Unknown(why)) => {
                     // It may have landed: taken back in the background (logged loudly).
-                    retract_switch(sh.clone(), target.clone(), epoch);
+                    unconfirmed = true;
+                    if !crate::fault::armed("unconfirmed_commit") {
+                        retract_switch(sh.clone(), target.clone(), epoch);
+                    }
                     Err(format!(
                         "the target did not confirm the switch record ({why}); it is being removed"
                     ))
@@ -513,6 +526,14 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             }))
         }
         Err(why) => {
+            if unconfirmed {
+                // A switch record may be on the target: before any client command goes
+                // to the source, the source says this epoch aborted, so a cutover
+                // restarted before the record is taken back still routes to the source.
+                if let Err(e) = mark_aborted(&sh.source, epoch).await {
+                    tracing::error!(epoch, error = %e, "could not mark the aborted CUTOVER on the source: do not restart cutover until the switch record's removal is logged");
+                }
+            }
             // Abort: release the held commands to the source at once, then lift the pause
             // (bounded, retried in the background: a stalled source must not keep the
             // gate closed past the deadline).
@@ -520,8 +541,22 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
             for (l, c) in sync.links.iter().zip(src) {
                 unpause(l.source.clone(), c);
             }
-            // Once the pause is lifted (a DEL waits for it).
-            clear_attempt(sh.source.clone());
+            if unconfirmed && crate::fault::armed("unconfirmed_commit") {
+                // Test only: dies once a client's command was answered by the source.
+                let commands = sh.stats.commands_total.load(Ordering::Relaxed);
+                let until = Instant::now() + Duration::from_secs(2);
+                while sh.stats.commands_total.load(Ordering::Relaxed) == commands
+                    && Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                crate::fault::point("unconfirmed_commit");
+            }
+            // Once the pause is lifted (a DEL waits for it). An aborted mark stays: it is
+            // what a restart reads against a record that may still be on the target.
+            if !unconfirmed {
+                clear_attempt(sh.source.clone());
+            }
             sh.cutover.set(State::Aborted);
             sh.cutover
                 .last_pause_us
@@ -577,6 +612,76 @@ async fn commit(
             Ok(c) => tgt = c,
             Err(e) => tracing::warn!(error = %e, "reaching the target for the switch record"),
         }
+    }
+}
+
+/// What the source's attempt marker says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttemptMark {
+    None,
+    /// A CUTOVER of this epoch was tried and did not abort cleanly (it may have switched).
+    Attempt,
+    /// The CUTOVER of this epoch aborted after its switch record may have reached the
+    /// target: that record does not count.
+    Aborted(u64),
+}
+
+/// Reads the attempt marker.
+pub async fn attempt_mark(source: &Upstream) -> Result<AttemptMark, String> {
+    let mut c = connect_for_key(source, ATTEMPT_KEY, "source").await?;
+    let r = request(&mut c, &[b"GET", ATTEMPT_KEY], "source").await?;
+    match resp::Value::decode_one(&r) {
+        Ok(resp::Value::Nil) => Ok(AttemptMark::None),
+        Ok(resp::Value::Bytes(b)) => Ok(
+            match std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.strip_prefix("aborted:"))
+                .and_then(|n| n.parse().ok())
+            {
+                Some(e) => AttemptMark::Aborted(e),
+                None => AttemptMark::Attempt,
+            },
+        ),
+        _ => Err(format!(
+            "source: GET {}: {}",
+            String::from_utf8_lossy(ATTEMPT_KEY),
+            text(&r)
+        )),
+    }
+}
+
+/// Marks the source: the CUTOVER of `epoch` aborted (its write pause lifted first on the
+/// same connection, or the SET would wait behind it). At most 2 s.
+async fn mark_aborted(source: &Upstream, epoch: u64) -> Result<(), String> {
+    let value = format!("aborted:{epoch}");
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let mut c = connect_for_key(source, ATTEMPT_KEY, "source").await?;
+        let _ = request(&mut c, &[b"CLIENT", b"UNPAUSE"], "source").await;
+        let r = request(&mut c, &[b"SET", ATTEMPT_KEY, value.as_bytes()], "source").await?;
+        if r.first() == Some(&b'-') {
+            return Err(text(&r));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| "no answer within 2 s".to_string())?
+}
+
+/// Takes back a switch record now (a restart found one whose CUTOVER the source says
+/// aborted): Ok once the target confirmed.
+pub async fn retract_now(target: &Upstream, ckdb: u32) -> Result<(), String> {
+    let mut c = connect_for_key(target, RECORD_KEY, "target").await?;
+    let ckdb = ckdb.to_string();
+    let r = c
+        .request(&[
+            &[b"SELECT", ckdb.as_bytes()],
+            sync::checkpoint::retract_switch(),
+        ])
+        .await
+        .map_err(|e| format!("target: {e}"))?;
+    match r.iter().find(|f| f.first() == Some(&b'-')) {
+        None => Ok(()),
+        Some(e) => Err(format!("target: {}", text(e))),
     }
 }
 
@@ -649,20 +754,10 @@ pub fn clear_attempt(source: Arc<Upstream>) {
     });
 }
 
-/// Whether the source holds the attempt marker: a CUTOVER was tried and did not abort
-/// cleanly (it may have switched).
+/// Whether the source holds the attempt marker of a CUTOVER that did not abort cleanly
+/// (it may have switched); an aborted one's mark does not count.
 pub async fn attempt_marked(source: &Upstream) -> Result<bool, String> {
-    let mut c = connect_for_key(source, ATTEMPT_KEY, "source").await?;
-    let r = request(&mut c, &[b"EXISTS", ATTEMPT_KEY], "source").await?;
-    match &r[..] {
-        b":0\r\n" => Ok(false),
-        b":1\r\n" => Ok(true),
-        other => Err(format!(
-            "source: EXISTS {}: {}",
-            String::from_utf8_lossy(ATTEMPT_KEY),
-            text(other)
-        )),
-    }
+    Ok(attempt_mark(source).await? == AttemptMark::Attempt)
 }
 
 /// Lifts the source's write pause after an abort: on the connection that paused it if it

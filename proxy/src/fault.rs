@@ -2,7 +2,9 @@
 //! aborts when it reaches the point of that name, as a `kill -9` landing exactly there
 //! would. Off unless the variable is set; checked only on the cutover's path, never on a
 //! client's. The points: `after_gate`, `after_drain`, `after_fence`, `during_catchup`,
-//! `after_commit`, `after_flip`, `after_release` (see [`crate::cutover`]).
+//! `after_commit`, `after_flip`, `after_release`, and `unconfirmed_commit` (the switch
+//! record lands but its confirmation is treated as lost: the CUTOVER aborts, and the process
+//! dies once a client's command was answered by the source; see [`crate::cutover`]).
 
 use std::sync::OnceLock;
 

@@ -97,15 +97,46 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             }
         }
     };
+    // A record whose CUTOVER aborted (its confirmation was lost, and the source was marked
+    // before any client command went there): it does not count, and is taken back now.
+    let switched = match (switched, &target) {
+        (Some(epoch), Some(t)) => match crate::cutover::attempt_mark(&source).await {
+            Ok(crate::cutover::AttemptMark::Aborted(a)) if a == epoch => {
+                tracing::warn!(epoch, "the target holds the switch record of a CUTOVER the source says aborted: routing to the source and removing the record");
+                crate::cutover::retract_now(t, settings.sync.checkpoint_db)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "removing the aborted CUTOVER's switch record from the target: {e}"
+                        )
+                    })?;
+                None
+            }
+            _ => Some(epoch),
+        },
+        (s, _) => s,
+    };
     // A migration ended by FINISH: the source is retired, the configuration must change.
+    // Unknown (the source does not answer): not started, rather than routing to a source
+    // that may be retired.
     if switched.is_none() && target.is_some() {
-        match crate::finish::finished_marked(&source).await {
-            Ok(true) => anyhow::bail!(
-                "the migration from this source finished (FINISH marked it `{}`): the clients belong on the target now; configure the target as the source",
-                String::from_utf8_lossy(sync::checkpoint::FINISHED_KEY)
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot tell whether a migration from this source already finished"),
+        let mut tries = 0;
+        loop {
+            match crate::finish::finished_marked(&source).await {
+                Ok(true) => anyhow::bail!(
+                    "the migration from this source finished (FINISH marked it `{}`): the clients belong on the target now; configure the target as the source",
+                    String::from_utf8_lossy(sync::checkpoint::FINISHED_KEY)
+                ),
+                Ok(false) => break,
+                Err(e) if tries >= 30 => anyhow::bail!(
+                    "cannot tell whether the migration from this source already finished (source: {e}): refusing to start, as a finished migration must never route to its old source; start cutover again once the source answers"
+                ),
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "cannot read the source's finished mark yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
         }
     }
     let router = Arc::new(match (&switched, &target) {

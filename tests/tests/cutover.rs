@@ -192,7 +192,7 @@ fn ctl_speaks_to_the_admin_port() {
     if skip_direct("the cutover") {
         return;
     }
-    let (_source, _target, proxy) = synced();
+    let (_source, target, proxy) = synced();
     let admin = proxy.admin_addr().to_string();
     let ctl = |args: &[&str]| {
         std::process::Command::new(cutover_bin())
@@ -236,6 +236,16 @@ fn ctl_speaks_to_the_admin_port() {
     let out = ctl(&["cutover"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already switched"));
+    // FINISH: says what it removed; the bookkeeping is gone from the target.
+    let out = ctl(&["finish"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("__cutover:checkpoint"), "{said}");
+    assert_eq!(target.cmd(&["EXISTS", "__cutover:checkpoint"]), b":0\r\n");
 }
 
 #[test]

@@ -188,6 +188,15 @@ fn killed_after_the_first_released_write() {
     crash_at("after_release", true);
 }
 
+/// The switch record reached the target but its confirmation was lost: the CUTOVER
+/// aborted, the source was marked before any client command went back there, and the
+/// process died once a client's write was answered by the source. The restart routes to
+/// the source (that write would be lost on the target) and takes the record back.
+#[test]
+fn killed_after_an_unconfirmed_commit() {
+    crash_at("unconfirmed_commit", false);
+}
+
 /// Starts cutover (sync to `target`), which must refuse to start: what it said.
 fn start_refused(source: &RedisServer, target: &RedisServer) -> String {
     let out = std::process::Command::new(support::cutover_bin())
@@ -294,4 +303,9 @@ fn finish_removes_the_bookkeeping_and_a_restart_refuses_the_old_source() {
         err.contains("finished") && err.contains("configure the target as the source"),
         "{err}"
     );
+    // With the old source down it can't read the mark: refused too, never routed there.
+    let mut source = source;
+    source.stop();
+    let err = start_refused(&source, &target);
+    assert!(err.contains("cannot tell whether the migration"), "{err}");
 }
