@@ -46,7 +46,20 @@ pub fn open(path: &Path) -> Result<Opened, SyncError> {
         ),
     };
     let rdb_first = match parts.first() {
-        Some(p) => starts_with_rdb(&p.path)?,
+        Some(p) => {
+            let head = first_bytes(&p.path)?;
+            let rdb = head.starts_with(b"REDIS") || head.starts_with(b"VALKEY");
+            // An AOF starts with a command (`*`) or an annotation (`#`); anything else is
+            // neither, e.g. an RDB whose magic is damaged.
+            if !rdb && !head.is_empty() && !matches!(head[0], b'*' | b'#') {
+                return Err(SyncError::File(format!(
+                    "{}: at byte 0: neither an RDB (it would start with REDIS) nor an AOF (it would start with '*' or '#'): starts with {:?}",
+                    p.path.display(),
+                    String::from_utf8_lossy(&head)
+                )));
+            }
+            rdb
+        }
         None => false,
     };
     let id = files::identity(kind, &parts, &[])?;
@@ -58,8 +71,8 @@ pub fn open(path: &Path) -> Result<Opened, SyncError> {
     })
 }
 
-/// Whether the file starts with an RDB header (`REDIS` + version, or Valkey 9's `VALKEY`).
-fn starts_with_rdb(path: &Path) -> Result<bool, SyncError> {
+/// The file's first bytes (up to 6: enough for `REDIS`+version or Valkey 9's `VALKEY`).
+fn first_bytes(path: &Path) -> Result<Vec<u8>, SyncError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| files::io_err(path, e))?;
     let mut magic = [0u8; 6];
@@ -73,7 +86,7 @@ fn starts_with_rdb(path: &Path) -> Result<bool, SyncError> {
             k => n += k,
         }
     }
-    Ok(magic[..n].starts_with(b"REDIS") || magic[..n].starts_with(b"VALKEY"))
+    Ok(magic[..n].to_vec())
 }
 
 fn find_manifest(dir: &Path) -> Result<PathBuf, SyncError> {

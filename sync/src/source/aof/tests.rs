@@ -106,10 +106,23 @@ fn a_file_is_an_rdb_when_it_starts_like_one() {
         ("r.rdb", &b"REDIS0011\xfa"[..], true),
         ("v.rdb", b"VALKEY080\xfa", true),
         ("a.aof", b"*1\r\n$4\r\nPING\r\n", false),
-        ("short", b"RED", false),
+        ("ts.aof", b"#TS:1700000000\r\n*1\r\n$4\r\nPING\r\n", false),
+        ("empty.aof", b"", false),
     ] {
         let p = dir.join(name);
         std::fs::write(&p, data).unwrap();
         assert_eq!(open(&p).unwrap().rdb_first, rdb, "{name}");
+    }
+    // Neither: a damaged magic, a cut header, text. Refused at byte 0, not "restored"
+    // as an AOF whose only command is truncated.
+    for (name, data) in [
+        ("junk", &b"REDIX0010\xff"[..]),
+        ("short", b"RED"),
+        ("text", b"hello\n"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        let e = open(&p).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("at byte 0"), "{e}");
     }
 }
