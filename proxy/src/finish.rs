@@ -142,19 +142,16 @@ async fn remove_own_keys(sh: &Shared, target: &Upstream, pattern: &[u8]) -> Resu
 
 /// `*2 $cursor *n keys...` of a SCAN reply.
 fn scan_reply(r: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
-    let items = sync::reply::array_elements(r)?;
-    let [cursor, keys] = items.as_slice() else {
+    let v = resp::Value::decode_one(r).ok()?;
+    let [cursor, keys] = v.items()? else {
         return None;
     };
-    let bulk = |f: &[u8]| -> Option<Vec<u8>> {
-        let nl = f.iter().position(|&b| b == b'\n')?;
-        f.get(nl + 1..f.len().checked_sub(2)?).map(<[u8]>::to_vec)
-    };
-    let keys = sync::reply::array_elements(keys)?
-        .into_iter()
-        .map(bulk)
+    let keys = keys
+        .items()?
+        .iter()
+        .map(|k| k.bytes().map(<[u8]>::to_vec))
         .collect::<Option<Vec<_>>>()?;
-    Some((bulk(cursor)?, keys))
+    Some((cursor.bytes()?.to_vec(), keys))
 }
 
 /// At start: whether the source was marked finished by FINISH.
