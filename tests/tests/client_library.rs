@@ -205,3 +205,64 @@ fn the_admin_port_takes_client_libraries_as_they_connect() {
     assert_bytes(w.cmd(&["RESET"]), b"+RESET\r\n");
     assert!(w.cmd(&["STATUS"]).starts_with(b"-NOAUTH"));
 }
+
+/// An application's own ACL user, as redis-py 8 and the redis crate log in with it: the
+/// source checks it, and its permissions hold through the proxy.
+#[test]
+fn client_libraries_log_in_as_their_own_user() {
+    let server = RedisServer::start();
+    assert_bytes(
+        server.cmd(&["ACL", "SETUSER", "app1", "on", ">pw1", "~app1:*", "+@all"]),
+        b"+OK\r\n",
+    );
+    let proxy = Cutover::start::<&str>(&server, &[]);
+
+    for proto in ["", "?protocol=resp3"] {
+        let mut con = connect(&format!("redis://app1:pw1@{}/{proto}", proxy.addr()));
+        let () = con.set("app1:k", "v").unwrap();
+        let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut con).unwrap();
+        assert_eq!(who, "app1");
+        let denied: RedisResult<Option<String>> = con.get("other");
+        assert!(
+            denied.is_err(),
+            "{proto}: a key outside app1's patterns was read"
+        );
+    }
+    let bad = redis::Client::open(format!("redis://app1:nope@{}/", proxy.addr()))
+        .unwrap()
+        .get_connection();
+    assert!(bad.is_err(), "a wrong password must fail");
+
+    let script = format!(
+        "import redis\n\
+         for proto in (2, 3):\n\
+         \x20   r = redis.Redis(host='127.0.0.1', port={}, username='app1', password='pw1', protocol=proto)\n\
+         \x20   assert r.acl_whoami() in (b'app1', 'app1')\n\
+         \x20   r.set('app1:py', 'x')\n\
+         \x20   try:\n\
+         \x20       r.get('other')\n\
+         \x20       raise SystemExit('read a key outside the user')\n\
+         \x20   except redis.exceptions.NoPermissionError:\n\
+         \x20       pass\n\
+         try:\n\
+         \x20   redis.Redis(host='127.0.0.1', port={}, username='app1', password='bad').ping()\n\
+         \x20   raise SystemExit('a wrong password logged in')\n\
+         except redis.exceptions.AuthenticationError:\n\
+         \x20   pass\n\
+         print('ok')\n",
+        proxy.addr().port(),
+        proxy.addr().port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env("PYTHONPATH", redis_py())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "redis-py: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
