@@ -60,6 +60,7 @@ use crate::metrics::{Kind, Metrics};
 use crate::route::{Route, Router};
 use crate::stats::Stats;
 use crate::track::Touch;
+use migrate::Migration;
 
 /// What every session shares.
 pub struct Shared {
@@ -145,25 +146,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
         closing: false,
         counts: [0; 9],
         held: false,
+        mig: Migration {
+            presub_id: -1,
+            ..Migration::default()
+        },
         subs: Default::default(),
         counted_subscriber: false,
-        presub: None,
-        presub_pending: 0,
-        presub_wanted: false,
-        presub_id: -1,
-        reissue_wanted: false,
-        stale_dedicated: false,
         next_writes: 0,
         lane: 0,
         next_touches: Vec::new(),
         tx_touches: Vec::new(),
         tx_db: 0,
-        presub_counted: false,
-        swap_after_drain: None,
         backend_id: -1,
         block: None,
-        unblocking: false,
-        reissue_pending: false,
         route: Arc::clone(&sh_route),
         changes: tokio::sync::watch::channel(0).1,
         skip_pending: false,
@@ -227,7 +222,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, sh: Arc<Shared>) {
     if s.counted_subscriber {
         s.sh.router.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
-    if s.presub_counted {
+    if s.mig.presub_counted {
         s.sh.router.resubscribed.fetch_sub(1, Ordering::Relaxed);
     }
     if s.st.in_multi {
@@ -408,19 +403,12 @@ struct Session {
     skip_pending: bool,
     /// Holding commands behind the cutover's gate (they wait in `inbuf`).
     held: bool,
+    /// The client's share of a cutover in progress (see `migrate.rs`).
+    mig: Migration,
     /// Channels, patterns and shard channels subscribed (to subscribe again on the target).
     subs: [std::collections::BTreeSet<Bytes>; 3],
     /// Counted in `Router::subscribers`.
     counted_subscriber: bool,
-    /// During a cutover: the same subscriptions on the target, and how many of their
-    /// confirmations are still to come (swallowed: the client already had its own).
-    presub: Option<PipelineHandle>,
-    presub_pending: u32,
-    presub_wanted: bool,
-    presub_id: i64,
-    reissue_wanted: bool,
-    /// The dedicated connection belongs to the previous route: drop it once `owed` is 0.
-    stale_dedicated: bool,
     /// Writes already counted in `Router::inflight` for the next `send`.
     next_writes: u32,
     /// The lane of the shared connections this client's commands go to (0, or
@@ -432,20 +420,10 @@ struct Session {
     tx_touches: Vec<Touch>,
     /// The db the commands queued since MULTI run in (a queued SELECT changes it).
     tx_db: u32,
-    /// This client's target subscriptions are confirmed and counted in
-    /// `Router::resubscribed`.
-    presub_counted: bool,
-    /// The target connection that takes over once the old one's replies are in.
-    swap_after_drain: Option<PipelineHandle>,
     /// The server's id of the dedicated connection.
     backend_id: i64,
     /// The blocking command waiting on the dedicated connection, if any.
     block: Option<Blocked>,
-    /// During a cutover it was unblocked on the source (CLIENT UNBLOCK); its nil reply is
-    /// swallowed and the command re-issued with its remaining timeout where the route
-    /// settles.
-    unblocking: bool,
-    reissue_pending: bool,
     /// The route this client's commands go to (its `epoch` is the one its connections
     /// belong to). Adopted from the router in `route_changed` only, never read afresh
     /// when a batch leaves: a switch landing between the check at the top of
@@ -648,12 +626,12 @@ impl Session {
 
     /// Parses and dispatches every complete command that may go now.
     async fn process_input(&mut self) -> Result<(), SessionError> {
-        if self.presub_wanted {
-            self.presub_wanted = false;
+        if self.mig.presub_wanted {
+            self.mig.presub_wanted = false;
             self.subscribe_on_target().await;
         }
-        if self.reissue_wanted && !self.sh.router.gating() {
-            self.reissue_wanted = false;
+        if self.mig.reissue_wanted && !self.sh.router.gating() {
+            self.mig.reissue_wanted = false;
             self.reissue_blocked().await;
         }
         loop {
@@ -671,12 +649,12 @@ impl Session {
                     break;
                 }
                 self.wait_drain = false;
-                if let Some(p) = self.swap_after_drain.take() {
+                if let Some(p) = self.mig.swap_after_drain.take() {
                     self.dedicated = Some(p);
-                    self.set_backend_id(self.presub_id);
+                    self.set_backend_id(self.mig.presub_id);
                 }
-                if self.stale_dedicated {
-                    self.stale_dedicated = false;
+                if self.mig.stale_dedicated {
+                    self.mig.stale_dedicated = false;
                     self.dedicated = None;
                     self.st.dedicated = false;
                     self.view.backend_id.store(-1, Ordering::Relaxed);

@@ -5,6 +5,35 @@
 
 use super::*;
 
+/// What a client carries through a cutover, beside its ordinary state.
+#[derive(Default)]
+pub(super) struct Migration {
+    /// During a cutover: the same subscriptions on the target, and how many of their
+    /// confirmations are still to come (swallowed: the client already had its own).
+    pub presub: Option<PipelineHandle>,
+    pub presub_pending: u32,
+    /// Subscribe on the target at the next turn of `process_input` (it may wait for the
+    /// connection).
+    pub presub_wanted: bool,
+    /// The server's id of that target connection.
+    pub presub_id: i64,
+    /// This client's target subscriptions are confirmed and counted in
+    /// `Router::resubscribed`.
+    pub presub_counted: bool,
+    /// The target connection that takes over once the old one's replies are in.
+    pub swap_after_drain: Option<PipelineHandle>,
+    /// The dedicated connection belongs to the previous route: drop it once `owed` is 0.
+    pub stale_dedicated: bool,
+    /// During a cutover it was unblocked on the source (CLIENT UNBLOCK); its nil reply is
+    /// swallowed and the command re-issued with its remaining timeout where the route
+    /// settles.
+    pub unblocking: bool,
+    pub reissue_pending: bool,
+    /// Re-issue the blocked command at the next turn of `process_input`, once the gate
+    /// is open.
+    pub reissue_wanted: bool,
+}
+
 impl Session {
     /// The gate opened or the route switched: resume held commands; a connection of the
     /// old route that carries no state is dropped (the next one opens on the new route).
@@ -14,11 +43,11 @@ impl Session {
         if gating
             && self.block.is_some()
             && self.owed == 1
-            && !self.unblocking
+            && !self.mig.unblocking
             && self.backend_id >= 0
         {
             // Blocked on the source: unblock it there so the drain completes.
-            self.unblocking = true;
+            self.mig.unblocking = true;
             let up = route.upstream.clone();
             let id = self.backend_id.to_string();
             tokio::spawn(async move {
@@ -33,14 +62,14 @@ impl Session {
         }
         if gating
             && self.counted_subscriber
-            && self.presub.is_none()
+            && self.mig.presub.is_none()
             && route.epoch == self.route.epoch
         {
             // Subscribe on the target too before anything is released there (opened in
             // `process_input`, which may wait for the connection).
-            self.presub_wanted = true;
+            self.mig.presub_wanted = true;
         }
-        if !gating && route.epoch == self.route.epoch && self.presub.is_some() {
+        if !gating && route.epoch == self.route.epoch && self.mig.presub.is_some() {
             // Aborted: the source connection stays, the target one goes.
             drop(route);
             self.drop_presub();
@@ -48,20 +77,20 @@ impl Session {
         }
         if route.epoch != self.route.epoch && !gating {
             self.route = Arc::clone(&route);
-            if let Some(p) = self.presub.take() {
+            if let Some(p) = self.mig.presub.take() {
                 // Switched: the target connection, already subscribed, takes over (once
                 // replies still owed by the old one, e.g. a RESP3 subscriber's read, are in).
-                self.presub_pending = 0;
-                if self.presub_counted {
-                    self.presub_counted = false;
+                self.mig.presub_pending = 0;
+                if self.mig.presub_counted {
+                    self.mig.presub_counted = false;
                     self.sh.router.resubscribed.fetch_sub(1, Ordering::AcqRel);
                 }
                 if self.owed > 0 {
-                    self.swap_after_drain = Some(p);
+                    self.mig.swap_after_drain = Some(p);
                     self.wait_drain = true;
                 } else {
                     self.dedicated = Some(p);
-                    self.set_backend_id(self.presub_id);
+                    self.set_backend_id(self.mig.presub_id);
                 }
             }
             if self.st.watching {
@@ -87,13 +116,13 @@ impl Session {
                 // Replies (reads sent during the gate) still owed by the old route: let them
                 // come before anything goes to the new one, or replies from two servers
                 // could arrive out of order; then leave a dedicated connection behind.
-                self.stale_dedicated = self.dedicated.is_some();
+                self.mig.stale_dedicated = self.dedicated.is_some();
                 self.wait_drain = true;
             }
         }
-        if !gating && self.reissue_pending {
-            self.reissue_pending = false;
-            self.reissue_wanted = true;
+        if !gating && self.mig.reissue_pending {
+            self.mig.reissue_pending = false;
+            self.mig.reissue_wanted = true;
         }
         if self.held && !self.sh.router.gating() {
             self.held = false;
@@ -168,7 +197,7 @@ impl Session {
             .await
         {
             Ok((h, id)) => {
-                self.presub_id = id;
+                self.mig.presub_id = id;
                 h
             }
             Err(e) => {
@@ -204,10 +233,10 @@ impl Session {
         // The gate may have reopened (abort) while the connection was opening.
         let still = self.sh.router.gating() && self.sh.router.route().epoch == self.route.epoch;
         if still && h.send(batch).is_ok() {
-            self.presub = Some(h);
-            self.presub_pending = n;
+            self.mig.presub = Some(h);
+            self.mig.presub_pending = n;
             if n == 0 {
-                self.presub_counted = true;
+                self.mig.presub_counted = true;
                 self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -215,10 +244,10 @@ impl Session {
 
     /// Drops the target subscriptions made for a cutover, undoing their count.
     pub(super) fn drop_presub(&mut self) {
-        self.presub = None;
-        self.presub_pending = 0;
-        if self.presub_counted {
-            self.presub_counted = false;
+        self.mig.presub = None;
+        self.mig.presub_pending = 0;
+        if self.mig.presub_counted {
+            self.mig.presub_counted = false;
             self.sh.router.resubscribed.fetch_sub(1, Ordering::AcqRel);
         }
     }

@@ -142,13 +142,13 @@ impl Session {
 
     pub(super) fn on_reply(&mut self, r: Reply) {
         if r.kind == ReplyKind::Unsolicited {
-            if self.presub_pending > 0 {
+            if self.mig.presub_pending > 0 {
                 if let Some((PubSubKind::Confirmation, _)) = pubsub_frame(&r.data) {
                     // A confirmation of the subscriptions made on the target for the
                     // cutover: the client has its own already.
-                    self.presub_pending -= 1;
-                    if self.presub_pending == 0 {
-                        self.presub_counted = true;
+                    self.mig.presub_pending -= 1;
+                    if self.mig.presub_pending == 0 {
+                        self.mig.presub_counted = true;
                         self.sh.router.resubscribed.fetch_add(1, Ordering::AcqRel);
                     }
                     return;
@@ -232,7 +232,7 @@ impl Session {
             self.closing = true;
             return;
         };
-        let swallowed = self.unblocking
+        let swallowed = self.mig.unblocking
             && self.owed == r.count
             && r.kind == ReplyKind::Data
             && matches!(&r.data[..], b"*-1\r\n" | b"$-1\r\n" | b"_\r\n");
@@ -241,9 +241,9 @@ impl Session {
             // the route settles, with what is left of its timeout (at once if the gate has
             // already reopened, e.g. after an abort the UNBLOCK arrived late for).
             if self.sh.router.gating() {
-                self.reissue_pending = true;
+                self.mig.reissue_pending = true;
             } else {
-                self.reissue_wanted = true;
+                self.mig.reissue_wanted = true;
             }
         } else if !*discard {
             self.out.extend_from_slice(&r.data);
@@ -253,7 +253,7 @@ impl Session {
             self.view.blocked_on.store(-1, Ordering::Relaxed);
         }
         if self.owed == r.count {
-            self.unblocking = false;
+            self.mig.unblocking = false;
         }
         let n = r.count.min(*remaining);
         *remaining -= n;
