@@ -529,3 +529,37 @@ fn each_user_runs_as_itself_on_a_cluster() {
     }
     assert_bytes(w.cmd(&["ACL", "WHOAMI"]), bulk("app1"));
 }
+
+/// A cluster that announces no endpoint (`cluster-preferred-endpoint-type
+/// unknown-endpoint`) redirects with `-MOVED <slot> :<port>`: the node is at the host of
+/// the node that answered, as the syncer's router also reads it.
+#[test]
+fn a_redirection_without_a_host_is_followed() {
+    if skip_direct("cluster routing") {
+        return;
+    }
+    let cluster = RedisCluster::start_with(
+        3,
+        0,
+        &["--cluster-preferred-endpoint-type", "unknown-endpoint"],
+    );
+    let p = proxy(&cluster);
+    let mut w = p.wire();
+    let key = "{hostless}k";
+    assert_bytes(w.cmd(&["SET", key, "v1"]), b"+OK\r\n");
+    let (slot, from, to) = cluster.slot_move_for(key.as_bytes());
+    let moved = from.wire().cmd(&["GET", key]);
+    assert_bytes(moved, b"$2\r\nv1\r\n");
+    cluster.move_slot(slot, from, to, || {});
+    // The node that had it now answers -MOVED without a host.
+    let direct = from.wire().cmd(&["GET", key]);
+    assert!(
+        direct.starts_with(format!("-MOVED {slot} :").as_bytes()),
+        "{}",
+        show(&direct)
+    );
+    // Through the proxy (whose map still names the old node): followed.
+    assert_bytes(w.cmd(&["GET", key]), bulk("v1"));
+    assert_bytes(w.cmd(&["SET", key, "v2"]), b"+OK\r\n");
+    assert_bytes(to.wire().cmd(&["GET", key]), bulk("v2"));
+}

@@ -30,11 +30,22 @@ impl ClusterClient {
             if o.discard {
                 continue;
             }
-            self.on_part_reply(o.seq, o.part, frame, failed);
+            // Only an error can be a redirection: no copy of the address otherwise.
+            let from = (frame.first() == Some(&b'-')).then(|| conn.addr.clone());
+            self.on_part_reply(o.seq, o.part, frame, failed, from.as_ref());
         }
     }
 
-    pub(super) fn on_part_reply(&mut self, seq: u64, p: usize, frame: Bytes, failed: bool) {
+    /// `from`: the node that answered (a redirection without a host means its host, as
+    /// the syncer's router reads it too).
+    pub(super) fn on_part_reply(
+        &mut self,
+        seq: u64,
+        p: usize,
+        frame: Bytes,
+        failed: bool,
+        from: Option<&NodeAddr>,
+    ) {
         let in_multi = self.multi.is_some();
         let Some(e) = self.entry_mut(seq) else { return };
         let replies = e.replies;
@@ -56,7 +67,10 @@ impl ClusterClient {
         if frame.first() == Some(&b'-') && !failed && !in_multi && part.attempts < MAX_ATTEMPTS {
             if let Some(rd) = Redirect::parse(&frame) {
                 part.attempts += 1;
-                let addr = rd.node.clone();
+                let addr = match from {
+                    Some(f) => rd.node.or_host_of(f),
+                    None => rd.node.clone(),
+                };
                 part.node = Some(addr);
                 let asking = rd.kind == RedirectKind::Ask;
                 if asking {
