@@ -345,7 +345,8 @@ async fn watch(plan: &Plan, seed: &Connector) -> String {
 /// the plan recorded by an earlier run must be this one (the links resume from their own
 /// checkpoints), else it is refused (or, with `sync.target_not_empty = "flush"`, the
 /// target starts over); with no plan recorded, the target must be empty (or is emptied
-/// when `sync.target_not_empty = "flush"`) and the plan is recorded.
+/// when `sync.target_not_empty = "flush"`, decided as for every sink by
+/// [`crate::sink::run::must_empty`]) and the plan is recorded.
 pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncError> {
     let tgt = |e: &dyn std::fmt::Display| SyncError::Target(e.to_string());
     let mut control = connect(&cfg.target).await?;
@@ -388,9 +389,7 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
         .map_err(|e| tgt(&e))?;
     let recorded = checkpoint::parse_links(&r[0])?;
     if recorded.switched {
-        return Err(SyncError::Config(
-            "the target records a completed cutover (it is live): refusing to load the source into it".into(),
-        ));
+        return Err(crate::sink::run::live_target());
     }
     let wanted = plan.describe();
     match recorded.plan {
@@ -423,14 +422,8 @@ pub async fn prepare_target(cfg: &SyncConfig, plan: &Plan) -> Result<(), SyncErr
             busy.push((n.clone(), format!("{} ({keys} keys)", n.addr())));
         }
     }
-    if !busy.is_empty() {
-        let names: Vec<&str> = busy.iter().map(|(_, s)| s.as_str()).collect();
-        if cfg.not_empty == NotEmpty::Refuse {
-            return Err(SyncError::Config(format!(
-                "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" to let cutover empty it",
-                names.join(", ")
-            )));
-        }
+    let names: Vec<String> = busy.iter().map(|(_, s)| s.clone()).collect();
+    if crate::sink::run::must_empty(&names, false, false, cfg.not_empty, false)? {
         tracing::warn!(nodes = %names.join(", "), "emptying the target before the links' full loads");
         for (n, _) in &busy {
             let mut c = connect(n).await?;

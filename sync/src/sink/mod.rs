@@ -2,12 +2,14 @@
 //! Redis Cluster ([`cluster`]): each prepares the target (empty, refuse or flush), loads a
 //! snapshot ([`load`], through [`LoadTarget`]), applies the stream in units that carry their
 //! checkpoint (exactly once), reports what it has applied, and reads back its resume point.
-//! A file ([`rdb_file`]) takes a snapshot only.
+//! One driver runs both ([`run`], through [`run::Sink`]). A file ([`rdb_file`]) takes a
+//! snapshot only.
 
 pub mod cluster;
 pub mod load;
 pub mod node;
 pub mod rdb_file;
+pub mod run;
 
 use ::cluster::NodeStream;
 

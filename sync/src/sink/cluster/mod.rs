@@ -1,7 +1,8 @@
 //! The syncer's run against a Redis Cluster target (found by `INFO cluster` answering
 //! `cluster_enabled:1` on the target URL's node; no setting needed).
 //!
-//! Same steps as for one node ([`crate::syncer`]), with what a cluster changes:
+//! Same run as for one node ([`super::run`], through [`ClusterSink`]), with what a cluster
+//! changes:
 //! - Start: the target cluster has db 0 only, so every source db holding keys must map
 //!   to 0 (`sync.db_map`); the source's `INFO keyspace` is read before PSYNC so a source
 //!   with keys elsewhere is refused at once, naming its dbs.
@@ -40,21 +41,22 @@ use ::cluster::slots::{key_slot, NodeAddr};
 use bytes::{Bytes, BytesMut};
 use resp::{Limits, RequestParser};
 
-use super::load::full_load;
-use super::{ours, source_spec, LoadTarget, Next, StatusAdd, TargetMemory};
+use super::run::{Sink, Start};
+use super::{LoadTarget, Next, TargetMemory};
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{unmapped_dbs, NotEmpty, OnFullResync, SyncConfig};
+use crate::config::{unmapped_dbs, SyncConfig};
 use crate::load::LoadBatch;
 use crate::reencode;
 use crate::reply::{error_text, load_error};
+use crate::scope::LinkScope;
 use crate::slot_checkpoint::{self, SkipTable};
-use crate::source::{PsyncReply, Source};
+use crate::source::Source;
 use crate::status::SyncStatus;
 use crate::SyncError;
 use router::{Done, Mode, Piece, Router};
 use stream::Stream;
 
-/// One run against a cluster: read the checkpoints, PSYNC, full load or resume, stream.
+/// One run against a cluster: [`super::run::run`] into a [`ClusterSink`].
 pub(crate) async fn run_once(
     cfg: &SyncConfig,
     status: &SyncStatus,
@@ -68,82 +70,120 @@ pub(crate) async fn run_once(
     let mut router = Router::connect(cfg.target.clone(), trailer, &memory.cluster_masters).await?;
     memory.cluster_masters = router.masters().to_vec();
     router.set_max_unit_bytes(cfg.max_txn_bytes);
-    let record = read_record(&mut router, cfg.checkpoint_key()).await?;
-    check_source_dbs(cfg).await?;
-    let resume = record
-        .checkpoint
-        .as_ref()
-        .filter(|c| c.is_streaming())
-        .map(|c| (c.replid.as_str(), c.offset));
-    let (spec, seeding) = source_spec(cfg, record.checkpoint.as_ref());
-    let (mut link, reply) = Source::open(&spec, cfg.listening_port, resume).await?;
-    let (replid, offset, db, skip) = match reply {
-        PsyncReply::Full { replid, offset } => {
-            // Files: a checkpoint of other files is not this run's to resume or redo.
-            let (ours_cp, resume) = ours(&link, record.checkpoint.as_ref(), resume, &replid);
-            let record = checkpoint::Record {
-                checkpoint: ours_cp.cloned(),
-                switched: record.switched,
-            };
-            if status.fence().is_some() {
-                return Err(SyncError::Config(
-                    "the source offered a full resync after the cutover; the target is live and nothing is loaded into it".into(),
-                ));
-            }
-            if resume.is_some() && link.copies_again() {
-                tracing::info!("the SCAN copy starts over: the target is emptied and loaded again");
-            } else if resume.is_some() {
-                tracing::error!(
-                    "the source answered FULLRESYNC to a resume (backlog overrun or a new replication id): the whole dataset is loaded again"
-                );
-                metrics::counter!("cutover_sync_unexpected_full_resyncs_total").increment(1);
-                if cfg.on_full_resync == OnFullResync::Stop {
-                    return Err(SyncError::Config(
-                        "the source can only offer a full resync and sync.on_full_resync = \"stop\"".into(),
-                    ));
-                }
-            }
-            match &cfg.scope {
-                // One of several links: the target was prepared once for all of them;
-                // only what this link loaded before is taken away.
-                Some(scope) if record.checkpoint.is_some() => {
-                    crate::sink::cluster::purge::cluster(&mut router, scope).await?;
-                }
-                Some(_) => {}
-                None => prepare_for_full_load(cfg, &mut router, &record, resume.is_some()).await?,
-            }
-            StatusAdd::full(status);
-            let (db, offset) =
-                full_load(cfg, status, &mut link, &mut router, &replid, offset).await?;
-            if seeding {
-                tracing::info!(
-                    replid = %replid,
-                    offset,
-                    "seeded from the file: asking the source to continue from there"
-                );
-                return Ok(Next::Again);
-            }
-            (replid, offset, db, SkipTable::new(offset))
-        }
-        PsyncReply::Continue { replid: new_id } => {
-            let Some(cp) = record.checkpoint else {
-                return Err(SyncError::Source("CONTINUE without a checkpoint".into()));
-            };
-            let skip = read_slot_checkpoints(&mut router, cp.offset, cfg.scope.as_deref()).await?;
-            tracing::info!(
-                floor = cp.offset,
-                highest = skip.max(),
-                "partial resync: continuing from the cluster's checkpoints"
-            );
-            StatusAdd::partial(status);
-            (new_id.unwrap_or(cp.replid), cp.offset, cp.db, skip)
-        }
+    let sink = ClusterSink {
+        router,
+        switched: false,
     };
-    status.set_applied(offset);
-    Stream::new(cfg, status, router, replid, offset, db, skip)
+    super::run::run(cfg, status, sink).await
+}
+
+/// A Redis Cluster as the sink: its router, and whether the checkpoint hash read at the
+/// start records a completed cutover.
+pub(crate) struct ClusterSink {
+    router: ClusterRouter,
+    switched: bool,
+}
+
+impl Sink for ClusterSink {
+    type Load = ClusterRouter;
+    type Resume = SkipTable;
+
+    async fn checkpoint(&mut self, cfg: &SyncConfig) -> Result<Option<Checkpoint>, SyncError> {
+        let record = read_record(&mut self.router, cfg.checkpoint_key()).await?;
+        self.switched = record.switched;
+        Ok(record.checkpoint)
+    }
+
+    async fn before_open(
+        &mut self,
+        cfg: &SyncConfig,
+        _cp: Option<&Checkpoint>,
+    ) -> Result<bool, SyncError> {
+        check_source_dbs(cfg).await?;
+        Ok(false)
+    }
+
+    async fn opened(&mut self, _cfg: &SyncConfig) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    async fn switched(&mut self, _cfg: &SyncConfig) -> Result<bool, SyncError> {
+        Ok(self.switched)
+    }
+
+    /// Each master with keys (`DBSIZE`; the checkpoint hash counts).
+    async fn busy(&mut self, _cfg: &SyncConfig, _ours: bool) -> Result<Vec<String>, SyncError> {
+        let mut busy = Vec::new();
+        for (node, reply) in each_master(&mut self.router, &[b"DBSIZE"]).await? {
+            let keys = std::str::from_utf8(reply.get(1..).unwrap_or_default())
+                .ok()
+                .and_then(|t| t.trim_end().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    SyncError::Target(format!(
+                        "DBSIZE on {node}: {}",
+                        String::from_utf8_lossy(&reply).trim_end()
+                    ))
+                })?;
+            if keys > 0 {
+                busy.push(format!("{node} ({keys} keys)"));
+            }
+        }
+        Ok(busy)
+    }
+
+    async fn flush(&mut self, busy: &[String]) -> Result<(), SyncError> {
+        tracing::warn!(nodes = %busy.join(", "), "emptying the target cluster before the full load");
+        for (node, reply) in each_master(&mut self.router, &[b"FLUSHALL"]).await? {
+            if let Some(e) = error_text(&reply) {
+                return Err(SyncError::Target(format!("FLUSHALL on {node}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, _cfg: &SyncConfig, scope: &LinkScope) -> Result<(), SyncError> {
+        purge::cluster(&mut self.router, scope).await?;
+        Ok(())
+    }
+
+    fn load_target(&mut self) -> &mut ClusterRouter {
+        &mut self.router
+    }
+
+    fn loaded(offset: i64) -> SkipTable {
+        SkipTable::new(offset)
+    }
+
+    async fn resume(&mut self, cfg: &SyncConfig, cp: &Checkpoint) -> Result<SkipTable, SyncError> {
+        let skip = read_slot_checkpoints(&mut self.router, cp.offset, cfg.scope.as_deref()).await?;
+        tracing::info!(
+            floor = cp.offset,
+            highest = skip.max(),
+            "partial resync: continuing from the cluster's checkpoints"
+        );
+        Ok(skip)
+    }
+
+    async fn stream(
+        self,
+        cfg: &SyncConfig,
+        status: &SyncStatus,
+        link: Source,
+        start: Start,
+        skip: SkipTable,
+    ) -> Result<(), SyncError> {
+        Stream::new(
+            cfg,
+            status,
+            self.router,
+            start.replid,
+            start.offset,
+            start.db,
+            skip,
+        )
         .run(link)
-        .await?;
-    Ok(Next::Done)
+        .await
+    }
 }
 
 /// Sends one control command to the node of `slot` and waits for its reply (the router
@@ -251,53 +291,6 @@ async fn check_source_dbs(cfg: &SyncConfig) -> Result<(), SyncError> {
     } else {
         Err(unmapped_dbs(&bad))
     }
-}
-
-/// Makes sure the full load starts on empty masters (or ones we emptied on purpose).
-async fn prepare_for_full_load(
-    cfg: &SyncConfig,
-    router: &mut ClusterRouter,
-    record: &checkpoint::Record,
-    resuming: bool,
-) -> Result<(), SyncError> {
-    if record.switched {
-        return Err(SyncError::Config(
-            "the target records a completed cutover (it is live): refusing to load the source into it".into(),
-        ));
-    }
-    let ours = record.checkpoint.is_some();
-    let mut busy = Vec::new();
-    for (node, reply) in each_master(router, &[b"DBSIZE"]).await? {
-        let keys = std::str::from_utf8(reply.get(1..).unwrap_or_default())
-            .ok()
-            .and_then(|t| t.trim_end().parse::<u64>().ok())
-            .ok_or_else(|| {
-                SyncError::Target(format!(
-                    "DBSIZE on {node}: {}",
-                    String::from_utf8_lossy(&reply).trim_end()
-                ))
-            })?;
-        if keys > 0 {
-            busy.push(format!("{node} ({keys} keys)"));
-        }
-    }
-    // Our own partial load, or a resume the source could not continue: start over.
-    let flush = busy.is_empty() || ours || resuming || cfg.not_empty == NotEmpty::Flush;
-    if !busy.is_empty() && !flush {
-        return Err(SyncError::Config(format!(
-            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" (cutover restore: --target-not-empty flush) to let cutover empty it",
-            busy.join(", ")
-        )));
-    }
-    if !busy.is_empty() {
-        tracing::warn!(nodes = %busy.join(", "), "emptying the target cluster before the full load");
-        for (node, reply) in each_master(router, &[b"FLUSHALL"]).await? {
-            if let Some(e) = error_text(&reply) {
-                return Err(SyncError::Target(format!("FLUSHALL on {node}: {e}")));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Reads every slot's checkpoint (one GET per slot, pipelined per node); with a `scope`,

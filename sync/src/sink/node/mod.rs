@@ -1,6 +1,7 @@
-//! One server as the sink: its run (checkpoint, PSYNC, full load or resume, stream),
-//! target preparation, and the full load's shipping. The stream is [`stream`]; the
-//! pipelined connection [`target`]; emptying a link's slots [`purge`].
+//! One server as the sink: what its run ([`super::run`]) needs of it (the checkpoint, the
+//! early purge of a link's slots, the keys per db, FLUSHALL), and the full load's
+//! shipping. The stream is [`stream`]; the pipelined connection [`target`]; emptying a
+//! link's slots [`purge`].
 
 pub mod purge;
 pub mod stream;
@@ -8,171 +9,171 @@ pub mod target;
 
 use bytes::BytesMut;
 
-use super::load::full_load;
-use super::{ours, source_spec, LoadTarget, Next, StatusAdd};
+use ::cluster::NodeStream;
+
+use super::run::{Sink, Start};
+use super::{LoadTarget, Next};
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{NotEmpty, OnFullResync, SyncConfig};
+use crate::config::SyncConfig;
 use crate::load::LoadBatch;
 use crate::reencode;
 use crate::reply::{error_text, frames, load_error};
-use crate::source::{PsyncReply, Source};
+use crate::scope::LinkScope;
+use crate::source::Source;
 use crate::status::SyncStatus;
 use crate::SyncError;
 use target::{Meta, Target};
 
+/// One run into one server (its control connection `control`): [`super::run::run`].
 pub(crate) async fn run_once(
     cfg: &SyncConfig,
     status: &SyncStatus,
-    mut control: ::cluster::NodeStream,
+    control: NodeStream,
 ) -> Result<Next, SyncError> {
-    let cp = checkpoint::read(&mut control, cfg.checkpoint_db, cfg.checkpoint_key()).await?;
-    let resume = cp
-        .as_ref()
-        .filter(|c| c.is_streaming())
-        .map(|c| (c.replid.as_str(), c.offset));
-    // A link of a cluster source whose last full load did not finish loads again: its
-    // slots are emptied first, before the source starts sending (emptying them SCANs the
-    // whole target, and a source left unread that long drops the replica).
-    let purged = match (&cfg.scope, &cp) {
-        (Some(scope), Some(c)) if resume.is_none() && !c.is_streaming() => {
-            crate::sink::node::purge::node(&mut control, cfg.db_map.target(0), scope).await?;
-            true
-        }
-        _ => false,
+    let sink = NodeSink {
+        control,
+        target: None,
     };
-    let (spec, seeding) = source_spec(cfg, cp.as_ref());
-    let (mut link, reply) = Source::open(&spec, cfg.listening_port, resume).await?;
-    let mut target = Target::connect(&cfg.target).await?;
-    let (replid, offset, db) = match reply {
-        PsyncReply::Full { replid, offset } => {
-            // Files: a checkpoint of other files is not this run's to resume or redo.
-            let (cp, resume) = ours(&link, cp.as_ref(), resume, &replid);
-            if status.fence().is_some() {
-                // After the cutover the target is live: loading (and first emptying) it
-                // would destroy the writes it took since.
-                return Err(SyncError::Config(
-                    "the source offered a full resync after the cutover; the target is live and nothing is loaded into it".into(),
-                ));
-            }
-            if resume.is_some() && link.copies_again() {
-                tracing::info!("the SCAN copy starts over: the target is emptied and loaded again");
-            } else if resume.is_some() {
-                tracing::error!(
-                    "the source answered FULLRESYNC to a resume (backlog overrun or a new replication id): the whole dataset is loaded again"
-                );
-                metrics::counter!("cutover_sync_unexpected_full_resyncs_total").increment(1);
-                if cfg.on_full_resync == OnFullResync::Stop {
-                    return Err(SyncError::Config(
-                        "the source can only offer a full resync and sync.on_full_resync = \"stop\"".into(),
-                    ));
-                }
-            }
-            match &cfg.scope {
-                // One of several links: the target was prepared once for all of them;
-                // only what this link loaded before is taken away.
-                Some(scope) if cp.is_some() && !purged => {
-                    crate::sink::node::purge::node(&mut control, cfg.db_map.target(0), scope)
-                        .await?;
-                }
-                Some(_) => {}
-                None => prepare_for_full_load(cfg, &mut control, cp, resume.is_some()).await?,
-            }
-            StatusAdd::full(status);
-            let mut dest = NodeDest {
-                target: &mut target,
-                control: &mut control,
-            };
-            let (db, offset) =
-                full_load(cfg, status, &mut link, &mut dest, &replid, offset).await?;
-            if seeding {
-                tracing::info!(
-                    replid = %replid,
-                    offset,
-                    "seeded from the file: asking the source to continue from there"
-                );
-                return Ok(Next::Again);
-            }
-            (replid, offset, db)
-        }
-        PsyncReply::Continue { replid: new_id } => {
-            let Some(cp) = cp else {
-                return Err(SyncError::Source("CONTINUE without a checkpoint".into()));
-            };
-            tracing::info!(
-                offset = cp.offset,
-                "partial resync: continuing from the target's checkpoint"
-            );
-            StatusAdd::partial(status);
-            (new_id.unwrap_or(cp.replid), cp.offset, cp.db)
-        }
-    };
-    status.set_applied(offset);
-    stream::stream(cfg, status, link, target, replid, offset, db).await?;
-    Ok(Next::Done)
+    super::run::run(cfg, status, sink).await
 }
 
-/// Makes sure a full load starts on an empty target (or one we emptied on purpose).
-async fn prepare_for_full_load(
-    cfg: &SyncConfig,
-    control: &mut ::cluster::NodeStream,
-    cp: Option<&Checkpoint>,
-    resuming: bool,
-) -> Result<(), SyncError> {
-    let ours = cp.is_some();
-    // Never over a target that took the clients: a cutover recorded there means it is live.
-    let ckdb = cfg.checkpoint_db.to_string();
-    let rec = control
-        .request(&[&[b"SELECT", ckdb.as_bytes()], &checkpoint::SWITCH_QUERY])
-        .await
-        .map_err(|e| SyncError::Target(e.to_string()))?;
-    let switched = checkpoint::parse_switch(rec.get(1).map_or(&[][..], |r| &r[..]))
-        .map_err(SyncError::Target)?;
-    if switched.is_some() {
-        return Err(SyncError::Config(
-            "the target records a completed cutover (it is live): refusing to load the source into it".into(),
-        ));
+/// One server as the sink: a control connection (checkpoint, preparation, purge), and the
+/// pipelined connection of the load and the stream, opened once the source is.
+pub(crate) struct NodeSink {
+    control: NodeStream,
+    target: Option<Target>,
+}
+
+impl NodeSink {
+    fn target(&mut self) -> Result<&mut Target, SyncError> {
+        self.target.as_mut().ok_or_else(not_open)
     }
-    let r = control
-        .request(&[&[b"INFO", b"keyspace"]])
-        .await
-        .map_err(|e| SyncError::Target(e.to_string()))?;
-    let text = String::from_utf8_lossy(&r[0]).into_owned();
-    let mut busy = Vec::new();
-    for (n, keys) in ::cluster::info::keyspace(&text) {
-        let own = u64::from(ours && n == cfg.checkpoint_db);
-        if keys > own {
-            busy.push(format!("db{n} ({} keys)", keys - own));
+}
+
+fn not_open() -> SyncError {
+    SyncError::Target("internal: the target's connection is not open".into())
+}
+
+impl Sink for NodeSink {
+    type Load = Self;
+    type Resume = ();
+
+    async fn checkpoint(&mut self, cfg: &SyncConfig) -> Result<Option<Checkpoint>, SyncError> {
+        checkpoint::read(&mut self.control, cfg.checkpoint_db, cfg.checkpoint_key()).await
+    }
+
+    async fn before_open(
+        &mut self,
+        cfg: &SyncConfig,
+        cp: Option<&Checkpoint>,
+    ) -> Result<bool, SyncError> {
+        // A link of a cluster source whose last full load did not finish loads again: its
+        // slots are emptied first, before the source starts sending (emptying them SCANs
+        // the whole target, and a source left unread that long drops the replica).
+        match (&cfg.scope, cp) {
+            (Some(scope), Some(c)) if !c.is_streaming() => {
+                self.purge(cfg, scope).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
-    // Our own partial load, or a resume the source could not continue: start over.
-    let flush = busy.is_empty() || ours || resuming || cfg.not_empty == NotEmpty::Flush;
-    if !busy.is_empty() && !flush {
-        return Err(SyncError::Config(format!(
-            "the target is not empty: {}; empty it, or set sync.target_not_empty = \"flush\" (cutover restore: --target-not-empty flush) to let cutover empty it",
-            busy.join(", ")
-        )));
+
+    async fn opened(&mut self, cfg: &SyncConfig) -> Result<(), SyncError> {
+        self.target = Some(Target::connect(&cfg.target).await?);
+        Ok(())
     }
-    if !busy.is_empty() || ours {
+
+    async fn switched(&mut self, cfg: &SyncConfig) -> Result<bool, SyncError> {
+        let ckdb = cfg.checkpoint_db.to_string();
+        let rec = self
+            .control
+            .request(&[&[b"SELECT", ckdb.as_bytes()], &checkpoint::SWITCH_QUERY])
+            .await
+            .map_err(|e| SyncError::Target(e.to_string()))?;
+        let switched = checkpoint::parse_switch(rec.get(1).map_or(&[][..], |r| &r[..]))
+            .map_err(SyncError::Target)?;
+        Ok(switched.is_some())
+    }
+
+    /// Each db with keys (our checkpoint hash, in `checkpoint_db`, not counted).
+    async fn busy(&mut self, cfg: &SyncConfig, ours: bool) -> Result<Vec<String>, SyncError> {
+        let r = self
+            .control
+            .request(&[&[b"INFO", b"keyspace"]])
+            .await
+            .map_err(|e| SyncError::Target(e.to_string()))?;
+        let text = String::from_utf8_lossy(&r[0]).into_owned();
+        let mut busy = Vec::new();
+        for (n, keys) in ::cluster::info::keyspace(&text) {
+            let own = u64::from(ours && n == cfg.checkpoint_db);
+            if keys > own {
+                busy.push(format!("db{n} ({} keys)", keys - own));
+            }
+        }
+        Ok(busy)
+    }
+
+    async fn flush(&mut self, busy: &[String]) -> Result<(), SyncError> {
         tracing::warn!(dbs = %busy.join(", "), "emptying the target before the full load");
-        let r = control
+        let r = self
+            .control
             .request(&[&[b"FLUSHALL"]])
             .await
             .map_err(|e| SyncError::Target(e.to_string()))?;
         if let Some(e) = error_text(&r[0]) {
             return Err(SyncError::Target(format!("FLUSHALL: {e}")));
         }
+        Ok(())
     }
-    Ok(())
+
+    async fn purge(&mut self, cfg: &SyncConfig, scope: &LinkScope) -> Result<(), SyncError> {
+        purge::node(&mut self.control, cfg.db_map.target(0), scope).await?;
+        Ok(())
+    }
+
+    fn load_target(&mut self) -> &mut Self {
+        self
+    }
+
+    fn loaded(_offset: i64) {}
+
+    async fn resume(&mut self, _cfg: &SyncConfig, cp: &Checkpoint) -> Result<(), SyncError> {
+        tracing::info!(
+            offset = cp.offset,
+            "partial resync: continuing from the target's checkpoint"
+        );
+        Ok(())
+    }
+
+    async fn stream(
+        self,
+        cfg: &SyncConfig,
+        status: &SyncStatus,
+        link: Source,
+        start: Start,
+        _resume: (),
+    ) -> Result<(), SyncError> {
+        // The control connection stays open while streaming.
+        let NodeSink {
+            control: _control,
+            target,
+        } = self;
+        let target = target.ok_or_else(not_open)?;
+        stream::stream(
+            cfg,
+            status,
+            link,
+            target,
+            start.replid,
+            start.offset,
+            start.db,
+        )
+        .await
+    }
 }
 
-/// The full load's way into one server: its pipelined connection, and a control
-/// connection for the checkpoint.
-pub(crate) struct NodeDest<'a> {
-    pub target: &'a mut Target,
-    pub control: &'a mut ::cluster::NodeStream,
-}
-
-impl LoadTarget for NodeDest<'_> {
+impl LoadTarget for NodeSink {
     async fn write_checkpoint(
         &mut self,
         cfg: &SyncConfig,
@@ -190,26 +191,27 @@ impl LoadTarget for NodeDest<'_> {
     }
 
     async fn probe(&mut self, rdb_version: u16) -> Result<reencode::TargetCaps, SyncError> {
-        probe_target(self.target, rdb_version).await
+        probe_target(self.target()?, rdb_version).await
     }
 
     fn ship(&mut self, b: LoadBatch) -> Result<(), SyncError> {
         if b.count > 0 {
-            self.target.send(b.data, b.count, Meta::Load(b.names))?;
+            self.target()?.send(b.data, b.count, Meta::Load(b.names))?;
         }
         Ok(())
     }
 
     async fn settle(&mut self, limit: usize) -> Result<(), SyncError> {
-        while self.target.inflight_bytes() > limit {
-            let (m, r) = self.target.next_done().await?;
+        let target = self.target()?;
+        while target.inflight_bytes() > limit {
+            let (m, r) = target.next_done().await?;
             check_load(m, &r)?;
         }
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), SyncError> {
-        self.target.drain(|m, r| check_load(m, &r)).await
+        self.target()?.drain(|m, r| check_load(m, &r)).await
     }
 
     fn in_flight(&self) -> String {
