@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 use cluster::NodeStream;
+use resp::Value;
 
 use crate::SyncError;
 
@@ -148,15 +149,16 @@ pub struct Links {
 
 /// Reads the reply to [`LINKS_QUERY`].
 pub fn parse_links(reply: &[u8]) -> Result<Links, SyncError> {
-    let fields = crate::reply::array_elements(reply).ok_or_else(|| {
+    let v = Value::decode_one(reply).ok();
+    let fields = v.as_ref().and_then(Value::items).ok_or_else(|| {
         SyncError::Target(format!(
             "reading the checkpoint: {}",
             String::from_utf8_lossy(reply).trim_end()
         ))
     })?;
-    let text = |i: usize| fields.get(i).and_then(|f| bulk_or_nil(f));
+    let text = |i: usize| fields.get(i).and_then(Value::bytes).map(lossy);
     Ok(Links {
-        switched: text(0).is_some_and(|r| r.as_bytes() == ROUTE_TARGET),
+        switched: fields.first().and_then(Value::bytes) == Some(ROUTE_TARGET),
         plan: text(1),
     })
 }
@@ -168,24 +170,20 @@ pub fn links_record(plan: &[u8]) -> [&[u8]; 4] {
 
 /// The reply to [`SWITCH_QUERY`]: Some(epoch) when a cutover happened, None when none did.
 pub fn parse_switch(reply: &[u8]) -> Result<Option<u64>, String> {
-    let Some(items) = crate::reply::array_elements(reply) else {
+    let v = Value::decode_one(reply).ok();
+    let Some(items) = v.as_ref().and_then(Value::items) else {
         return Err(format!(
             "reading the switch record: {}",
             String::from_utf8_lossy(reply).trim_end()
         ));
     };
-    if items
-        .first()
-        .map(|f| bulk_text(f))
-        .as_deref()
-        .map(str::as_bytes)
-        != Some(ROUTE_TARGET)
-    {
+    if items.first().and_then(Value::bytes) != Some(ROUTE_TARGET) {
         return Ok(None);
     }
     items
         .get(1)
-        .and_then(|f| bulk_text(f).parse().ok())
+        .and_then(Value::int)
+        .and_then(|e| u64::try_from(e).ok())
         .map(Some)
         .ok_or_else(|| "the target's switch record has no epoch".to_string())
 }
@@ -201,15 +199,14 @@ pub struct Record {
 
 /// Reads the reply to `HGETALL` of [`KEY`].
 pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
-    let Some(items) = crate::reply::array_elements(reply) else {
-        return Err(SyncError::Target(format!(
+    let bad = || {
+        SyncError::Target(format!(
             "reading the checkpoint: {}",
             String::from_utf8_lossy(reply).trim_end()
-        )));
+        ))
     };
-    if items.is_empty() {
-        return Ok(Record::default());
-    }
+    let v = Value::decode_one(reply).map_err(|_| bad())?;
+    let fields = v.fields().ok_or_else(bad)?;
     let mut cp = Checkpoint {
         state: String::new(),
         replid: String::new(),
@@ -217,18 +214,22 @@ pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
         db: 0,
     };
     let mut switched = false;
-    for pair in items.chunks(2) {
-        let [k, v] = pair else { break };
-        let k = bulk_text(k);
-        let v = bulk_text(v);
-        match k.as_str() {
-            "state" => cp.state = v,
-            "replid" => cp.replid = v,
-            "offset" => cp.offset = v.parse().unwrap_or(-1),
-            "db" => cp.db = v.parse().unwrap_or(0),
-            _ if k.as_bytes() == ROUTE => switched = v.as_bytes() == ROUTE_TARGET,
+    let mut any = false;
+    for (k, v) in fields {
+        any = true;
+        let k = k.bytes().unwrap_or_default();
+        let v = lossy(v.bytes().unwrap_or_default());
+        match k {
+            b"state" => cp.state = v,
+            b"replid" => cp.replid = v,
+            b"offset" => cp.offset = v.parse().unwrap_or(-1),
+            b"db" => cp.db = v.parse().unwrap_or(0),
+            _ if k == ROUTE => switched = v.as_bytes() == ROUTE_TARGET,
             _ => {}
         }
+    }
+    if !any {
+        return Ok(Record::default());
     }
     if cp.offset < 0 || cp.replid.len() != 40 {
         return Err(SyncError::Config(format!(
@@ -242,18 +243,8 @@ pub fn parse(reply: &[u8]) -> Result<Record, SyncError> {
     })
 }
 
-/// A bulk string's text; None for a nil (no such field) or anything else.
-fn bulk_or_nil(frame: &[u8]) -> Option<String> {
-    let nl = memchr::memchr(b'\n', frame)?;
-    let body = frame.get(nl + 1..frame.len().checked_sub(2)?)?;
-    (frame.first() == Some(&b'$')).then(|| String::from_utf8_lossy(body).into_owned())
-}
-
-fn bulk_text(frame: &[u8]) -> String {
-    // `$n\r\n<data>\r\n`
-    let start = memchr::memchr(b'\n', frame).map(|i| i + 1).unwrap_or(0);
-    let end = frame.len().saturating_sub(2).max(start);
-    String::from_utf8_lossy(&frame[start..end]).into_owned()
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 #[cfg(test)]

@@ -79,20 +79,11 @@ pub fn get_command(out: &mut BytesMut, slot: u16) {
 /// the reply's text when it is not an offset.
 pub fn parse_get(frame: &[u8]) -> Result<Option<i64>, String> {
     let show = || String::from_utf8_lossy(frame).trim_end().to_string();
-    match frame.first() {
-        Some(b'_') => return Ok(None),
-        Some(b'$') if frame.starts_with(b"$-1\r\n") => return Ok(None),
-        Some(b'$') => {}
-        _ => return Err(show()),
+    match resp::Value::decode_one(frame) {
+        Ok(resp::Value::Nil) => Ok(None),
+        Ok(v @ resp::Value::Bytes(_)) => v.int().filter(|n| *n >= 0).map(Some).ok_or_else(show),
+        _ => Err(show()),
     }
-    let start = memchr::memchr(b'\n', frame).map_or(frame.len(), |i| i + 1);
-    let end = frame.len().saturating_sub(2).max(start);
-    std::str::from_utf8(&frame[start..end])
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .map(Some)
-        .ok_or_else(show)
 }
 
 /// Which stream commands a resumed run must skip: those a slot's checkpoint already
