@@ -83,6 +83,10 @@ pub struct CutoverStatus {
     running: std::sync::atomic::AtomicBool,
     /// FINISH ran: the source is no longer kept paused.
     pub finished: std::sync::atomic::AtomicBool,
+    /// An unconfirmed switch record is being taken back: no new CUTOVER until it is (it
+    /// would reuse the epoch, overwrite the source's aborted mark, and could have its
+    /// own record taken back).
+    pub retracting: std::sync::atomic::AtomicBool,
 }
 
 impl CutoverStatus {
@@ -142,6 +146,11 @@ fn preconditions(sh: &Shared, opts: &Options) -> Result<(), String> {
             "already switched to the target (route epoch {}); nothing to do",
             route.epoch
         ));
+    }
+    if sh.cutover.retracting.load(Ordering::Acquire) {
+        return Err(
+            "the last CUTOVER's unconfirmed switch record is still being taken back from the target; try again once that is logged as done".into(),
+        );
     }
     let Some(sync) = &sh.sync else {
         return Err("no target configured (--target)".into());
@@ -531,7 +540,22 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 // to the source, the source says this epoch aborted, so a cutover
                 // restarted before the record is taken back still routes to the source.
                 if let Err(e) = mark_aborted(&sh.source, epoch).await {
-                    tracing::error!(epoch, error = %e, "could not mark the aborted CUTOVER on the source: do not restart cutover until the switch record's removal is logged");
+                    // Then the record itself must go before the clients do.
+                    let ckdb = sh.settings.sync.checkpoint_db;
+                    match tokio::time::timeout(Duration::from_secs(2), retract_now(&target, ckdb))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            sh.cutover.retracting.store(false, Ordering::Release);
+                            tracing::warn!(
+                                epoch,
+                                "the unconfirmed switch record is removed from the target"
+                            );
+                        }
+                        _ => {
+                            tracing::error!(epoch, error = %e, "could not mark the aborted CUTOVER on the source nor remove its switch record from the target: do not restart cutover until the record's removal is logged")
+                        }
+                    }
                 }
             }
             // Abort: release the held commands to the source at once, then lift the pause
@@ -688,7 +712,8 @@ pub async fn retract_now(target: &Upstream, ckdb: u32) -> Result<(), String> {
 /// Takes back a switch record whose write was not confirmed (the cutover aborted), retrying
 /// until the target answers: a record left there would route a restarted cutover to the
 /// target while the clients went on writing to the source.
-fn retract_switch(sh: Arc<Shared>, target: Arc<Upstream>, epoch: u64) {
+pub fn retract_switch(sh: Arc<Shared>, target: Arc<Upstream>, epoch: u64) {
+    sh.cutover.retracting.store(true, Ordering::Release);
     tracing::error!(
         epoch,
         "the switch record was not confirmed: removing it from the target (do not restart cutover until this is logged as done)"
@@ -708,6 +733,7 @@ fn retract_switch(sh: Arc<Shared>, target: Arc<Upstream>, epoch: u64) {
                         epoch,
                         "the unconfirmed switch record is removed from the target"
                     );
+                    sh.cutover.retracting.store(false, Ordering::Release);
                     return;
                 }
             }

@@ -67,6 +67,8 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     // does not answer can't say; then a switch can't have happened unless the source
     // carries a CUTOVER's attempt marker: without one, the clients are served from the
     // source (the target is reached later by the syncer and the connections).
+    // Whether the target answered that question (else nothing about it is known yet).
+    let mut target_answered = false;
     let switched = match &target {
         None => None,
         Some(t) => {
@@ -74,7 +76,10 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             loop {
                 let e = match crate::cutover::recorded_switch(t, settings.sync.checkpoint_db).await
                 {
-                    Ok(v) => break v,
+                    Ok(v) => {
+                        target_answered = true;
+                        break v;
+                    }
                     Err(e) => e,
                 };
                 match crate::cutover::attempt_marked(&source).await {
@@ -99,21 +104,42 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
     };
     // A record whose CUTOVER aborted (its confirmation was lost, and the source was marked
     // before any client command went there): it does not count, and is taken back now.
-    let switched = match (switched, &target) {
-        (Some(epoch), Some(t)) => match crate::cutover::attempt_mark(&source).await {
-            Ok(crate::cutover::AttemptMark::Aborted(a)) if a == epoch => {
-                tracing::warn!(epoch, "the target holds the switch record of a CUTOVER the source says aborted: routing to the source and removing the record");
-                crate::cutover::retract_now(t, settings.sync.checkpoint_db)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "removing the aborted CUTOVER's switch record from the target: {e}"
-                        )
-                    })?;
-                None
+    // The source's attempt marker, read when it matters (a recorded switch, or a target
+    // that did not answer); unreadable: retried, then not started.
+    let mark = if target.is_some() && (switched.is_some() || !target_answered) {
+        let mut tries = 0;
+        loop {
+            match crate::cutover::attempt_mark(&source).await {
+                Ok(m) => break Some(m),
+                Err(e) if tries >= 30 => anyhow::bail!(
+                    "cannot read the source's CUTOVER attempt marker ({e}): it says whether the target's switch record counts; refusing to start"
+                ),
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "cannot read the source's attempt marker yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
             }
-            _ => Some(epoch),
-        },
+        }
+    } else {
+        None
+    };
+    let aborted = match mark {
+        Some(crate::cutover::AttemptMark::Aborted(a)) => Some(a),
+        _ => None,
+    };
+    let switched = match (switched, &target) {
+        (Some(epoch), Some(t)) if aborted == Some(epoch) => {
+            tracing::warn!(epoch, "the target holds the switch record of a CUTOVER the source says aborted: routing to the source and removing the record");
+            crate::cutover::retract_now(t, settings.sync.checkpoint_db)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "removing the aborted CUTOVER's switch record from the target: {e}"
+                    )
+                })?;
+            None
+        }
         (s, _) => s,
     };
     // A migration ended by FINISH: the source is retired, the configuration must change.
@@ -158,7 +184,11 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
         Some(target) => {
             let set = crate::syncing::start(&settings, &source, target, stop_rx)?;
             crate::cutover::lift_stale_pause(&set);
-            crate::cutover::clear_attempt(source.clone());
+            // Only once the target said no switch is recorded there: an aborted mark must
+            // outlive a record it may still be guarding.
+            if target_answered {
+                crate::cutover::clear_attempt(source.clone());
+            }
             Some(set)
         }
     };
@@ -192,6 +222,11 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             .with_context(|| format!("listening for admin on {addr}"))?;
         tracing::info!(%addr, "admin listening");
         tokio::spawn(crate::admin::serve(admin, sh.clone()));
+    }
+    if let (false, Some(epoch), Some(t)) = (target_answered, aborted, &target) {
+        // The target was down: the record of that aborted CUTOVER may still be there.
+        // Taken back once it answers; no CUTOVER until then.
+        crate::cutover::retract_switch(sh.clone(), t.clone(), epoch);
     }
     crate::cutover::spawn_auto(sh.clone());
     if let Some(t) = &sh.tracker {
