@@ -79,7 +79,8 @@ pub struct ClientOptions {
     pub dedicated: bool,
     /// Its name, for its own connections.
     pub name: Option<Bytes>,
-    /// Whose credentials its own connections log in with (shared ones use the URL's).
+    /// Whose credentials its connections log in with (shared ones: the URL's, or
+    /// `Anonymous`).
     pub auth: crate::connect::Auth,
     /// Which shared connections it uses: 0, or 1 for scripts and functions.
     pub lane: u8,

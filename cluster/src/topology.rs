@@ -128,12 +128,14 @@ impl Topology {
     }
 
     /// The shared connection to `addr` for the protocol and lane (0, or 1 for scripts and
-    /// functions: one that runs long holds only the scripts behind it); opened on first use.
+    /// functions: one that runs long holds only the scripts behind it), logged in with the
+    /// URL's credentials or, `anonymous`, not at all; opened on first use.
     pub fn shared(
         &self,
         addr: &NodeAddr,
         resp3: bool,
         lane: u8,
+        anonymous: bool,
     ) -> Result<PipelineHandle, ConnectError> {
         let connector = self.connector(addr)?;
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,13 +143,20 @@ impl Topology {
             connector: connector.clone(),
             shared: Vec::new(),
         });
-        let i = (crate::worker::current() * 2 + resp3 as usize) * 2 + usize::from(lane.min(1));
+        let i = ((crate::worker::current() * 2 + resp3 as usize) * 2 + usize::from(lane.min(1)))
+            * 2
+            + anonymous as usize;
         if node.shared.len() <= i {
             node.shared.resize(i + 1, None);
         }
         let h = node.shared[i].get_or_insert_with(|| {
             let setup = SessionSetup {
                 resp3,
+                auth: if anonymous {
+                    crate::connect::Auth::Anonymous
+                } else {
+                    crate::connect::Auth::Url
+                },
                 ..SessionSetup::default()
             };
             PipelineHandle::spawn_shared(node.connector.clone(), setup, self.label)

@@ -277,7 +277,9 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         let tgt = connect_for_key(&target, RECORD_KEY, "target").await?;
         let mut masters = connect_masters(&target, "target").await?;
         let loaded = load_scripts(sh, &mut masters, 0).await?;
-        // Every user the clients logged in as must log in on the target too.
+        // Every user the clients logged in as must log in on the target too (checked
+        // again before the commit if more logged in meanwhile).
+        let logins = sh.logins.version();
         crate::users::prepare_target(&sh.logins, &sh.source, &target).await?;
         // Last: the attempt marker on the source (written before its writes pause).
         let mut m = connect_for_key(&sh.source, ATTEMPT_KEY, "source").await?;
@@ -289,7 +291,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
                 text(&r)
             ));
         }
-        Ok::<_, String>((src, tgt, masters, loaded))
+        Ok::<_, String>((src, tgt, masters, loaded, logins))
     })
     .await
     .map_err(|_| {
@@ -302,7 +304,7 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
         tracing::warn!(reason = %why, "CUTOVER aborted before the gate");
         format!("aborted, clients continue on the source: {why}")
     })?;
-    let (mut src, tgt, mut masters, mut loaded) = prepared;
+    let (mut src, tgt, mut masters, mut loaded, logins) = prepared;
 
     let gate_at = Instant::now();
     // Whether the source's writes are paused (a SCAN-copied source may refuse it).
@@ -443,6 +445,21 @@ async fn run_one(sh: &Arc<Shared>, opts: Options) -> Result<Option<Report>, Stri
     // Set when the record may be on the target though unconfirmed: the abort then marks
     // the source before any client command goes there (see `mark_aborted`).
     let mut unconfirmed = false;
+    // Users who logged in since the preparation (AUTH is not held by the gate).
+    let result = match result {
+        Ok(fences) if sh.logins.version() != logins => {
+            let check = crate::users::prepare_target(&sh.logins, &sh.source, &target);
+            match tokio::time::timeout_at(deadline.into(), check).await {
+                Ok(Ok(_)) => Ok(fences),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(
+                    "deadline passed while checking the users who logged in during the CUTOVER"
+                        .into(),
+                ),
+            }
+        }
+        other => other,
+    };
     let result = match result {
         Ok(fences) => {
             let fence: i64 = fences.iter().sum();

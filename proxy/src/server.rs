@@ -192,6 +192,10 @@ pub async fn run_until(settings: Settings, shutdown: CancellationToken) -> anyho
             Some(set)
         }
     };
+    source.probe_later();
+    if let Some(t) = &target {
+        t.probe_later();
+    }
     let stats = Arc::new(Stats::default());
     let sh = Arc::new(Shared {
         users: Users::new(settings.password.as_deref(), &settings.users),

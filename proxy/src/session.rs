@@ -419,7 +419,8 @@ struct Session {
 /// Whether a new client must AUTH before its commands run: the proxy's own password is
 /// set, or the backend checks AUTH and runs nothing for a connection that has not.
 pub(super) fn auth_required(sh: &Shared, route: &Route) -> bool {
-    sh.users.auth_required() || (sh.settings.auth_by_backend && !route.upstream.anonymous_ok)
+    sh.users.auth_required()
+        || (sh.settings.auth_by_backend && !route.upstream.anonymous_ok.load(Ordering::Relaxed))
 }
 
 /// One batch in this many is timed for the latency histogram (a power of two).
@@ -1079,7 +1080,9 @@ impl Session {
         let route = Arc::clone(&self.route);
         if self.dedicated.is_none() {
             if let Some(topo) = route.upstream.cluster() {
-                let key = (route.epoch, self.st.resp3, self.lane);
+                // A logged-in client's router has connections of its own for both lanes.
+                let lane = if self.login.is_some() { 0 } else { self.lane };
+                let key = (route.epoch, self.st.resp3, lane);
                 let topo = topo.clone();
                 drop(route);
                 self.send_cluster(key, topo, data, count, flags, hints);

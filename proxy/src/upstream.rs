@@ -74,8 +74,10 @@ pub struct Upstream {
     users: Mutex<HashMap<Arc<Login>, Arc<Pools>>>,
     /// The server runs commands of a connection that has not authenticated (its default
     /// user has no password). Without it, clients must AUTH first (`client_auth =
-    /// "source"`); the proxy answers NOAUTH until they do.
-    pub anonymous_ok: bool,
+    /// "source"`); the proxy answers NOAUTH until they do. Not known (the server did not
+    /// answer at start): false until [`Upstream::probe_later`] learns it.
+    pub anonymous_ok: std::sync::atomic::AtomicBool,
+    anonymous_known: std::sync::atomic::AtomicBool,
     databases: u32,
     /// The db of the URL: where clients start.
     default_db: u32,
@@ -101,11 +103,11 @@ impl Upstream {
             endpoint.tls_ca_file.as_deref(),
             timeout,
         )?);
-        let (version, databases, anonymous_ok) = match probe(&connector).await {
-            Ok(v) => v,
+        let (version, databases, anonymous_ok, known) = match probe(&connector).await {
+            Ok((v, d, a)) => (v, d, a, true),
             Err(e) if e.is_retryable() => {
                 tracing::warn!(side = label, error = %e, "backend not reachable at start; will keep trying");
-                ("7.0.0".to_string(), 16, true)
+                ("7.0.0".to_string(), 16, false, false)
             }
             Err(e) => return Err(e),
         };
@@ -135,7 +137,8 @@ impl Upstream {
             conns_per_pool,
             base: Pools::new(base_auth, databases),
             users: Mutex::new(HashMap::new()),
-            anonymous_ok,
+            anonymous_ok: anonymous_ok.into(),
+            anonymous_known: known.into(),
             databases,
             default_db: if cluster.is_some() {
                 0
@@ -289,6 +292,26 @@ impl Upstream {
         Ok((h, id))
     }
 
+    /// When the server did not answer at start: learns in the background whether it runs
+    /// commands of a connection that has not logged in (until then clients must AUTH).
+    pub fn probe_later(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.anonymous_known.load(Ordering::Relaxed) {
+            return;
+        }
+        let up = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(ok) = anonymous_allowed(&up.connector).await {
+                    up.anonymous_ok.store(ok, Ordering::Relaxed);
+                    up.anonymous_known.store(true, Ordering::Relaxed);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     /// How the base pools log in.
     pub fn base_auth(&self) -> &Auth {
         &self.base.auth
@@ -298,20 +321,7 @@ impl Upstream {
 /// Reads `redis_version`, the number of databases, and whether the server runs commands
 /// of a connection that has not authenticated.
 async fn probe(connector: &Connector) -> Result<(String, u32, bool), ConnectError> {
-    let anonymous_ok = match connector
-        .connect(&SessionSetup {
-            auth: Auth::Anonymous,
-            ..SessionSetup::default()
-        })
-        .await
-    {
-        Ok(mut s) => s
-            .request(&[&[b"PING"]])
-            .await
-            .map(|r| r.first().is_some_and(|p| p.first() != Some(&b'-')))
-            .unwrap_or(false),
-        Err(_) => false,
-    };
+    let anonymous_ok = anonymous_allowed(connector).await.unwrap_or(false);
     let mut s = connector.connect(&SessionSetup::default()).await?;
     let replies = s
         .request(&[&[b"INFO", b"server"], &[b"CONFIG", b"GET", b"databases"]])
@@ -333,4 +343,22 @@ async fn probe(connector: &Connector) -> Result<(String, u32, bool), ConnectErro
         .filter(|d| (1..=1_000_000).contains(d))
         .unwrap_or(16);
     Ok((version, databases, anonymous_ok))
+}
+
+/// Whether the server runs a command (PING) on a connection that has not logged in.
+async fn anonymous_allowed(connector: &Connector) -> Result<bool, ConnectError> {
+    let mut s = connector
+        .connect(&SessionSetup {
+            auth: Auth::Anonymous,
+            ..SessionSetup::default()
+        })
+        .await?;
+    let r = s
+        .request(&[&[b"PING"]])
+        .await
+        .map_err(|e| ConnectError::Io {
+            addr: connector.addr(),
+            source: e,
+        })?;
+    Ok(r.first().is_some_and(|p| p.first() != Some(&b'-')))
 }

@@ -3,11 +3,12 @@
 //! must be able to log in on the target with the same credentials.
 //!
 //! A user missing on the target is copied from the source (`ACL GETUSER` there, `ACL
-//! SETUSER` here: flags, password hashes, commands, keys, channels, selectors). A user
-//! that exists on the target but refuses the password gets the source's password hashes
-//! added (its own stay, so nobody else's login breaks; its permissions are the target's).
-//! When that can't be done (ACL refused on either side, a source older than ACL...), the
-//! CUTOVER is refused, naming the users.
+//! SETUSER` on every master of the target: flags, password hashes, commands, keys,
+//! channels, selectors). A user that exists on the target but refuses the password is not
+//! touched (its permissions there may differ from the source's: adding the source's
+//! password would grant them): the CUTOVER is refused, naming it, as when the copy can't
+//! be made (ACL refused on either side). A credential the source no longer accepts either
+//! (a password rotated since) is forgotten, not required.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,19 +25,41 @@ const MAX_SEEN: usize = 10_000;
 
 /// Credentials the source accepted from clients.
 #[derive(Default)]
-pub struct SeenLogins(Mutex<HashSet<Arc<Login>>>);
+pub struct SeenLogins {
+    seen: Mutex<HashSet<Arc<Login>>>,
+    /// More than [`MAX_SEEN`] were offered: the list is not complete.
+    overflowed: std::sync::atomic::AtomicBool,
+    /// Grows with every new credential (a CUTOVER checks again after its drain).
+    version: std::sync::atomic::AtomicU64,
+}
 
 impl SeenLogins {
     pub fn record(&self, login: &Arc<Login>) {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        use std::sync::atomic::Ordering;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(login) {
+            return;
+        }
         if seen.len() < MAX_SEEN {
             seen.insert(login.clone());
+            self.version.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.overflowed.store(true, Ordering::Relaxed);
         }
     }
 
     pub fn all(&self) -> Vec<Arc<Login>> {
-        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.iter().cloned().collect()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn forget(&self, login: &Arc<Login>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(login);
     }
 }
 
@@ -47,9 +70,14 @@ pub async fn prepare_target(
     source: &Upstream,
     target: &Upstream,
 ) -> Result<Vec<String>, String> {
+    if seen.overflowed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(format!(
+            "clients logged in with more than {MAX_SEEN} distinct credentials: cutover can't vouch that each logs in on the target"
+        ));
+    }
     let mut done = Vec::new();
     let mut failed: Vec<String> = Vec::new();
-    let mut conns: Option<(NodeStream, NodeStream)> = None;
+    let mut conns: Option<(NodeStream, Vec<NodeStream>)> = None;
     for login in seen.all() {
         let name = String::from_utf8_lossy(login.user_name()).into_owned();
         match target.check_login(&login).await {
@@ -66,12 +94,18 @@ pub async fn prepare_target(
                 continue;
             }
         }
+        // Still a credential the source takes? One rotated away since is not required.
+        if matches!(
+            source.check_login(&login).await,
+            Ok(LoginOutcome::Refused(_))
+        ) {
+            seen.forget(&login);
+            continue;
+        }
         if conns.is_none() {
-            let s = source.connector().connect(&SessionSetup::default()).await;
-            let t = target.connector().connect(&SessionSetup::default()).await;
-            match (s, t) {
-                (Ok(s), Ok(t)) => conns = Some((s, t)),
-                (Err(e), _) | (_, Err(e)) => {
+            match connect_both(source, target).await {
+                Ok(c) => conns = Some(c),
+                Err(e) => {
                     failed.push(format!("{name} ({e})"));
                     continue;
                 }
@@ -109,39 +143,97 @@ pub async fn prepare_target(
     }
 }
 
-/// Copies one user's definition from the source (missing on the target), or its password
-/// hashes (present there).
-async fn copy_user(src: &mut NodeStream, tgt: &mut NodeStream, name: &[u8]) -> Result<(), String> {
+/// A connection to the source, and one to each master of the target (ACL users are per
+/// node) or to the target itself.
+async fn connect_both(
+    source: &Upstream,
+    target: &Upstream,
+) -> Result<(NodeStream, Vec<NodeStream>), String> {
+    let s = source
+        .connector()
+        .connect(&SessionSetup::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut t = Vec::new();
+    match target.cluster() {
+        Some(topo) => {
+            let masters = topo.map().masters.clone();
+            for m in &masters {
+                let c = topo.connector(m).map_err(|e| e.to_string())?;
+                t.push(
+                    c.connect(&SessionSetup::default())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        None => t.push(
+            target
+                .connector()
+                .connect(&SessionSetup::default())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    }
+    Ok((s, t))
+}
+
+/// Copies one user's definition from the source to every target node that lacks it; a
+/// node that has a user of that name (which refused the password) is left alone: refused.
+async fn copy_user(
+    src: &mut NodeStream,
+    tgts: &mut [NodeStream],
+    name: &[u8],
+) -> Result<(), String> {
     let Some(raw) = getuser(src, name, "source").await? else {
         return Err("not found on the source".into());
     };
     let user = Value::decode_one(&raw).map_err(|e| format!("the source's ACL GETUSER: {e}"))?;
-    let on_target = getuser(tgt, name, "target").await?;
     let mut args: Vec<Bytes> = vec![
         Bytes::from_static(b"ACL"),
         Bytes::from_static(b"SETUSER"),
         Bytes::copy_from_slice(name),
     ];
-    if on_target.is_some() {
-        // Present: only the source's passwords are added.
-        args.extend(password_rules(&user));
-    } else {
-        args.extend(setuser_rules(&user));
-    }
+    args.extend(setuser_rules(&user));
     let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
-    let r = tgt
-        .request(&[&refs])
-        .await
-        .map_err(|e| format!("the target: {e}"))?;
-    let reply = r.first().map(|b| &b[..]).unwrap_or_default();
-    match Value::decode_one(reply) {
-        Ok(Value::Error(e)) => Err(format!(
-            "the target refused ACL SETUSER: {}",
-            String::from_utf8_lossy(e)
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("the target's reply to ACL SETUSER: {e}")),
+    for tgt in tgts.iter_mut() {
+        if getuser(tgt, name, "target").await?.is_some() {
+            return Err(
+                "the target has a user of that name with other passwords (its permissions may differ: make them match, or remove it)".into(),
+            );
+        }
+        let r = tgt
+            .request(&[&refs])
+            .await
+            .map_err(|e| format!("the target: {e}"))?;
+        let reply = r.first().map(|b| &b[..]).unwrap_or_default();
+        match Value::decode_one(reply) {
+            Ok(Value::Error(e)) => {
+                return Err(format!(
+                    "the target refused ACL SETUSER: {}",
+                    redact(&String::from_utf8_lossy(e))
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("the target's reply to ACL SETUSER: {e}")),
+        }
     }
+    Ok(())
+}
+
+/// An error text without the password rules it may quote (`#<hash>`, `>password`).
+fn redact(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            let bare = w.trim_matches(|c| c == '\'' || c == '"');
+            if bare.starts_with('#') || bare.starts_with('>') || bare.starts_with('<') {
+                "<redacted>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `ACL GETUSER name`: the reply describing the user, or None when there is no such user.
@@ -166,17 +258,14 @@ async fn getuser(conn: &mut NodeStream, name: &[u8], side: &str) -> Result<Optio
 /// or a list of patterns (6.2's keys and channels, given `prefix`).
 fn words(v: Option<&Value>, prefix: &[u8]) -> Vec<Bytes> {
     match v {
+        // 6.x: the bare patterns (one may itself start with `~`).
         Some(Value::List(items)) => items
             .iter()
             .filter_map(|i| i.bytes())
             .map(|p| {
-                if p.starts_with(prefix) || p.starts_with(b"%") {
-                    Bytes::copy_from_slice(p)
-                } else {
-                    let mut w = prefix.to_vec();
-                    w.extend_from_slice(p);
-                    Bytes::from(w)
-                }
+                let mut w = prefix.to_vec();
+                w.extend_from_slice(p);
+                Bytes::from(w)
             })
             .collect(),
         Some(v) => v
@@ -209,7 +298,12 @@ fn password_rules(user: &Value) -> Vec<Bytes> {
 
 /// The ACL SETUSER rules that rebuild the user ACL GETUSER described.
 fn setuser_rules(user: &Value) -> Vec<Bytes> {
-    let mut rules = vec![Bytes::from_static(b"reset")];
+    // `reset` gives the target's acl-pubsub-default channels: none instead, then the
+    // source's own.
+    let mut rules = vec![
+        Bytes::from_static(b"reset"),
+        Bytes::from_static(b"resetchannels"),
+    ];
     let flags: Vec<&[u8]> = user
         .field(b"flags")
         .and_then(Value::items)
@@ -236,7 +330,11 @@ fn setuser_rules(user: &Value) -> Vec<Bytes> {
     rules.extend(password_rules(user));
     rules.extend(words(user.field(b"commands"), b""));
     rules.extend(words(user.field(b"keys"), b"~"));
-    rules.extend(words(user.field(b"channels"), b"&"));
+    match user.field(b"channels") {
+        Some(c) => rules.extend(words(Some(c), b"&")),
+        // 6.0 knew no channel permissions: every channel.
+        None => rules.push(Bytes::from_static(b"allchannels")),
+    }
     if let Some(selectors) = user.field(b"selectors").and_then(Value::items) {
         for sel in selectors {
             let mut parts = words(sel.field(b"commands"), b"");

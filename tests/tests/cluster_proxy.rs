@@ -514,8 +514,16 @@ fn each_user_runs_as_itself_on_a_cluster() {
             n.cmd(&["ACL", "SETUSER", "app1", "on", ">pw1", "~app1:*", "+@all"]),
             b"+OK\r\n",
         );
+        assert_bytes(
+            n.cmd(&["ACL", "SETUSER", "ops", "on", ">opspw", "~*", "&*", "+@all"]),
+            b"+OK\r\n",
+        );
     }
-    let proxy = proxy(&cluster);
+    // The proxy itself reaches the cluster as `ops`; its clients are not `ops`.
+    let url = cluster.url().replace("redis://", "redis://ops:opspw@");
+    let proxy = Cutover::builder(&cluster.nodes[0]).source_url(&url).start();
+    let mut anon = proxy.wire();
+    assert_bytes(anon.cmd(&["ACL", "WHOAMI"]), bulk("default"));
     let mut w = proxy.wire();
     assert_bytes(w.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
     for i in 0..20 {
@@ -527,6 +535,12 @@ fn each_user_runs_as_itself_on_a_cluster() {
             "a key outside the user's patterns was readable"
         );
     }
+    assert_bytes(w.cmd(&["ACL", "WHOAMI"]), bulk("app1"));
+    // While it watches, its node connections are its own: AUTH can't reach them all.
+    assert_bytes(w.cmd(&["WATCH", "app1:0"]), b"+OK\r\n");
+    assert!(w
+        .cmd(&["AUTH", "ops", "opspw"])
+        .starts_with(b"-ERR cutover: AUTH"));
     assert_bytes(w.cmd(&["ACL", "WHOAMI"]), bulk("app1"));
 }
 

@@ -268,6 +268,13 @@ fn each_user_is_checked_by_the_source_and_runs_as_itself() {
     let hello = h.cmd(&["HELLO", "3", "AUTH", "app1", "pw1"]);
     assert_prefix(hello, b"%7");
     assert_prefix(h.cmd(&["SET", "other", "x"]), b"-NOPERM");
+    // Options HELLO refuses are refused before the AUTH in them: not logged in.
+    let mut bad = proxy.wire();
+    assert_prefix(
+        bad.cmd(&["HELLO", "3", "bogus", "AUTH", "app1", "pw1"]),
+        b"-ERR Syntax error in HELLO option 'bogus'",
+    );
+    assert_eq!(bad.cmd(&["ACL", "WHOAMI"]), bulk(b"default"));
     // A client that did not log in is the source's default user.
     let mut anon = proxy.wire();
     assert_eq!(anon.cmd(&["ACL", "WHOAMI"]), bulk(b"default"));
@@ -332,6 +339,31 @@ fn a_new_default_password_costs_only_the_clients_that_do_not_know_it() {
     assert_eq!(b.cmd(&["GET", "k"]), bulk(b"1"));
     let mut c = proxy.wire();
     assert_prefix(c.cmd(&["AUTH", "old"]), b"-WRONGPASS");
+}
+
+#[test]
+fn a_user_the_target_has_with_other_passwords_is_not_changed_and_the_cutover_refused() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    add_app_user(&source);
+    assert_eq!(
+        target.cmd(&["ACL", "SETUSER", "app1", "on", ">other", "~*", "+@all"]),
+        b"+OK\r\n"
+    );
+    let proxy = support::cutover_with_target(&source, &target, &[]);
+    let mut app = proxy.wire();
+    assert_eq!(app.cmd(&["AUTH", "app1", "pw1"]), b"+OK\r\n");
+    support::wait_caught_up(&source, &proxy);
+    let r = support::cutover(&proxy, &[]);
+    let text = String::from_utf8_lossy(&r);
+    assert!(
+        r.starts_with(b"-") && text.contains("app1") && text.contains("other passwords"),
+        "{text}"
+    );
+    // The target's user kept its own password (and permissions) only.
+    let mut t = support::Wire::connect(target.addr());
+    assert_prefix(t.cmd(&["AUTH", "app1", "pw1"]), b"-WRONGPASS");
+    assert_eq!(t.cmd(&["AUTH", "app1", "other"]), b"+OK\r\n");
 }
 
 #[test]

@@ -28,7 +28,12 @@ impl ClusterClient {
             )
         } else {
             self.topo
-                .shared(addr, self.opts.resp3, self.opts.lane)
+                .shared(
+                    addr,
+                    self.opts.resp3,
+                    self.opts.lane,
+                    matches!(self.opts.auth, crate::connect::Auth::Anonymous),
+                )
                 .ok()?
         };
         let conn = Conn {

@@ -308,6 +308,22 @@ fn integer(n: i64) -> Bytes {
     b.freeze()
 }
 
+/// Whether HELLO's options parse (each AUTH with two arguments, SETNAME with one).
+fn hello_options_ok(args: &[Bytes]) -> bool {
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if args[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
+            i += 3;
+        } else if args[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 /// The `AUTH user pass` option of a HELLO, if it has one.
 fn hello_auth(args: &[Bytes]) -> Option<(Bytes, Bytes)> {
     let mut i = 2;
@@ -488,11 +504,18 @@ impl Session {
             _ if args.len() >= 2 && !matches!(&args[1][..], b"2" | b"3") => {
                 return self.hello(args, true)
             }
+            // Options it refuses: refused before any AUTH, as Redis does.
+            _ if !hello_options_ok(args) => return self.hello(args, true),
             _ => match hello_auth(args) {
                 Some((u, p)) => (Some(u), p),
                 None => return self.hello(args, false),
             },
         };
+        if self.dedicated.is_some() && self.route.upstream.cluster().is_some() {
+            // Its connections to the nodes log in when they open; the ones already open
+            // can't all be told (AUTH has no key: it would reach one node).
+            return err(b"-ERR cutover: AUTH in a transaction, while subscribed or blocked is not served through the proxy on a Redis Cluster (send it before)\r\n");
+        }
         let gate = self.sh.users.auth_required() || !self.sh.settings.users.is_empty();
         if gate && !self.sh.users.check(user.as_deref(), &pass) {
             tracing::info!(client = self.st.id, peer = %self.st.peer, "AUTH failed (the proxy's users)");
@@ -531,18 +554,20 @@ impl Session {
         };
         if let Some(l) = &logged {
             self.sh.logins.record(l);
-            if self.dedicated.is_some() {
-                // Its own connection logs in too (its reply is the one just given).
-                let mut c = BytesMut::new();
-                match &l.user {
-                    Some(u) => encode::command(&mut c, [&b"AUTH"[..], u, &l.pass].into_iter()),
-                    None => encode::command(&mut c, [&b"AUTH"[..], &l.pass].into_iter()),
-                }
-                let mode = self.st.reply_mode;
-                self.st.reply_mode = ReplyMode::Off;
-                self.send(c.freeze(), 1, 0);
-                self.st.reply_mode = mode;
-            }
+        }
+        if self.dedicated.is_some() {
+            // Its own connection logs in too (its reply is the one just given): as the user,
+            // or as the default user that needs no password.
+            let mut c = BytesMut::new();
+            let (user, pass): (&[u8], &[u8]) = match &logged {
+                Some(l) => (l.user_name(), &l.pass),
+                None => (b"default", b"-"),
+            };
+            encode::command(&mut c, [&b"AUTH"[..], user, pass].into_iter());
+            let mode = self.st.reply_mode;
+            self.st.reply_mode = ReplyMode::Off;
+            self.send(c.freeze(), 1, 0);
+            self.st.reply_mode = mode;
         }
         // New pools (and cluster connections) for the new user; nothing is owed.
         self.login = logged;

@@ -23,8 +23,8 @@ impl Session {
             let client = ClusterClient::new(
                 topo,
                 // A user of its own (client_auth = "source"): connections of its own,
-                // logged in as that user. Otherwise the nodes' shared connections, which
-                // log in with the URL's credentials.
+                // logged in as that user. Otherwise the nodes' shared connections, logged
+                // in as the base pools are (nobody with client_auth = "source").
                 ClientOptions {
                     resp3: key.1,
                     lane: key.2,
@@ -32,7 +32,7 @@ impl Session {
                     name: None,
                     auth: match &self.login {
                         Some(l) => cluster::Auth::Login(l.clone()),
-                        None => cluster::Auth::Url,
+                        None => self.route.upstream.base_auth().clone(),
                     },
                 },
                 self.tx.clone(),

@@ -39,6 +39,7 @@ fn a_7_0_user_with_a_selector() {
         rules(&user),
         [
             "reset",
+            "resetchannels",
             "on",
             "sanitize-payload",
             "#ab12",
@@ -63,7 +64,7 @@ fn a_6_2_user_lists_its_patterns() {
         bulk("commands"),
         bulk("+@read"),
         bulk("keys"),
-        Value::List(vec![bulk("app2:*"), bulk("x")]),
+        Value::List(vec![bulk("app2:*"), bulk("~x")]),
         bulk("channels"),
         Value::List(vec![bulk("*")]),
     ]);
@@ -71,13 +72,36 @@ fn a_6_2_user_lists_its_patterns() {
         rules(&user),
         [
             "reset",
+            "resetchannels",
             "on",
             "allchannels",
             "nopass",
             "+@read",
             "~app2:*",
-            "~x",
+            "~~x",
             "&*"
         ]
+    );
+}
+
+#[test]
+fn a_6_0_user_has_every_channel_and_errors_hide_passwords() {
+    let user = Value::List(vec![
+        bulk("flags"),
+        Value::List(vec![bulk("on")]),
+        bulk("passwords"),
+        Value::List(vec![]),
+        bulk("commands"),
+        bulk("+@all"),
+        bulk("keys"),
+        Value::List(vec![bulk("*")]),
+    ]);
+    assert_eq!(
+        rules(&user),
+        ["reset", "resetchannels", "on", "+@all", "~*", "allchannels"]
+    );
+    assert_eq!(
+        redact("ERR Error in ACL SETUSER modifier '#abc12': Syntax error"),
+        "ERR Error in ACL SETUSER modifier <redacted> Syntax error"
     );
 }
