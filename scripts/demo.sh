@@ -4,7 +4,8 @@
 # Installs what it needs (Redis server and tools, when missing), builds cutover, starts two
 # private Redis servers on free loopback ports (the "source" with data in it, and an empty
 # "target"), puts cutover in front of the source with --target, and shows: the
-# application's view (redis-cli, a transaction, RESP3, a pipeline), the syncer copying the
+# application's view (redis-cli, a transaction, RESP3, a pipeline, an ACL user of its own
+# checked by the source and copied to the target at the switch), the syncer copying the
 # source into the target (full load, then live writes, with exact offsets), verify (the
 # CLI, and VERIFY inside cutover, then CUTOVER VERIFIED), a resume after
 # the replication link is cut (no second full sync), backups (an RDB of the live source
@@ -98,6 +99,16 @@ echo "\$ (20,000 SETs in one pipeline) | redis-cli -p $PROXY --pipe"
 for i in $(seq 1 20000); do printf 'SET key:%d %d\r\n' "$i" "$i"; done | redis-cli -p "$PROXY" --pipe
 run redis-cli -p "$PROXY" DBSIZE
 
+say "the application's own users: checked by the source, each running as itself"
+redis-cli -p "$SRC" ACL SETUSER shop on '>shop-secret' '~shop:*' '+@all' >/dev/null
+echo "\$ redis-cli -p $SRC ACL SETUSER shop on '>shop-secret' '~shop:*' '+@all'   # on the source only"
+shop() { echo "\$ redis-cli -p $PROXY --user shop --pass *** $*"; redis-cli -p "$PROXY" --no-auth-warning --user shop --pass shop-secret "$@"; }
+shop ACL WHOAMI
+shop SET shop:cart 3
+shop GET greeting   # outside shop:*: Redis itself says no
+echo "\$ redis-cli -p $PROXY --user shop --pass wrong PING"
+redis-cli -p "$PROXY" --no-auth-warning --user shop --pass wrong PING
+
 field() { redis-cli -p "$ADMIN" STATUS | tr -d '\r' | sed -n "s/^$1://p"; }
 src_offset() { redis-cli -p "$SRC" INFO replication | tr -d '\r' | sed -n 's/^master_repl_offset://p'; }
 caught_up() {
@@ -187,6 +198,11 @@ echo "acknowledged INCRs: $(cat "$WORK/acked")   on the target: $(redis-cli -p "
 echo "\$ redis-cli -p $PROXY SET where-am-i target   # new writes go to the target"
 redis-cli -p "$PROXY" SET where-am-i target
 echo "target: $(redis-cli -p "$TGT" GET where-am-i)   source: '$(redis-cli -p "$SRC" GET where-am-i)' (and the source stays paused for writes)"
+echo "the user shop was copied to the target before the switch (ACL GETUSER/SETUSER), and runs as itself there:"
+shop ACL WHOAMI
+shop GET shop:cart
+echo "\$ redis-cli -p $TGT ACL LIST | grep shop"
+redis-cli -p "$TGT" ACL LIST | grep shop
 
 say "the operator's view"
 run redis-cli -p "$ADMIN" STATUS
