@@ -19,6 +19,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, EndpointConfig};
 
+/// Most bytes of commands in flight to the target during a restore.
+const RESTORE_INFLIGHT: usize = 16 * 1024 * 1024;
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// An RDB file, an AOF file, or a multi-part AOF directory (or its manifest).
@@ -120,7 +123,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<Report> {
         checkpoint_db: sy.checkpoint_db,
         forward_publish: sy.forward_publish,
         max_txn_bytes: sy.max_txn_bytes,
-        max_inflight_bytes: sy.max_inflight_bytes,
+        // A file waits for the target: 16 MB in flight keep it busy. Measured on an AOF of
+        // 1M SETs (144 MB): 1.31-1.35 s and 45 MB of RSS, against 1.55 s and 144 MB with
+        // the live stream's 64 MB (which must absorb a source's bursts instead).
+        max_inflight_bytes: sy.max_inflight_bytes.min(RESTORE_INFLIGHT),
         big_value_bytes: sy.big_value_bytes,
         spool_dir: sy.spool_dir.clone(),
         spool_max_bytes: sy.spool_max_bytes,
