@@ -16,6 +16,9 @@
 #   IDLE_CLIENTS=10000  idle connections for the memory measurement (0 to skip)
 #   CUTOVER_BIN=...   use this binary instead of building target/release/cutover
 #   SKIP_TWEMPROXY=1  leave twemproxy out
+#   USERS=1           also run every test as an ACL user (redis-benchmark --user bench -a ...),
+#                     directly and through cutover (whose clients then run on that user's
+#                     own connections, checked by the source): two more columns
 #
 # Needs redis-server, redis-benchmark, redis-cli, nutcracker and python3. Never touches
 # port 6379 or any server it did not start; everything it starts is stopped on exit.
@@ -28,6 +31,7 @@ TESTS=${TESTS:-set,get}
 PIPELINES=${PIPELINES:-"1 16"}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 SKIP_TWEMPROXY=${SKIP_TWEMPROXY:-0}
+USERS=${USERS:-0}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -138,6 +142,15 @@ wait_ping "$CUTOVER_PORT" cutover
 
 TARGETS="direct cutover"
 declare -A PORT_OF=([direct]=$REDIS_PORT [cutover]=$CUTOVER_PORT)
+declare -A AUTH_OF=()
+if [ "$USERS" = 1 ]; then
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ACL SETUSER bench on '>benchpw' '~*' '&*' '+@all' >/dev/null
+    TARGETS="$TARGETS direct+user cutover+user"
+    PORT_OF[direct+user]=$REDIS_PORT
+    PORT_OF[cutover+user]=$CUTOVER_PORT
+    AUTH_OF[direct+user]="--user bench -a benchpw"
+    AUTH_OF[cutover+user]="--user bench -a benchpw"
+fi
 if [ "$SKIP_TWEMPROXY" != 1 ]; then
     TWEM_PORT=$(free_port)
     TWEM_STATS=$(free_port)
@@ -179,8 +192,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for target in "${order[@]}"; do
             out="$WORK/bench-$target-$pipeline-$round.csv"
             # In the background so that a signal interrupts `wait` and cleans up at once.
-            redis-benchmark -h 127.0.0.1 -p "${PORT_OF[$target]}" -c "$CLIENTS" -n "$N" \
-                -t "$TESTS" -P "$pipeline" --csv >"$out" 2>"$WORK/bench.err" &
+            # shellcheck disable=SC2086
+            redis-benchmark -h 127.0.0.1 -p "${PORT_OF[$target]}" ${AUTH_OF[$target]:-} \
+                -c "$CLIENTS" -n "$N" -t "$TESTS" -P "$pipeline" --csv \
+                >"$out" 2>"$WORK/bench.err" &
             BENCH_PID=$!
             if ! wait "$BENCH_PID"; then
                 echo "error: redis-benchmark against $target (-P $pipeline) failed:" >&2
@@ -236,6 +251,22 @@ for test in ${TESTS//,/ }; do
         fi
     done
 done
+if [ "$USERS" = 1 ]; then
+    echo
+    echo "As the ACL user \`bench\` (its own connections through cutover):"
+    echo
+    echo "| test | -P | direct | cutover | cutover/direct |"
+    echo "|---|---:|---:|---:|---:|"
+    for test in ${TESTS//,/ }; do
+        name=${test^^}
+        for pipeline in $PIPELINES; do
+            [ -f "$WORK/results/$name.$pipeline.direct+user" ] || continue
+            d=$(median <"$WORK/results/$name.$pipeline.direct+user")
+            c=$(median <"$WORK/results/$name.$pipeline.cutover+user")
+            printf '| %s | %s | %.0f | %.0f | %s |\n' "$name" "$pipeline" "$d" "$c" "$(ratio "$c" "$d")"
+        done
+    done
+fi
 echo
 printf 'cutover idle RSS: %.1f MB at start, %.1f MB after the load\n' \
     "$(awk -v k="$IDLE_RSS_START" 'BEGIN { print k / 1024 }')" \
