@@ -459,6 +459,47 @@ fn kills_during_an_aof_import_apply_every_command_once() {
     assert_same_dataset(&source, &target, &[0]);
 }
 
+/// Killed in the middle of an RDB's load, a restore run again loads it again into the
+/// target it had partly filled (its own partial load: emptied first), ends equal to the
+/// file's server, and a third run loads nothing.
+#[test]
+fn a_restore_killed_during_an_rdb_load_loads_it_again_once() {
+    let source = RedisServer::start();
+    let mut w = source.wire();
+    fill_every_type(&mut w, "k", &[]);
+    w.cmd(&["DEBUG", "POPULATE", "300000", "pop", "64"]);
+    assert_eq!(w.cmd(&["SAVE"]), b"+OK\r\n");
+    let rdb = source.dir().join("dump.rdb");
+    let target = RedisServer::start();
+    let mut t = target.wire();
+    let mut child = Command::new(cutover_bin())
+        .arg("restore")
+        .arg(&rdb)
+        .args(["--target", &target.url()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    poll_until(SYNC_WAIT, || {
+        t.value(&["DBSIZE"]).int() > 30_000 || child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restore finished before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = t.value(&["DBSIZE"]).int();
+    assert!(partial < 300_000, "{partial}");
+    restore_ok(&rdb, &target.url(), &[]);
+    let again = restore_ok(&rdb, &target.url(), &[]);
+    assert!(again.contains("0 keys loaded"), "{again}");
+    // The whole dataset, without cutover's checkpoint: equal (DEBUG DIGEST).
+    assert_eq!(t.cmd(&["DEL", "__cutover:checkpoint"]), b":1\r\n");
+    assert_eq!(t.cmd(&["DEBUG", "DIGEST"]), w.cmd(&["DEBUG", "DIGEST"]));
+    assert_eq!(t.cmd(&["DBSIZE"]), w.cmd(&["DBSIZE"]));
+}
+
 /// Runs `cutover dump --source <url> <file>`; its stdout.
 #[track_caller]
 fn dump(source_url: &str, file: &Path) -> String {
@@ -572,6 +613,82 @@ fn a_seeded_target_continues_with_a_partial_sync() {
         "{:?}",
         p.status()
     );
+}
+
+/// A seed whose offset the source no longer holds (its backlog moved on): the source
+/// answers the resume with +FULLRESYNC, which is reported and handled as any full resync:
+/// the target is loaded again and equals the source.
+#[test]
+fn a_stale_seed_gets_a_full_sync() {
+    let source = support::sync_source();
+    let mut w = source.wire();
+    assert_eq!(
+        w.cmd(&["CONFIG", "SET", "repl-backlog-size", "16384"]),
+        b"+OK\r\n"
+    );
+    fill_every_type(&mut w, "s", &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("seed.rdb");
+    dump(&source.url(), &file);
+    // Far more than the backlog holds.
+    let big = "v".repeat(200);
+    for i in 0..2000 {
+        w.cmd(&["SET", &format!("late:{i}"), &big]);
+    }
+    let full =
+        |s: &RedisServer| -> u64 { s.info_field("stats", "sync_full").unwrap().parse().unwrap() };
+    let full0 = full(&source);
+    let target = RedisServer::start();
+    let proxy = support::cutover_with_target(&source, &target, &["--seed", file.to_str().unwrap()]);
+    support::wait_caught_up(&source, &proxy);
+    assert_eq!(
+        full(&source),
+        full0 + 1,
+        "the stale seed's resume became a full sync"
+    );
+    assert_eq!(proxy.status()["full_syncs"], "2", "{:?}", proxy.status());
+    assert_same_dataset(&source, &target, &[0]);
+}
+
+/// A Redis Cluster target seeded from a file, then caught up by a partial sync.
+#[test]
+fn a_cluster_target_is_seeded_then_continues() {
+    let source = support::sync_source();
+    let mut w = source.wire();
+    fill_every_type(&mut w, "s", &[]);
+    w.cmd(&["DEBUG", "POPULATE", "5000", "pop", "32"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("seed.rdb");
+    dump(&source.url(), &file);
+    for i in 0..300 {
+        w.cmd(&["INCR", &format!("after:{}", i % 10)]);
+    }
+    w.cmd(&["DEL", "pop:7"]);
+    let stat =
+        |s: &RedisServer, f: &str| -> u64 { s.info_field("stats", f).unwrap().parse().unwrap() };
+    let (full0, partial0) = (stat(&source, "sync_full"), stat(&source, "sync_partial_ok"));
+    let cluster = RedisCluster::start(3);
+    let proxy = support::Cutover::builder(&source)
+        .args(&["--target", &cluster.url(), "--seed", file.to_str().unwrap()])
+        .start();
+    support::wait_caught_up(&source, &proxy);
+    assert_eq!(
+        stat(&source, "sync_full"),
+        full0,
+        "the seed spares a full sync"
+    );
+    assert_eq!(stat(&source, "sync_partial_ok"), partial0 + 1);
+    let keys = scan_keys(&mut w);
+    assert!(keys.len() > 5000, "{}", keys.len());
+    for k in &keys {
+        assert_same_key(&mut w, &mut cluster.wire_for(k), k, "seeded cluster");
+    }
+    for k in ["pop:7"] {
+        assert_eq!(
+            cluster.wire_for(k.as_bytes()).cmd(&["EXISTS", k]),
+            b":0\r\n"
+        );
+    }
 }
 
 /// Bytes as the fixtures' JSON writes them: UTF-8 where valid, other bytes as the char of
