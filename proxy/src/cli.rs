@@ -42,6 +42,19 @@ pub struct CtlArgs {
     /// Admin password, if one is set.
     #[arg(long, env = "CUTOVER_ADMIN_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// The admin listener speaks TLS (implied by the --tls-* files).
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificate (PEM) that signed the admin listener's certificate, besides the
+    /// web PKI roots.
+    #[arg(long)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for a listener that requires one; with --tls-key-file.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub action: CtlAction,
 }

@@ -126,6 +126,35 @@ fn the_admin_listener_speaks_tls_when_configured() {
     });
     let status = redis_cli(admin, &tls, None, &["STATUS"]);
     assert!(status.contains("route:source"), "{status}");
+    // cutover ctl, over TLS, trusting the test CA.
+    let out = Command::new(support::cutover_bin())
+        .args([
+            "ctl",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--tls-ca-file",
+        ])
+        .arg(&tls.ca)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("route:source"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA the certificate is not trusted: refused, not spoken to in clear.
+    let out = Command::new(support::cutover_bin())
+        .args([
+            "ctl",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--tls",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     // Plain RESP gets nothing.
     let mut w = Wire::connect(std::net::SocketAddr::from(([127, 0, 0, 1], admin)));
     w.set_timeout(std::time::Duration::from_secs(2));
