@@ -220,6 +220,7 @@ async fn run_shared(
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(10);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(30);
     let addr = connector.addr();
     let mut backoff = MIN_BACKOFF;
     let mut ever_connected = false;
@@ -245,7 +246,13 @@ async fn run_shared(
                 }
             }
             Err(e) => {
-                tracing::warn!(side = label, %addr, error = %e, "cannot connect to backend");
+                // Credentials the server refuses (a client's user whose password changed):
+                // nothing to gain from trying every second; said once, then tried at most
+                // every 30 s (commands sent meanwhile fail at once, with the reason).
+                let refused = matches!(&e, crate::ConnectError::Refused { step: "AUTH", .. });
+                if !refused || backoff == MIN_BACKOFF {
+                    tracing::warn!(side = label, %addr, error = %e, "cannot connect to backend");
+                }
                 let msg = unavailable_message(label, &addr, &e.to_string());
                 // Commands waiting now fail fast instead of hanging while the node is down.
                 while let Ok(b) = rx.try_recv() {
@@ -262,7 +269,12 @@ async fn run_shared(
                         },
                     }
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let most = if refused {
+                    MAX_REFUSED_BACKOFF
+                } else {
+                    MAX_BACKOFF
+                };
+                backoff = (backoff * 2).min(most);
             }
         }
     }
