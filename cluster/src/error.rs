@@ -48,7 +48,9 @@ impl ConnectError {
         match self {
             ConnectError::Io { .. } | ConnectError::Timeout { .. } => true,
             ConnectError::Refused { reply, .. } => {
-                reply.starts_with("LOADING") || reply.starts_with("BUSY")
+                reply.starts_with("LOADING")
+                    || reply.starts_with("BUSY")
+                    || reply.starts_with("ERR max number of clients reached")
             }
             ConnectError::Tls { .. } | ConnectError::BadReply { .. } => false,
         }

@@ -224,6 +224,9 @@ async fn run_shared(
     let addr = connector.addr();
     let mut backoff = MIN_BACKOFF;
     let mut ever_connected = false;
+    // The last failure was a refusal of the credentials, and that was said.
+    let mut last_refused = false;
+    let mut refusal_said = false;
     loop {
         match connector.connect(&setup).await {
             Ok(stream) => {
@@ -232,6 +235,8 @@ async fn run_shared(
                 }
                 ever_connected = true;
                 backoff = MIN_BACKOFF;
+                last_refused = false;
+                refusal_said = false;
                 let mut state = ConnState::new(false, setup.resp3);
                 match drive(stream, &mut rx, &mut state).await {
                     Ok(()) => return, // every handle dropped: the pool is gone
@@ -249,9 +254,18 @@ async fn run_shared(
                 // Credentials the server refuses (a client's user whose password changed):
                 // nothing to gain from trying every second; said once, then tried at most
                 // every 30 s (commands sent meanwhile fail at once, with the reason).
-                let refused = matches!(&e, crate::ConnectError::Refused { step: "AUTH", .. });
-                if !refused || backoff == MIN_BACKOFF {
+                let refused = matches!(&e, crate::ConnectError::Refused { step: "AUTH", reply, .. }
+                    if reply.starts_with("WRONGPASS")
+                        || reply.starts_with("ERR invalid password")
+                        || reply.contains("without any password"));
+                if refused != last_refused {
+                    // Another kind of trouble: its own backoff from the start.
+                    backoff = MIN_BACKOFF;
+                    last_refused = refused;
+                }
+                if !refused || !refusal_said {
                     tracing::warn!(side = label, %addr, error = %e, "cannot connect to backend");
+                    refusal_said |= refused;
                 }
                 let msg = unavailable_message(label, &addr, &e.to_string());
                 // Commands waiting now fail fast instead of hanging while the node is down.

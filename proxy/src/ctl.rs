@@ -135,8 +135,10 @@ fn request(s: &mut Conn, args: &[String]) -> anyhow::Result<String> {
             let text = String::from_utf8_lossy(frame);
             return Ok(match frame.first() {
                 Some(b'$') => {
+                    // `$-1` (nil) has no body: nothing to print.
                     let start = text.find("\r\n").map_or(0, |i| i + 2);
-                    text[start..text.len().saturating_sub(2)].replace("\r\n", "\n")
+                    let end = text.len().saturating_sub(2).max(start);
+                    text[start..end].replace("\r\n", "\n")
                 }
                 _ => text.trim_end().to_string(),
             });

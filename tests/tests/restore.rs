@@ -161,7 +161,7 @@ fn multipart_round_trip(preamble: &str) {
     // Run again: nothing is applied twice, no second load.
     let again = restore_ok(&dir, &target.url(), &[]);
     assert!(
-        again.contains("0 keys loaded")
+        again.contains(": 0 keys loaded")
             && again.contains(" 0 commands applied")
             && again.contains("continued from the target's checkpoint"),
         "{again}"
@@ -171,7 +171,7 @@ fn multipart_round_trip(preamble: &str) {
     // The directory grows (more incr writes): a new run applies only what is new.
     feed(&mut w, 3);
     let more = restore_ok(&dir, &target.url(), &[]);
-    assert!(more.contains("0 keys loaded"), "{more}");
+    assert!(more.contains(": 0 keys loaded"), "{more}");
     assert_same_dataset(&source, &target, &[0, 3]);
 
     // Into a 3-master cluster: db 3 mapped to its db 0 (the keys differ).
@@ -242,7 +242,7 @@ fn an_rdb_restores_into_a_server_and_a_cluster_once() {
     assert!(out.contains(&format!("{n} keys loaded")), "{out}");
     assert_same_dataset(&source, &target, &[0]);
     let again = restore_ok(&file, &target.url(), &[]);
-    assert!(again.contains("0 keys loaded"), "{again}");
+    assert!(again.contains(": 0 keys loaded"), "{again}");
 
     // An older target: values re-created with ordinary commands.
     let old = RedisServer::builder().redis62().start();
@@ -489,11 +489,14 @@ fn a_restore_killed_during_an_rdb_load_loads_it_again_once() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let partial = t.value(&["DBSIZE"]).int();
-    assert!(partial < 300_000, "{partial}");
-    restore_ok(&rdb, &target.url(), &[]);
+    // A key that is not the file's: the rerun must empty its own partial load first.
+    assert_eq!(t.cmd(&["SET", "not-from-the-file", "1"]), b"+OK\r\n");
+    let n = w.value(&["DBSIZE"]).int();
+    let second = restore_ok(&rdb, &target.url(), &[]);
+    assert!(second.contains(&format!(": {n} keys loaded")), "{second}");
+    assert_eq!(t.cmd(&["EXISTS", "not-from-the-file"]), b":0\r\n");
     let again = restore_ok(&rdb, &target.url(), &[]);
-    assert!(again.contains("0 keys loaded"), "{again}");
+    assert!(again.contains(": 0 keys loaded"), "{again}");
     // The whole dataset, without cutover's checkpoint: equal (DEBUG DIGEST).
     assert_eq!(t.cmd(&["DEL", "__cutover:checkpoint"]), b":1\r\n");
     assert_eq!(t.cmd(&["DEBUG", "DIGEST"]), w.cmd(&["DEBUG", "DIGEST"]));
@@ -641,9 +644,8 @@ fn a_stale_seed_gets_a_full_sync() {
     let target = RedisServer::start();
     let proxy = support::cutover_with_target(&source, &target, &["--seed", file.to_str().unwrap()]);
     support::wait_caught_up(&source, &proxy);
-    assert_eq!(
-        full(&source),
-        full0 + 1,
+    assert!(
+        full(&source) > full0,
         "the stale seed's resume became a full sync"
     );
     assert_eq!(proxy.status()["full_syncs"], "2", "{:?}", proxy.status());
@@ -677,7 +679,7 @@ fn a_cluster_target_is_seeded_then_continues() {
         full0,
         "the seed spares a full sync"
     );
-    assert_eq!(stat(&source, "sync_partial_ok"), partial0 + 1);
+    assert!(stat(&source, "sync_partial_ok") > partial0);
     let keys = scan_keys(&mut w);
     assert!(keys.len() > 5000, "{}", keys.len());
     for k in &keys {
