@@ -236,6 +236,19 @@ struct Entry {
     local: Option<Bytes>,
 }
 
+impl Entry {
+    /// A command sent as `parts`, their replies merged by `merge` (one reply expected).
+    fn sent(parts: SmallVec<[Part; 1]>, merge: Merge) -> Entry {
+        Entry {
+            pending: parts.len(),
+            parts,
+            merge,
+            replies: 1,
+            local: None,
+        }
+    }
+}
+
 /// One reply owed by a node connection.
 #[derive(Debug, Clone, Copy)]
 struct Owed {

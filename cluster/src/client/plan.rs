@@ -64,13 +64,9 @@ impl ClusterClient {
         }
         let entry = match (lname, cross) {
             // Most commands: one key (or keys of one slot), to that slot's master.
-            _ if slot.is_some() && !cross => Entry {
-                parts: smallvec![Part::new(cmd, slot, None)],
-                pending: 1,
-                merge: Merge::One,
-                replies,
-                local: None,
-            },
+            _ if slot.is_some() && !cross => {
+                Entry::sent(smallvec![Part::new(cmd, slot, None)], Merge::One)
+            }
             ("ping", _) if !self.opts.dedicated && argc <= 2 => local(if argc == 2 {
                 bulk(arg(1))
             } else {
@@ -104,13 +100,7 @@ impl ClusterClient {
             }
             ("config", _) if sub(b"set") => self.broadcast(&cmd, Merge::First),
             ("scan", _) => self.scan(&cmd, args),
-            _ => Entry {
-                parts: smallvec![Part::new(cmd, slot, None)],
-                pending: 1,
-                merge: Merge::One,
-                replies,
-                local: None,
-            },
+            _ => Entry::sent(smallvec![Part::new(cmd, slot, None)], Merge::One),
         };
         let mut entry = entry;
         if entry.local.is_none() {
@@ -151,12 +141,8 @@ impl ClusterClient {
         slot: Option<u16>,
         cross: bool,
     ) -> Option<Option<Entry>> {
-        let one = |cmd: Bytes, node: Option<NodeAddr>| Entry {
-            parts: smallvec![Part::new(cmd, None, node)],
-            pending: 1,
-            merge: Merge::One,
-            replies: 1,
-            local: None,
+        let one = |cmd: Bytes, node: Option<NodeAddr>| {
+            Entry::sent(smallvec![Part::new(cmd, None, node)], Merge::One)
         };
         match (lname, self.multi.is_some()) {
             ("watch", false) => {
@@ -322,13 +308,7 @@ impl ClusterClient {
             Merge::Mget { keys, .. } => Merge::Mget { positions, keys },
             m => m,
         };
-        Entry {
-            pending: parts.len(),
-            parts,
-            merge,
-            replies: 1,
-            local: None,
-        }
+        Entry::sent(parts, merge)
     }
 
     pub(super) fn broadcast(&mut self, cmd: &Bytes, merge: Merge) -> Entry {
@@ -338,13 +318,7 @@ impl ClusterClient {
             .iter()
             .map(|m| Part::new(cmd.clone(), None, Some(m.clone())))
             .collect();
-        Entry {
-            pending: parts.len(),
-            parts,
-            merge,
-            replies: 1,
-            local: None,
-        }
+        Entry::sent(parts, merge)
     }
 
     /// SCAN: the cursor's low bits name the master, the rest is that master's cursor.
@@ -373,12 +347,9 @@ impl ClusterClient {
                 resp::encode::bulk(&mut b, &cmd[r.clone()]);
             }
         }
-        Entry {
-            parts: smallvec![Part::new(b.freeze(), None, Some(addr))],
-            pending: 1,
-            merge: Merge::Scan { node, masters },
-            replies: 1,
-            local: None,
-        }
+        Entry::sent(
+            smallvec![Part::new(b.freeze(), None, Some(addr))],
+            Merge::Scan { node, masters },
+        )
     }
 }
