@@ -1988,6 +1988,30 @@ pub fn app_client(
     })
 }
 
+/// Runs a redis-py (8.x, installed by scripts/test.sh into target/redispy) script with
+/// `python3`; it must exit 0 and print `ok`.
+#[track_caller]
+pub fn run_redis_py(script: &str) {
+    let lib = workspace_root().join("target/redispy");
+    assert!(
+        lib.join("redis").is_dir(),
+        "redis-py not found at {}: run scripts/test.sh (it installs it)",
+        lib.display()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("PYTHONPATH", lib)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "redis-py: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

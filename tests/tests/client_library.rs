@@ -119,17 +119,6 @@ fn url_database_and_password() {
     assert_eq!(all.get("f").map(String::as_str), Some("v"));
 }
 
-/// redis-py, installed by scripts/test.sh into target/redispy (PyPI `redis`, 8.x).
-fn redis_py() -> std::path::PathBuf {
-    let p = support::workspace_root().join("target/redispy");
-    assert!(
-        p.join("redis").is_dir(),
-        "redis-py not found at {}: run scripts/test.sh (it installs it)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn the_admin_port_takes_client_libraries_as_they_connect() {
     let server = RedisServer::start();
@@ -166,18 +155,7 @@ fn the_admin_port_takes_client_libraries_as_they_connect() {
          print('ok')\n",
         admin.port()
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .env("PYTHONPATH", redis_py())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "redis-py: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_redis_py(&script);
 
     // The replies themselves, as Redis words them.
     let mut w = proxy.admin();
@@ -257,16 +235,5 @@ fn client_libraries_log_in_as_their_own_user() {
         proxy.addr().port(),
         proxy.addr().port()
     );
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .env("PYTHONPATH", redis_py())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "redis-py: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_redis_py(&script);
 }

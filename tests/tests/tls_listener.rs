@@ -46,20 +46,7 @@ fn applications_reach_the_proxy_over_tls() {
          print('ok')\n",
         tls.ca.display()
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .env(
-            "PYTHONPATH",
-            support::workspace_root().join("target/redispy"),
-        )
-        .output()
-        .expect("python3");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "redis-py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_redis_py(&script);
 
     // A plain client gets no Redis replies.
     let mut w = Wire::connect(proxy.addr());

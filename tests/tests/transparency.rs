@@ -379,3 +379,24 @@ fn the_proxys_own_password_is_a_gate_in_front_of_the_source() {
     assert_eq!(w.cmd(&["AUTH", "gate"]), b"+OK\r\n");
     assert_eq!(w.cmd(&["ACL", "WHOAMI"]), bulk(b"default"));
 }
+
+/// A source that did not answer at start: until cutover learns whether it runs commands
+/// without AUTH, clients must log in (it does not assume so); once it answers, a client
+/// that does not log in is served, as by Redis directly.
+#[test]
+fn a_source_down_at_start_is_asked_later_whether_it_needs_a_password() {
+    let port = support::free_port();
+    let down = format!("redis://127.0.0.1:{port}");
+    let placeholder = RedisServer::start();
+    let proxy = Cutover::builder(&placeholder).source_url(&down).start();
+    let mut early = proxy.wire();
+    assert_eq!(
+        early.cmd(&["SET", "k", "v"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    let source = RedisServer::builder().port(port).start();
+    support::poll_until(std::time::Duration::from_secs(15), || {
+        proxy.wire().cmd(&["SET", "k", "v"]) == b"+OK\r\n"
+    });
+    assert_eq!(source.cmd(&["GET", "k"]), bulk(b"v"));
+}
