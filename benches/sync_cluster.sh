@@ -8,23 +8,10 @@
 # Usage: benches/sync_cluster.sh     Environment: KEYS=1000000 ROUNDS=3 LOAD_N=1000000
 # Never touches port 6379 or servers it did not start; stops everything on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}; ROUNDS=${ROUNDS:-3}; LOAD_N=${LOAD_N:-1000000}
 # BIN=<path> measures another build of cutover (an A/B); by default this tree's.
-if [ -z "${BIN:-}" ]; then cargo build --release -q -p cutover; BIN=target/release/cutover; fi
-WORK=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-# Ports below 45000: a cluster bus listens on port + 10000.
-free_port() { local p; while :; do p=$(( (RANDOM % 12000) + 20000 )); if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then echo "$p"; return; fi; done; }
-wait_ping() { for _ in $(seq 1 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
-now() { date +%s.%N; }
-server() { # port dir [args...]
-  local port=$1 dir=$2; shift 2; mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-    --logfile "$dir/redis.log" --repl-diskless-sync-delay 0 --enable-debug-command yes "$@" &
-  PIDS+=($!); wait_ping "$port"
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 src_offset() { redis-cli -p "$SRC" INFO replication | sed -n 's/^master_repl_offset:\([0-9]*\).*/\1/p'; }
 # Waits until cutover (admin port $1) has applied everything the source has; prints the time.
 caught_up() {

@@ -10,25 +10,11 @@
 #   CUTOVER_BIN=...  use this binary instead of building target/release/cutover
 # Never touches port 6379 or servers it did not start; stops everything on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1500000}; ROUNDS=${ROUNDS:-3}; LOAD_N=${LOAD_N:-1000000}
-if [ -z "${CUTOVER_BIN:-}" ]; then
-  cargo build --release -q -p cutover
-  CUTOVER_BIN=target/release/cutover
-fi
-WORK=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-# Ports below 45000: a cluster bus listens on port + 10000.
-free_port() { local p; while :; do p=$(( (RANDOM % 12000) + 20000 )); if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then echo "$p"; return; fi; done; }
-wait_ping() { for _ in $(seq 1 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
-now() { date +%s.%N; }
-server() { # port dir [args...]
-  local port=$1 dir=$2; shift 2; mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-    --logfile "$dir/redis.log" --repl-diskless-sync-delay 0 "$@" &
-  PIDS+=($!); wait_ping "$port"
-}
+BIN=${CUTOVER_BIN:-${BIN:-}}
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
+CUTOVER_BIN=$BIN
 # The sum of the source's masters' offsets (SRC_PORTS).
 src_offset() {
   local sum=0 p o
