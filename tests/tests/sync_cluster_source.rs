@@ -668,7 +668,7 @@ fn a_cluster_source_copied_by_scan_then_cutover() {
         }
     }
     poll_until(SYNC_WAIT, || proxy.status()["sync_state"] == "scan_rounds");
-    assert_bytes(cutover(&proxy, &["TIMEOUT", "5000"]), b"+OK\r\n");
+    assert_bytes(cutover(&proxy, &["TIMEOUT", "15000"]), b"+OK\r\n");
     assert_eq!(proxy.status()["route"], "target");
     let n = assert_same_data(&source, &mut Target::one(&target));
     assert!(n > 1_000, "{n} keys compared");
